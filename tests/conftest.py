@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """The real calibrations and poses kept beside the repository (../shared/data)."""
+  path = _REPO_ROOT.parent / "shared" / "data"
+  if not path.is_dir():
+    pytest.skip(f"real data folder {path} is missing")
+  return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+  return _REPO_ROOT
