@@ -1,0 +1,275 @@
+"""Rigs by name: built-in real calibrations (package data) and procedural generators.
+
+Built-in rigs are canonical rig files in mf_tf/geometry/rigs/*.json, converted once from the real
+calibrations by `python -m mf_tf.geometry.make_builtin_rigs --shared_data=../shared/data`, so that
+nothing outside the package is needed at run time. `get_rig` also accepts a path to any canonical
+rig file.
+
+World "up": every built-in file stores its world's up axis ("up") and floor height along it
+("floor", mm); procedural rigs are z-up with the floor at z = 0. `up_vector(rig)` returns the
+stored axis, or estimates it from the cameras (cameras are mounted upright: image rows run
+downwards, so the mean of -R[1] over cameras points up).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from mf_tf.geometry.calibration import load_rig_file
+from mf_tf.geometry.camera import Camera
+from mf_tf.geometry.rig import Rig
+
+BUILTIN_DIR = pathlib.Path(__file__).resolve().parent / "rigs"
+
+# name -> (file in BUILTIN_DIR, one-line description). "h36m_S1", ... "h36m_S11" are added below.
+_BUILTIN = {
+    "panoptic_vga20": ("panoptic_vga20.json",
+                       "20 Panoptic VGA cameras, one per panel 1-20 (pretraining rig)"),
+    "panoptic_heldout6": ("panoptic_heldout6.json",
+                          "6 Panoptic VGA cameras disjoint from panoptic_vga20"),
+    "panoptic_hd": ("panoptic_hd.json", "the 31 Panoptic HD cameras (panel 0)"),
+    "h36m": ("h36m_S9.json", "Human3.6M, subject S9's 4 cameras"),
+    "shelf": ("shelf.json", "Shelf, 5 cameras"),
+    "campus": ("campus.json", "Campus, 3 outdoor cameras"),
+    "mpi_inf_3dhp": ("mpi_inf_3dhp.json", "MPI-INF-3DHP S1 Seq1, the 8 cameras of the train set"),
+}
+H36M_SUBJECTS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11")
+for _subject in H36M_SUBJECTS:
+  _BUILTIN[f"h36m_{_subject}"] = (f"h36m_{_subject}.json", f"Human3.6M, subject {_subject}")
+
+
+def list_rigs() -> list[str]:
+  """Names of the built-in rigs whose files are present in the package."""
+  return sorted(name for name, (file, _) in _BUILTIN.items() if (BUILTIN_DIR / file).is_file())
+
+
+def builtin_rig_path(name: str) -> pathlib.Path:
+  """Path of a built-in rig's canonical file (it may not exist yet before generation)."""
+  return BUILTIN_DIR / _BUILTIN[name][0]
+
+
+def get_rig(name_or_path: str | os.PathLike) -> Rig:
+  """A built-in rig by name, or a canonical rig file by path.
+
+  Raises:
+    ValueError: neither a built-in name nor an existing file; the message lists valid names.
+  """
+  key = os.fspath(name_or_path)
+  if key in _BUILTIN:
+    path = builtin_rig_path(key)
+    if not path.is_file():
+      raise FileNotFoundError(
+          f"built-in rig {key!r} is missing its file {path}; regenerate with "
+          "`python -m mf_tf.geometry.make_builtin_rigs --shared_data=../shared/data`")
+    rig = load_rig_file(path)
+    return Rig(key, rig.cameras, up=rig.up, floor=rig.floor)
+  if os.path.isfile(key):
+    return load_rig_file(key)
+  raise ValueError(f"unknown rig {key!r}: expected a built-in name, one of {list_rigs()}, or the "
+                   "path of a canonical rig JSON file")
+
+
+# ------------------------------------------------------------------------------------------------
+# Procedural rigs.
+
+
+def look_at(center: np.ndarray, target: np.ndarray, up: np.ndarray):
+  """World-to-camera (R, t) of a camera at `center` looking at `target`, image rows along -up.
+
+  Camera axes: z forward (towards target), x = z cross up (image right), y = z cross x (image
+  down), so the camera is upright with respect to `up`.
+
+  Returns:
+    R [3, 3], t [3] with x_cam = R X + t.
+  """
+  center, target, up = (np.asarray(value, np.float64) for value in (center, target, up))
+  forward = target - center
+  forward /= np.linalg.norm(forward)
+  right = np.cross(forward, up)
+  if np.linalg.norm(right) < 1e-9:  # Looking straight along up: any right axis will do.
+    right = np.cross(forward, [1.0, 0.0, 0.0] if abs(forward[0]) < 0.9 else [0.0, 1.0, 0.0])
+  right /= np.linalg.norm(right)
+  down = np.cross(forward, right)
+  R = np.stack([right, down, forward])
+  return R, -R @ center
+
+
+def _focal_for(image_size, distance_mm, volume_radius_mm, fill):
+  """Focal length (px) making a sphere of `volume_radius_mm` at `distance_mm` fill `fill` of
+  the smaller image side."""
+  half_side = 0.5 * min(image_size) * fill
+  return half_side * distance_mm / volume_radius_mm
+
+
+def ring_rig(num_cameras: int, radius_mm: float = 4500.0, height_mm: float = 1500.0,
+             seed: int = 0, jitter_deg: float = 5.0, jitter_mm: float = 150.0,
+             image_size=(1000, 1000), focal: float | None = None,
+             target=(0.0, 0.0, 900.0), volume_radius_mm: float = 1200.0,
+             name: str | None = None) -> Rig:
+  """Cameras on a horizontal ring around the capture volume, looking at its centre (z-up world).
+
+  Azimuths are evenly spaced with a random offset and jitter; positions are jittered in 3D.
+
+  Args:
+    num_cameras: Number of views.
+    radius_mm: Ring radius.
+    height_mm: Camera height above the floor (z = 0).
+    seed: Seed of the jitter.
+    jitter_deg: Std of the azimuth jitter, degrees.
+    jitter_mm: Std of the position jitter, millimetres.
+    image_size: (width, height) pixels.
+    focal: Focal length in pixels; None: chosen so a sphere of `volume_radius_mm` around
+      `target` fills 80% of the smaller image side.
+    target: Point every camera looks at (capture volume centre), mm.
+    volume_radius_mm: Radius of the volume that must stay in view (for the default focal).
+    name: Rig name (default "ring<num_cameras>_s<seed>").
+
+  Returns:
+    Rig with up [0, 0, 1], floor 0, no lens distortion.
+  """
+  if num_cameras < 1:
+    raise ValueError(f"num_cameras must be >= 1, got {num_cameras}")
+  rng = np.random.default_rng(seed)
+  azimuth = (2.0 * np.pi * np.arange(num_cameras) / num_cameras + rng.uniform(0, 2 * np.pi)
+             + np.deg2rad(jitter_deg) * rng.standard_normal(num_cameras))
+  centers = np.stack([radius_mm * np.cos(azimuth), radius_mm * np.sin(azimuth),
+                      np.full(num_cameras, float(height_mm))], axis=-1)
+  centers += jitter_mm * rng.standard_normal(centers.shape)
+  return _rig_looking_at(centers, target, image_size, focal, volume_radius_mm,
+                         name or f"ring{num_cameras}_s{seed}")
+
+
+def dome_rig(num_cameras: int, radius_mm: float = 4500.0, seed: int = 0,
+             min_elevation_deg: float = 5.0, max_elevation_deg: float = 50.0,
+             jitter_mm: float = 150.0, image_size=(1000, 1000), focal: float | None = None,
+             target=(0.0, 0.0, 900.0), volume_radius_mm: float = 1200.0,
+             name: str | None = None) -> Rig:
+  """Cameras spread over a spherical cap (a dome) around the volume, looking at its centre.
+
+  Directions follow a Fibonacci spiral over the elevation band (even coverage), rotated by a
+  random azimuth, then jittered.
+
+  Args:
+    num_cameras: Number of views.
+    radius_mm: Dome radius, measured from `target`.
+    seed: Seed of the azimuth offset and jitter.
+    min_elevation_deg: Lowest camera elevation above the target's horizontal plane.
+    max_elevation_deg: Highest elevation.
+    jitter_mm: Std of the position jitter.
+    image_size: (width, height) pixels.
+    focal: Focal length in pixels; None: see `ring_rig`.
+    target: Capture volume centre, mm.
+    volume_radius_mm: Radius of the volume that must stay in view.
+    name: Rig name (default "dome<num_cameras>_s<seed>").
+
+  Returns:
+    Rig with up [0, 0, 1], floor 0, no lens distortion.
+  """
+  if num_cameras < 1:
+    raise ValueError(f"num_cameras must be >= 1, got {num_cameras}")
+  rng = np.random.default_rng(seed)
+  index = np.arange(num_cameras) + 0.5
+  low, high = np.sin(np.deg2rad(min_elevation_deg)), np.sin(np.deg2rad(max_elevation_deg))
+  sin_elevation = low + (high - low) * index / num_cameras
+  azimuth = np.pi * (3.0 - np.sqrt(5.0)) * index + rng.uniform(0, 2 * np.pi)
+  cos_elevation = np.sqrt(1.0 - sin_elevation**2)
+  directions = np.stack([cos_elevation * np.cos(azimuth), cos_elevation * np.sin(azimuth),
+                         sin_elevation], axis=-1)
+  centers = np.asarray(target, np.float64) + radius_mm * directions
+  centers += jitter_mm * rng.standard_normal(centers.shape)
+  return _rig_looking_at(centers, target, image_size, focal, volume_radius_mm,
+                         name or f"dome{num_cameras}_s{seed}")
+
+
+def _rig_looking_at(centers, target, image_size, focal, volume_radius_mm, name) -> Rig:
+  width, height = (int(value) for value in image_size)
+  up = np.array([0.0, 0.0, 1.0])
+  cameras = []
+  for index, center in enumerate(centers):
+    R, t = look_at(center, target, up)
+    distance = np.linalg.norm(np.asarray(target) - center)
+    f = focal if focal is not None else _focal_for((width, height), distance, volume_radius_mm,
+                                                   0.8)
+    K = np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+    cameras.append(Camera(f"cam{index:02d}", K, R, t, np.zeros(5), width, height))
+  return Rig(name, tuple(cameras), up=up, floor=0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Capture volume and up direction.
+
+
+def up_vector(rig: Rig) -> np.ndarray:
+  """[3] unit world up: the rig's stored `up`, else the mean camera up (-R[1]) normalized."""
+  if rig.up is not None:
+    return np.array(rig.up)
+  mean = np.mean([-camera.R[1] for camera in rig.cameras], axis=0)
+  return mean / np.linalg.norm(mean)
+
+
+def axes_meeting_point(rig: Rig) -> np.ndarray:
+  """[3] least-squares point closest to every camera's optical axis, mm.
+
+  Minimizes sum_v |(I - d_v d_v^T)(p - C_v)|^2 over p (C_v centre, d_v viewing direction).
+  """
+  centers = np.stack([camera.center for camera in rig.cameras])
+  directions = np.stack([camera.R[2] for camera in rig.cameras])
+  projectors = np.eye(3) - directions[:, :, None] * directions[:, None, :]  # [V, 3, 3]
+  lhs = projectors.sum(axis=0)
+  rhs = np.einsum("vij,vj->i", projectors, centers)
+  if np.linalg.cond(lhs) > 1e8:  # Parallel axes (or one camera): a point in front instead.
+    depth = np.mean(np.linalg.norm(centers - centers.mean(axis=0), axis=-1)) or 3000.0
+    return np.mean(centers + depth * directions, axis=0)
+  return np.linalg.solve(lhs, rhs)
+
+
+def visible_fraction(rig: Rig, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+  """[V, ...] bool: whether each point is in front of each camera and inside its image.
+
+  Args:
+    rig: The rig.
+    points: [..., 3] world points, mm.
+    margin: Pixels kept clear of the image border.
+  """
+  result = []
+  for camera in rig.cameras:
+    uv, depth = camera.project(points)
+    inside = ((uv[..., 0] >= -0.5 + margin) & (uv[..., 0] <= camera.width - 0.5 - margin)
+              & (uv[..., 1] >= -0.5 + margin) & (uv[..., 1] <= camera.height - 0.5 - margin))
+    result.append(inside & (depth > 0))
+  return np.stack(result)
+
+
+def capture_volume(rig: Rig, max_half_extent_mm: float = 1500.0, margin: float = 0.05):
+  """Estimates the region every camera sees: an axis-aligned box around the axes' meeting point.
+
+  The centre is `axes_meeting_point`. The half extent starts at `max_half_extent_mm` on every
+  axis and shrinks (by 10% a step) until all 8 corners and 6 face centres project inside every
+  image (keeping `margin` of each image side clear) and in front of every camera.
+
+  Args:
+    rig: The rig.
+    max_half_extent_mm: Largest half extent considered.
+    margin: Fraction of the smaller image side kept clear of the border.
+
+  Returns:
+    center: [3] mm, world coordinates.
+    half_extent: [3] mm (equal on all axes; 0 if the centre itself is not seen by every camera).
+  """
+  center = axes_meeting_point(rig)
+  corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+                     + [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]],
+                     np.float64)
+  half = float(max_half_extent_mm)
+  for _ in range(60):
+    seen = all(
+        visible_fraction(Rig(rig.name, (camera,)), center + half * corners,
+                         margin * min(camera.width, camera.height)).all()
+        for camera in rig.cameras)
+    if seen:
+      return center, np.full(3, half)
+    half *= 0.9
+  return center, np.zeros(3)
