@@ -22,11 +22,88 @@ def get_config(arg=None):
   config.rig.pretrain = "panoptic_vga20"  # Paper: 20 Panoptic cameras, 380 ordered pairs.
   config.rig.target = "h36m"  # Held-out rig for finetune / evaluate / export / demo.
 
+  # Fusion layer (mf_tf/fusion/layers.py): AffineFusion / NaiveFusion / NoFusion.
+  config.fusion = ml_collections.ConfigDict()
+  config.fusion.kind = "affine"  # affine (AffineFuse / MetaFuse) | naive (NaiveFuse) | none.
+  config.fusion.temperature = 0.2  # Paper Sec. 5.1: softmax temperature on every fused channel.
+  config.fusion.base_init = "line"  # omega_base init: line (epipolar-line prior) | zeros.
+  config.fusion.base_scale = 0.05  # Peak of the line init: small so fusion starts near identity.
+  config.fusion.theta_init = "translation"  # translation (base centred on pixel i) | identity.
+  config.fusion.calibrated_init = False  # MetaFuse^0: epipolar theta + line base from the rig.
+  config.fusion.line_width_px = 1.0  # Calibrated init: line cross-section sigma, heatmap px.
+  config.fusion.line_value = 0.3  # Calibrated init: line peak (fused = h_v + 0.3 * line sums).
+
   # Synthetic world and its simulated detector (mf_tf/data/).
   config.world = ml_collections.ConfigDict()
   config.world.num_frames = 2000  # Frames written by --mode=simulate.
   config.world.render_images = True  # Also render the volumetric body (slower).
   config.world.shard_size = 500  # Frames per TFRecord shard.
+  config.world.rig = "pretrain"  # pretrain | target (config.rig.*), a built-in rig or a rig JSON.
+  config.world.image_encoding = "png"  # png (lossless, ~3x smaller) | raw uint8 in the shards.
+  config.world.store_heatmaps = False  # Dense heatmaps in shards; False: compact detector state.
+  config.world.sheet_frame = 0  # Frame drawn on the contact sheet.
+  config.world.sheet_joint = "lwrist"  # Joint whose epipolar lines the contact sheet draws.
+  config.world.sheet_views = 9  # Views drawn on the contact sheet (the rig's first ones).
+
+  # Simulated detector error model (mf_tf/data/detector.py DetectorParams; px at 64x64, scaled).
+  config.detector = ml_collections.ConfigDict()
+  config.detector.sigma = 2.0  # Peak Gaussian std, px (SimpleBaseline targets use 2 at 64x64).
+  config.detector.visible_jitter_px = 1.0  # Visible joints: position noise std, px.
+  config.detector.visible_amplitude = (0.75, 1.0)  # Visible joints: true peak height range.
+  config.detector.visible_distractor_amplitude = (0.0, 0.25)  # Visible: faint distractor.
+  config.detector.visible_confusion_probability = 0.05  # Visible joints still confused L/R.
+  config.detector.occluded_jitter_px = 1.5  # Occluded joints: position noise std, px.
+  config.detector.occluded_amplitude = (0.2, 0.6)  # Occlusion weakens the true peak.
+  config.detector.distractor_amplitude = (0.5, 1.0)  # ... and a stronger wrong peak appears.
+  config.detector.distractor_jitter_px = 1.0  # Distractor position noise std, px.
+  config.detector.mirror_probability = 0.7  # Distractor on the mirrored joint, else on a limb.
+  config.detector.noise_level = 0.04  # Smooth background noise std per pixel.
+
+  # Rendered images of the capsule body (mf_tf/data/render.py).
+  config.render = ml_collections.ConfigDict()
+  config.render.tile_mm = 500.0  # Floor checker tile side, mm.
+  config.render.noise_std = 0.03  # Per-pixel background noise std (intensities in [0, 1]).
+
+  # One-time conversion of trusted annotation files (mf_tf/data/convert.py, --mode=convert).
+  config.convert = ml_collections.ConfigDict()
+  config.convert.format = "h36m_pickle"  # CrossView / H36M-Toolbox annotation pickle.
+  config.convert.input = ""  # The TRUSTED input file (it is unpickled); required.
+  config.convert.output = ""  # "" means <workdir>/converted/h36m.
+
+  # Serving export (mf_tf/serving/export.py, --mode=export): a SavedModel per rig for TF Serving.
+  config.export = ml_collections.ConfigDict()
+  config.export.dir = ""  # Export root served by TF Serving; "" means <workdir>/export.
+  config.export.rigs = ""  # Comma-separated rigs to export; "" means config.rig.target.
+  config.export.top_k = 0  # 0: dense fusion matrices; k > 0: sparse top-k per row (256 at 64x64).
+  config.export.triangulate = True  # Add joints_3d (DLT with the rig's calibration baked in).
+  config.export.version = 0  # 0: next free version number; else this one (must not exist yet).
+  config.export.base_path_prefix = ""  # models.config paths: "" local, "/models" in a container.
+  config.export.warmup = True  # Write assets.extra/tf_serving_warmup_requests (fast first call).
+  config.export.client_timeout_s = 60.0  # --mode=predict gRPC deadline (4 views on a CPU are slow).
+
+  # TFLite backbone for edge devices (mf_tf/serving/tflite.py, --mode=tflite).
+  config.tflite = ml_collections.ConfigDict()
+  config.tflite.quant_type = "int8"  # fp32 | fp16 | int8 (full-integer ops, float32 input/output).
+  config.tflite.representative_glob = ""  # int8 calibration images; "" renders synthetic frames.
+  config.tflite.num_representative = 32  # Calibration images for int8 (more: steadier ranges).
+  config.tflite.num_eval = 8  # Images for the agreement and latency report.
+  config.tflite.num_threads = 2  # Interpreter threads (the edge device's cores).
+
+  # Evaluation (mf_tf/evaluation/, --mode=evaluate): JDR, MPJPE by DLT and by the RPSM.
+  config.evaluate = ml_collections.ConfigDict()
+  config.evaluate.methods = "no_fusion,calibrated,finetuned"  # finetuned: skipped if absent.
+  config.evaluate.checkpoint = ""  # Finetuned fusion of the rig; "" means <workdir>/finetune/<rig>.
+  config.evaluate.num_frames = 200  # Synthetic test frames of config.rig.target.
+  config.evaluate.seed_offset = 1000  # Test seed = config.seed + this: held out from training.
+  config.evaluate.limb_frames = 500  # Training poses (config.seed) giving the RPSM limb lengths.
+  config.evaluate.batch_size = 16  # Frames per fusion call.
+  config.evaluate.box_size_mm = 2000.0  # RPSM coarse cube side around the triangulated root.
+  config.evaluate.coarse_bins = 16  # RPSM coarse cells per axis (CrossView: 16).
+  config.evaluate.refine_bins = 5  # RPSM local grid per axis per joint (5: spacing halves).
+  config.evaluate.refine_iterations = 5  # RPSM refinement passes (final spacing 3.9 mm).
+  config.evaluate.limb_tolerance = 0.2  # Flat limb prior within 20% of the mean length.
+  config.evaluate.limb_sigma_mm = 20.0  # Gaussian tails of the limb prior beyond the tolerance.
+  config.evaluate.sampling = "bicubic"  # Heatmap interpolation in the RPSM unary term.
 
   config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
 
@@ -35,6 +112,9 @@ def get_config(arg=None):
     config.image_size = 128
     config.world.num_frames = 16
     config.world.shard_size = 8
+    config.evaluate.num_frames = 8  # Smoke: a few frames and a coarse RPSM grid.
+    config.evaluate.limb_frames = 50
+    config.evaluate.coarse_bins = 10
   elif arg not in (None, ""):
     raise ValueError(f"unknown config variant {arg!r}; expected none or 'smoke'")
   return config

@@ -21,6 +21,11 @@ from ml_collections import config_flags
 MODES = {
     "simulate": ("mf_tf.data.simulate_mode:run",
                  "write a synthetic multi-view dataset for a rig and a PNG contact sheet of one frame"),
+    "convert": ("mf_tf.data.convert:run", "convert a trusted annotation pickle to the safe format"),
+    "export": ("mf_tf.serving.export:run", "export a TF Serving SavedModel per rig + models.config"),
+    "predict": ("mf_tf.serving.client:run", "send --images of each view to --server for --rig"),
+    "tflite": ("mf_tf.serving.tflite:run", "convert the backbone to TFLite; size, latency, agreement"),
+    "evaluate": ("mf_tf.evaluation.evaluate:run", "JDR and MPJPE (DLT, pictorial) of fusion methods"),
 }
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

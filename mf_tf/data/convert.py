@@ -1,0 +1,201 @@
+r"""One-time conversion of dataset annotation files into the safe formats mf_tf reads.
+
+WARNING: the h36m_pickle input is a Python pickle. Unpickling executes arbitrary code contained in
+the file. Convert ONLY annotation files you trust (e.g. ones you generated yourself with
+H36M-Toolbox); this command is the only place mf_tf unpickles anything, and the readers never do.
+
+  python -m mf_tf.data.convert --format=h36m_pickle --input=h36m_train.pkl --output=DIR
+  python -m mf_tf.main --mode=convert --config.convert.input=h36m_train.pkl \
+      [--config.convert.output=DIR] --workdir=/tmp/mf_tf
+
+Formats:
+  h36m_pickle  CrossView / H36M-Toolbox annotation list (see mf_tf/data/h36m.py) -> DIR with
+               manifest.json, annotations.npz (no object arrays) and cameras.json, read by
+               `mf_tf.data.h36m.read_h36m_annotations`. Default DIR: <workdir>/converted/h36m.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle  # Only for the explicit, user-run conversion of trusted files; see the docstring.
+import re
+import shutil
+import tempfile
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from mf_tf.data import h36m
+
+FORMATS = ("h36m_pickle",)
+_IMAGE_ID = re.compile(r"(\d+)\.\w+$")
+_REQUIRED = ("image", "joints_2d", "joints_3d", "joints_vis", "subject", "action", "subaction",
+             "camera_id", "camera")
+
+
+def _camera_block(camera: dict, where: str) -> dict:
+  block = {}
+  for key in ("R", "T", "fx", "fy", "cx", "cy", "k", "p"):
+    if key not in camera:
+      raise ValueError(f"{where}: camera lacks {key!r}; expected R, T, fx, fy, cx, cy, k, p")
+    block[key] = np.asarray(camera[key], np.float64).tolist()
+  for key in ("w", "h", "name"):
+    if key in camera:
+      block[key] = camera[key] if key == "name" else int(camera[key])
+  return block
+
+
+def convert_h36m_items(items, output_dir: str, source: str = "") -> str:
+  """Writes annotation items (the unpickled list of dicts) in the safe layout, atomically.
+
+  Args:
+    items: Sequence of per-image dicts in the CrossView / H36M-Toolbox layout.
+    output_dir: Directory to create (replaced if it exists, once the new one is complete).
+    source: Name of the source file, recorded in manifest.json.
+
+  Returns:
+    output_dir.
+  """
+  if not isinstance(items, (list, tuple)) or not items:
+    raise ValueError(f"{source or 'input'}: expected a non-empty list of per-image dicts, got "
+                     f"{type(items).__name__}")
+  num_joints = h36m.NUM_JOINTS
+  columns = {name: [] for name in h36m.ANNOTATION_ARRAYS}
+  optional = {name: [] for name in h36m.OPTIONAL_ARRAYS}
+  cameras: dict[str, dict] = {}
+  for index, item in enumerate(items):
+    where = f"{source or 'input'} item {index}"
+    if not isinstance(item, dict):
+      raise ValueError(f"{where}: expected a dict, got {type(item).__name__}")
+    missing = [key for key in _REQUIRED if key not in item]
+    if missing:
+      raise ValueError(f"{where}: keys {missing} missing; expected at least {list(_REQUIRED)}")
+    joints_2d = np.asarray(item["joints_2d"], np.float64)
+    joints_3d = np.asarray(item["joints_3d"], np.float64)
+    joints_vis = np.asarray(item["joints_vis"], np.float64)
+    if (joints_2d.shape[0] != num_joints or joints_3d.shape != (num_joints, 3)
+        or joints_vis.shape[0] != num_joints):
+      raise ValueError(f"{where}: joints_2d {joints_2d.shape}, joints_3d {joints_3d.shape}, "
+                       f"joints_vis {joints_vis.shape}; expected {num_joints} joints "
+                       f"([{num_joints}, 2], [{num_joints}, 3], [{num_joints}] or "
+                       f"[{num_joints}, 3])")
+    image = str(item["image"])
+    columns["image"].append(image)
+    columns["joints_2d"].append(joints_2d[:, :2])
+    columns["joints_3d"].append(joints_3d)
+    columns["joints_vis"].append(joints_vis.reshape(num_joints, -1)[:, 0])
+    center = np.broadcast_to(np.asarray(item.get("center", (np.nan, np.nan)), np.float64), (2,))
+    scale = np.broadcast_to(np.asarray(item.get("scale", (np.nan, np.nan)), np.float64), (2,))
+    columns["center"].append(center)
+    columns["scale"].append(scale)
+    for key in ("subject", "action", "subaction", "camera_id"):
+      columns[key].append(int(item[key]))
+    if "image_id" in item:
+      columns["image_id"].append(int(item["image_id"]))
+    else:
+      match = _IMAGE_ID.search(image)
+      if match is None:
+        raise ValueError(f"{where}: no image_id and none in the image name {image!r}")
+      columns["image_id"].append(int(match.group(1)))
+    for key in optional:
+      if optional[key] is not None and key in item:
+        optional[key].append(item[key])
+      else:
+        optional[key] = None
+    key = h36m.camera_key(item["subject"], item["camera_id"])
+    block = _camera_block(item["camera"], where)
+    if key in cameras:
+      if not all(np.allclose(cameras[key][k], block[k]) for k in ("R", "T", "fx", "fy", "cx",
+                                                                  "cy", "k", "p")):
+        raise ValueError(f"{where}: camera {key} differs from an earlier item of the same "
+                         "subject and camera_id")
+    else:
+      cameras[key] = block
+  arrays = {
+      "image": np.asarray(columns["image"], dtype=str),
+      **{k: np.asarray(columns[k], np.float64)
+         for k in ("joints_2d", "joints_3d", "joints_vis", "center", "scale")},
+      **{k: np.asarray(columns[k], np.int64)
+         for k in ("subject", "action", "subaction", "camera_id", "image_id")},
+  }
+  for key, values in optional.items():
+    if values is not None and len(values) == len(items):
+      kind = h36m.OPTIONAL_ARRAYS[key][0]
+      arrays[key] = np.asarray(values, np.float64 if kind == "f" else np.int64)
+  manifest = {"format": h36m.FORMAT_NAME, "version": h36m.FORMAT_VERSION,
+              "num_items": len(items), "joint_set": "h36m17", "source": os.path.basename(source),
+              "units": {"joints_3d": "mm (world)", "joints_2d": "image pixels",
+                        "camera.T": "camera centre, mm"}}
+  output_dir = os.path.abspath(output_dir)
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+  try:
+    np.savez(os.path.join(tmp, "annotations.npz"), **arrays)
+    with open(os.path.join(tmp, "cameras.json"), "w") as f:
+      json.dump(cameras, f, indent=1)
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+      json.dump(manifest, f, indent=1)
+    os.chmod(tmp, 0o755)
+    if os.path.exists(output_dir):
+      shutil.rmtree(output_dir)
+    os.rename(tmp, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return output_dir
+
+
+def convert(format_name: str, input_path: str, output_dir: str) -> str:
+  """Converts `input_path` of `format_name` into `output_dir`; returns output_dir.
+
+  WARNING: for "h36m_pickle" this unpickles `input_path`, which executes any code it contains.
+  Use it only on files you trust.
+  """
+  if format_name not in FORMATS:
+    raise ValueError(f"format {format_name!r}, expected one of {FORMATS}")
+  if not input_path or not os.path.isfile(input_path):
+    raise FileNotFoundError(f"input file {input_path!r} not found")
+  if not output_dir:
+    raise ValueError("an output directory is required")
+  logging.warning("Unpickling %s: this executes any code in the file; convert only trusted "
+                  "files.", input_path)
+  with open(input_path, "rb") as f:
+    items = pickle.load(f)  # noqa: S301 -- explicit one-time conversion of a trusted file.
+  out = convert_h36m_items(items, output_dir, source=input_path)
+  logging.info("wrote %d items to %s", len(items), out)
+  return out
+
+
+def run(config, workdir: str, args) -> None:
+  """`--mode=convert`: config.convert.{format, input, output} (output default under workdir)."""
+  del args
+  output = config.convert.output or os.path.join(workdir, "converted", "h36m")
+  if not config.convert.input:
+    raise ValueError("--mode=convert needs --config.convert.input=FILE (a trusted annotation "
+                     "pickle)")
+  convert(config.convert.format, config.convert.input, output)
+
+
+def _define_flags() -> None:
+  # Defined only when run as a script, so importing this module (--mode=convert) adds no flags.
+  flags.DEFINE_enum("format", "h36m_pickle", list(FORMATS), "Input format.")
+  flags.DEFINE_string("input", None, "Input file (a TRUSTED pickle: it is unpickled).")
+  flags.DEFINE_string("output", None, "Output directory.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+  values = flags.FLAGS
+  if not values.input or not values.output:
+    raise app.UsageError("--input and --output are required")
+  convert(values.format, values.input, values.output)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

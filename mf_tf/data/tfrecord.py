@@ -1,0 +1,483 @@
+"""Multi-view dataset storage: TFRecord shards plus `meta.json` and `rig.json`.
+
+Layout of a dataset directory:
+
+    <data_dir>/meta.json                          format, joint set, heatmap size, array specs
+    <data_dir>/rig.json                           the canonical rig file (mm, x_cam = R X + t)
+    <data_dir>/shard-00000-of-00004.tfrecord      one tf.train.Example per frame
+
+Each example holds one frame: `frame_index` (int64) and, per stored array, its raw bytes in the
+array's own dtype (so a write/read round trip is exact), with the per-frame shape and dtype kept
+in meta.json. Images are stored per view as PNG (lossless, small) or as raw uint8 bytes. String
+arrays (e.g. per-view image paths of a real dataset) are stored as UTF-8 byte lists.
+
+Typical frame arrays (leading dimension N frames; V views, J joints, P detector peaks):
+
+    joints3d    [N, J, 3]        world millimetres
+    joints2d    [N, V, J, 2]     heatmap pixels (x = column, y = row)
+    visibility  [N, V, J]        1 visible, 0 occluded / outside
+    head_size   [N, V]           heatmap pixels (JDR threshold is half of it)
+    peaks       [N, V, J, P, 2]  compact simulated-detector state: peak positions, heatmap px
+    amplitudes  [N, V, J, P]     peak heights
+    noise_seed  [N]              background-noise seed of the frame
+    heatmaps    [N, V, H, W, J]  dense initial heatmaps (optional, large)
+    images      [N, V, S, S, 3]  uint8 (optional)
+
+A directory is written to a temporary sibling and renamed into place when complete, so readers
+never see half a dataset. `read_meta` validates a directory against what the caller expects
+(rig, joint set) and raises one error naming every mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from mf_tf.data import joints as joints_lib
+from mf_tf.geometry.rig import Rig
+
+FORMAT_NAME = "mf_tf.multiview_tfrecord"
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+RIG_FILE = "rig.json"
+
+# Arrays whose second axis (after frames) is the view axis; `views=` selects along it.
+PER_VIEW_KEYS = frozenset(
+    {"joints2d", "visibility", "head_size", "peaks", "amplitudes", "heatmaps", "images",
+     "image_paths", "confidence2d"})
+IMAGE_ENCODINGS = ("png", "raw")
+
+
+class DatasetMismatchError(ValueError):
+  """A stored dataset does not match what the caller expects (rig, joint set, heatmap size)."""
+
+
+def shard_name(index: int, count: int) -> str:
+  return f"shard-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def _write_rig(rig: Rig, path: str) -> None:
+  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
+  calibration.save_rig_file(rig, path)
+
+
+def load_rig(data_dir: str) -> Rig:
+  """The rig stored beside a dataset's shards."""
+  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
+  path = os.path.join(data_dir, RIG_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"dataset {data_dir!r} has no {RIG_FILE}: expected the canonical rig file at {path}")
+  return calibration.load_rig_file(path)
+
+
+class ShardWriter:
+  """Streams frames into TFRecord shards of a dataset directory, written atomically.
+
+  Frames are added in chunks (any number of frames per `add`); a shard is closed every
+  `shard_size` frames. `close()` writes meta.json and rig.json and renames the temporary
+  directory onto `out_dir`. Use as a context manager: on an exception the temporary directory is
+  removed and `out_dir` is left untouched.
+
+  Args:
+    out_dir: Dataset directory to create.
+    rig: The cameras of every frame (V = rig.num_views).
+    joint_set: JointSet or name (J = its number of joints).
+    heatmap_size: Heatmap side in pixels (joints2d / peaks are in these pixels).
+    shard_size: Frames per shard.
+    num_frames: Total frames that will be added (names shards `-of-COUNT`); checked on close.
+    image_encoding: "png" (lossless, default) or "raw".
+    detector_params: JSON-serializable parameters of the simulated detector needed to render
+      heatmaps from the compact state (`sigma`, `noise_level`); stored in meta.json.
+    overwrite: Replace an existing `out_dir` (the swap happens only once the new one is complete).
+    extra_meta: JSON-serializable values added to meta.json under "extra".
+  """
+
+  def __init__(self, out_dir: str, rig: Rig, joint_set, heatmap_size: int, shard_size: int,
+               num_frames: int, image_encoding: str = "png",
+               detector_params: Mapping | None = None, overwrite: bool = False,
+               extra_meta: Mapping | None = None):
+    if int(shard_size) < 1:
+      raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    if int(num_frames) < 1:
+      raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    if image_encoding not in IMAGE_ENCODINGS:
+      raise ValueError(f"image_encoding {image_encoding!r}, expected one of {IMAGE_ENCODINGS}")
+    self.out_dir = os.path.abspath(out_dir)
+    if os.path.exists(self.out_dir) and not overwrite:
+      raise FileExistsError(
+          f"dataset directory {self.out_dir} already exists; pass overwrite=True to replace it")
+    self.rig = rig
+    self.joint_set = joints_lib.get_joint_set(joint_set)
+    self.heatmap_size = int(heatmap_size)
+    self.shard_size = int(shard_size)
+    self.num_frames = int(num_frames)
+    self.image_encoding = image_encoding
+    self.detector_params = dict(detector_params or {})
+    self.overwrite = overwrite
+    self.extra_meta = dict(extra_meta or {})
+    self.num_shards = -(-self.num_frames // self.shard_size)
+    parent = os.path.dirname(self.out_dir)
+    os.makedirs(parent, exist_ok=True)
+    self._tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out_dir)}.tmp-", dir=parent)
+    self._specs: dict[str, dict] | None = None
+    self._written = 0
+    self._writer = None
+    self._shard_index = -1
+    self._closed = False
+
+  # Context manager: commit on success, discard on error.
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+    return False
+
+  @property
+  def frames_written(self) -> int:
+    return self._written
+
+  def _check_and_spec(self, frames: Mapping[str, np.ndarray]) -> tuple[int, dict]:
+    num_views, num_joints = self.rig.num_views, self.joint_set.num_joints
+    arrays = {key: np.asarray(value) for key, value in frames.items()}
+    counts = {key: value.shape[0] if value.ndim else None for key, value in arrays.items()}
+    if not arrays or len(set(counts.values())) != 1 or None in counts.values():
+      raise ValueError(f"frames must share one leading frame axis, got leading sizes {counts}")
+    count = next(iter(counts.values()))
+    specs = {}
+    for key, value in arrays.items():
+      shape = list(value.shape[1:])
+      if key in PER_VIEW_KEYS and (not shape or shape[0] != num_views):
+        raise ValueError(
+            f"frames[{key!r}] has shape {value.shape}, expected [N, {num_views}, ...] for rig "
+            f"{self.rig.name!r} with {num_views} views")
+      if key in ("joints3d", "joints2d", "visibility", "peaks", "amplitudes"):
+        joint_axis = 0 if key == "joints3d" else 1
+        if len(shape) <= joint_axis or shape[joint_axis] != num_joints:
+          raise ValueError(
+              f"frames[{key!r}] has shape {value.shape}, expected {num_joints} joints "
+              f"(joint set {self.joint_set.name!r}) on axis {joint_axis + 1}")
+      if key == "images":
+        if value.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
+          raise ValueError(
+              f"frames['images'] has shape {value.shape} dtype {value.dtype}, expected uint8 "
+              f"[N, {num_views}, S, S, 3]")
+      if value.dtype.kind == "U":
+        dtype = "string"
+      elif value.dtype.kind in "biuf":
+        dtype = value.dtype.name
+      else:
+        raise ValueError(f"frames[{key!r}] has unsupported dtype {value.dtype}")
+      specs[key] = {"dtype": dtype, "shape": shape, "per_view": key in PER_VIEW_KEYS}
+      if key == "images":
+        specs[key]["encoding"] = self.image_encoding
+    if "peaks" in specs and not {"amplitudes", "noise_seed"} <= set(specs):
+      raise ValueError("frames with 'peaks' also need 'amplitudes' and 'noise_seed' "
+                       "(the compact detector state)")
+    return count, specs
+
+  def add(self, frames: Mapping[str, np.ndarray]) -> None:
+    """Appends frames; every array has the same leading frame axis N and the same keys each call.
+
+    Args:
+      frames: name -> [N, ...] numpy array (see the module docstring for the usual keys).
+    """
+    if self._closed:
+      raise RuntimeError(f"ShardWriter for {self.out_dir} is already closed")
+    count, specs = self._check_and_spec(frames)
+    if self._specs is None:
+      self._specs = specs
+    elif specs != self._specs:
+      raise ValueError(
+          f"frames added to {self.out_dir} changed keys/shapes/dtypes: first chunk {self._specs}, "
+          f"now {specs}")
+    if self._written + count > self.num_frames:
+      raise ValueError(
+          f"adding {count} frames exceeds num_frames={self.num_frames} "
+          f"({self._written} already written)")
+    arrays = {key: np.asarray(value) for key, value in frames.items()}
+    for i in range(count):
+      frame_index = self._written
+      shard = frame_index // self.shard_size
+      if shard != self._shard_index:
+        if self._writer is not None:
+          self._writer.close()
+        self._shard_index = shard
+        self._writer = tf.io.TFRecordWriter(
+            os.path.join(self._tmp_dir, shard_name(shard, self.num_shards)))
+      self._writer.write(self._example(frame_index, {k: v[i] for k, v in arrays.items()}))
+      self._written += 1
+
+  def _example(self, frame_index: int, frame: Mapping[str, np.ndarray]) -> bytes:
+    feature = {"frame_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[frame_index]))}
+    for key, value in frame.items():
+      spec = self._specs[key]
+      if spec["dtype"] == "string":
+        data = [s.encode("utf-8") for s in np.ravel(value).tolist()]
+      elif key == "images" and self.image_encoding == "png":
+        data = [tf.io.encode_png(view).numpy() for view in value]
+      else:
+        data = [np.ascontiguousarray(value).tobytes()]
+      feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+  def close(self) -> str:
+    """Writes meta.json and rig.json and moves the dataset into place; returns out_dir."""
+    if self._closed:
+      return self.out_dir
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+    if self._written != self.num_frames:
+      self.abort()
+      raise ValueError(
+          f"ShardWriter for {self.out_dir} expected {self.num_frames} frames, got {self._written}")
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "rig_name": self.rig.name,
+        "num_views": self.rig.num_views,
+        "camera_names": [camera.name for camera in self.rig.cameras],
+        "joint_set": self.joint_set.name,
+        "num_joints": self.joint_set.num_joints,
+        "heatmap_size": self.heatmap_size,
+        "num_frames": self.num_frames,
+        "shard_size": self.shard_size,
+        "shards": [shard_name(i, self.num_shards) for i in range(self.num_shards)],
+        "arrays": self._specs,
+        "detector": self.detector_params,
+        "extra": self.extra_meta,
+    }
+    with open(os.path.join(self._tmp_dir, META_FILE), "w") as f:
+      json.dump(meta, f, indent=1)
+    _write_rig(self.rig, os.path.join(self._tmp_dir, RIG_FILE))
+    os.chmod(self._tmp_dir, 0o755)
+    old = None
+    if os.path.exists(self.out_dir):
+      old = self._tmp_dir + ".old"
+      os.rename(self.out_dir, old)
+    os.rename(self._tmp_dir, self.out_dir)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+    self._closed = True
+    return self.out_dir
+
+  def abort(self) -> None:
+    """Discards everything written so far."""
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+    shutil.rmtree(self._tmp_dir, ignore_errors=True)
+    self._closed = True
+
+
+def write_shards(frames: Mapping[str, np.ndarray], out_dir: str, shard_size: int, rig: Rig,
+                 joint_set, heatmap_size: int, *, image_encoding: str = "png",
+                 detector_params: Mapping | None = None, overwrite: bool = False,
+                 extra_meta: Mapping | None = None) -> str:
+  """Writes in-memory frames as a dataset directory (atomically); returns its path.
+
+  Args:
+    frames: name -> [N, ...] numpy arrays (see the module docstring).
+    out_dir: Dataset directory to create.
+    shard_size: Frames per TFRecord shard.
+    rig: Rig of the frames.
+    joint_set: JointSet or name.
+    heatmap_size: Heatmap side in pixels.
+    image_encoding: "png" or "raw" for `frames["images"]`.
+    detector_params: Simulated-detector parameters (`sigma`, `noise_level`) needed to render
+      heatmaps from `peaks`/`amplitudes`/`noise_seed`.
+    overwrite: Replace an existing directory.
+    extra_meta: Extra JSON values for meta.json.
+  """
+  count = len(next(iter(frames.values()))) if frames else 0
+  if count == 0:
+    raise ValueError(f"no frames to write to {out_dir}: expected arrays with N >= 1 frames")
+  with ShardWriter(out_dir, rig, joint_set, heatmap_size, shard_size, count,
+                   image_encoding=image_encoding, detector_params=detector_params,
+                   overwrite=overwrite, extra_meta=extra_meta) as writer:
+    writer.add(frames)
+  return writer.out_dir
+
+
+def _rig_differences(stored: Rig, expected: Rig, atol: float = 1e-6) -> list[str]:
+  if stored.num_views != expected.num_views:
+    return [f"{stored.num_views} views {[c.name for c in stored.cameras]}, expected "
+            f"{expected.num_views} views {[c.name for c in expected.cameras]}"]
+  problems = []
+  for index, (a, b) in enumerate(zip(stored.cameras, expected.cameras)):
+    if a.name != b.name:
+      problems.append(f"view {index} is camera {a.name!r}, expected {b.name!r}")
+      continue
+    for field in ("K", "R", "t", "dist"):
+      va, vb = getattr(a, field), getattr(b, field)
+      if not np.allclose(va, vb, rtol=1e-9, atol=atol):
+        problems.append(f"camera {a.name!r} field {field} differs (max |diff| "
+                        f"{np.max(np.abs(va - vb)):.3g})")
+    if (a.width, a.height) != (b.width, b.height):
+      problems.append(f"camera {a.name!r} image size {a.width}x{a.height}, expected "
+                      f"{b.width}x{b.height}")
+  return problems
+
+
+def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
+              heatmap_size: int | None = None) -> dict:
+  """Reads and validates a dataset directory's meta.json.
+
+  Args:
+    data_dir: Dataset directory.
+    rig: Expected rig (None: accept any). Cameras must match in order, names and parameters.
+    joint_set: Expected JointSet or name (None: accept any).
+    heatmap_size: Expected heatmap side (None: accept any).
+
+  Returns:
+    The meta dict, with "shard_paths" (absolute paths) added.
+
+  Raises:
+    FileNotFoundError: meta.json, rig.json or a listed shard is missing.
+    DatasetMismatchError: the dataset does not match the expectations (one message listing every
+      mismatch).
+  """
+  meta_path = os.path.join(data_dir, META_FILE)
+  if not os.path.isfile(meta_path):
+    raise FileNotFoundError(
+        f"{meta_path} not found: expected a dataset directory written by "
+        "mf_tf.data.tfrecord.write_shards (meta.json, rig.json, shard-*.tfrecord)")
+  with open(meta_path) as f:
+    try:
+      meta = json.load(f)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{meta_path} is not valid JSON: {error}") from None
+  if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+    raise ValueError(
+        f"{meta_path}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
+        f"expected {FORMAT_NAME!r} version {FORMAT_VERSION}")
+  shard_paths = [os.path.join(data_dir, name) for name in meta["shards"]]
+  missing = [path for path in shard_paths if not os.path.isfile(path)]
+  if missing:
+    raise FileNotFoundError(
+        f"dataset {data_dir}: shards listed in meta.json are missing: {missing}")
+  problems = []
+  if joint_set is not None:
+    expected = joints_lib.get_joint_set(joint_set)
+    if meta["joint_set"] != expected.name or meta["num_joints"] != expected.num_joints:
+      problems.append(f"joint set {meta['joint_set']!r} ({meta['num_joints']} joints), expected "
+                      f"{expected.name!r} ({expected.num_joints} joints)")
+  if heatmap_size is not None and meta["heatmap_size"] != int(heatmap_size):
+    problems.append(f"heatmap size {meta['heatmap_size']}, expected {heatmap_size}")
+  if rig is not None:
+    problems += [f"rig: {p}" for p in _rig_differences(load_rig(data_dir), rig)]
+  if problems:
+    raise DatasetMismatchError(
+        f"dataset {data_dir} does not match what was expected: " + "; ".join(problems))
+  meta["shard_paths"] = shard_paths
+  return meta
+
+
+def _decode_value(key: str, spec: dict, values: list[bytes]) -> np.ndarray:
+  shape = spec["shape"]
+  if spec["dtype"] == "string":
+    return np.asarray([v.decode("utf-8") for v in values]).reshape(shape)
+  if key == "images" and spec.get("encoding") == "png":
+    return np.stack([tf.io.decode_png(v, channels=3).numpy() for v in values]).reshape(shape)
+  return np.frombuffer(values[0], dtype=np.dtype(spec["dtype"])).reshape(shape)
+
+
+def iterate_frames(data_dir: str, keys: Iterable[str] | None = None):
+  """Yields (frame_index, {key: numpy array}) per stored frame, in storage order."""
+  meta = read_meta(data_dir)
+  specs = meta["arrays"]
+  keys = list(specs) if keys is None else list(keys)
+  unknown = [k for k in keys if k not in specs]
+  if unknown:
+    raise KeyError(f"dataset {data_dir} has no arrays {unknown}; it holds {sorted(specs)}")
+  for record in tf.data.TFRecordDataset(meta["shard_paths"]).as_numpy_iterator():
+    example = tf.train.Example.FromString(record)
+    feature = example.features.feature
+    yield (int(feature["frame_index"].int64_list.value[0]),
+           {k: _decode_value(k, specs[k], list(feature[k].bytes_list.value)) for k in keys})
+
+
+def load_arrays(data_dir: str, keys: Iterable[str] | None = None) -> dict:
+  """Reads a whole dataset into numpy arrays (small datasets and tests).
+
+  Returns:
+    name -> [N, ...] array in the stored dtype, frames in order, plus "frame_index" [N] int64.
+  """
+  indices, frames = [], []
+  for index, frame in iterate_frames(data_dir, keys):
+    indices.append(index)
+    frames.append(frame)
+  if not frames:
+    raise ValueError(f"dataset {data_dir} holds no frames")
+  out = {key: np.stack([frame[key] for frame in frames]) for key in frames[0]}
+  out["frame_index"] = np.asarray(indices, np.int64)
+  return out
+
+
+# joints2d of a joint with no known position: far outside any heatmap, so its Gaussian target is
+# zero and its loss weight 0 (finite, unlike NaN, which would poison the target heatmaps).
+UNKNOWN_JOINT_PX = -1.0e4
+# Joint whose 3D position anchors the head size of real poses, per joint set.
+_HEAD_JOINT = {"h36m17": "head", "totalcapture16": "head", "coco19": "nose"}
+
+
+def frames_from_poses(rig: Rig, joints3d: np.ndarray, joint_set, heatmap_size: int,
+                      confidence: np.ndarray | None = None,
+                      image_paths: np.ndarray | None = None) -> dict:
+  """Storable frames from real 3D poses (output of the Panoptic / H36M / Total Capture readers).
+
+  joints2d are the distorted projections of joints3d into each camera, in heatmap pixels
+  (UNKNOWN_JOINT_PX for unknown joints); visibility is 1 where the joint is known (finite,
+  confidence >= 0 when given), in front of the camera and inside its image (body self-occlusion
+  is not known for real poses); head_size is the synthetic world's definition
+  (`mf_tf.data.world.head_sizes`: a 230 mm segment at the head joint, "nose" for coco19,
+  perpendicular to the viewing ray), in heatmap pixels.
+
+  Args:
+    rig: The cameras (V).
+    joints3d: [N, J, 3] world millimetres, NaN where unknown.
+    joint_set: JointSet or name of the poses.
+    heatmap_size: Heatmap side.
+    confidence: Optional [N, J]; joints with confidence < 0 are not visible.
+    image_paths: Optional [N, V] str, stored alongside.
+
+  Returns:
+    dict with joints3d [N, J, 3] float32, joints2d [N, V, J, 2] float32, visibility [N, V, J]
+    float32, head_size [N, V] float32 (and image_paths) for `write_shards`.
+  """
+  from mf_tf.data import world  # pylint: disable=import-outside-toplevel
+  joint_set = joints_lib.get_joint_set(joint_set)
+  joints3d = np.asarray(joints3d, np.float64)
+  if joints3d.ndim != 3 or joints3d.shape[1:] != (joint_set.num_joints, 3):
+    raise ValueError(f"joints3d has shape {joints3d.shape}, expected [N, {joint_set.num_joints}, "
+                     f"3] for joint set {joint_set.name!r}")
+  known = np.all(np.isfinite(joints3d), axis=-1)
+  if confidence is not None:
+    known &= np.asarray(confidence) >= 0
+  filled = np.where(known[..., None], joints3d, 0.0)
+  joints2d = world.project_to_heatmap(rig, filled, heatmap_size)
+  depth = np.stack([camera.world_to_camera(filled)[..., 2] for camera in rig.cameras], axis=1)
+  inside = np.all((joints2d >= -0.5) & (joints2d < heatmap_size - 0.5), axis=-1)
+  visibility = known[:, None, :] & (depth > 0) & inside
+  head = filled[:, joint_set.index(_HEAD_JOINT.get(joint_set.name, "head"))]
+  frames = {
+      "joints3d": np.where(known[..., None], joints3d, np.nan).astype(np.float32),
+      "joints2d": np.where(known[:, None, :, None], joints2d, UNKNOWN_JOINT_PX).astype(
+          np.float32),
+      "visibility": visibility.astype(np.float32),
+      "head_size": world.head_sizes(rig, head, heatmap_size),
+  }
+  if image_paths is not None:
+    frames["image_paths"] = np.asarray(image_paths, dtype=str)
+  return frames
