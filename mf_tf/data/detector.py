@@ -5,8 +5,8 @@ Split in two so that datasets can store a compact state and render heatmaps insi
 1. `sample_detections` (numpy, cheap) draws, per frame, view and joint, P = 2 peaks (positions
    in heatmap px and amplitudes) and one noise seed per frame:
    - visible joint: peak 0 at the true projection plus jitter (std `visible_jitter_px`),
-     amplitude in `visible_amplitude`; peak 1 is a faint distractor (`visible_distractor_amplitude`),
-     except with probability `visible_confusion_probability` (left/right or limb confusion of a
+     amplitude in `visible_amplitude`; peak 1 is a faint distractor
+     (`visible_distractor_amplitude`), except with probability `visible_confusion_probability` (left/right or limb confusion of a
      visible joint, as real detectors make) where it is as strong as an occluded joint's.
    - not visible (occluded by the body, outside the image or behind the camera): peak 0 weakened
      (`occluded_amplitude`, larger jitter `occluded_jitter_px`); peak 1 a stronger distractor

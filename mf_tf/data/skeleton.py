@@ -65,7 +65,7 @@ ANGLE_LIMITS_DEG = {
     "hip_abduction": (-10.0, 40.0), "hip_rotation": (-30.0, 30.0),
 }
 _NOSE_TILT_DEG = 40.0
-_SHOULDER_SPREAD_HIP_DROP_DEG = 5.0
+_HIP_DROP_DEG = 5.0
 
 # Body proportions: one overall scale per person and a small per-bone factor (shared left/right).
 PERSON_SCALE_RANGE = (0.88, 1.12)
@@ -228,7 +228,7 @@ def _draw_body_poses(rng: np.random.Generator, n: int) -> np.ndarray:
 
   # Legs hang from the pelvis; one stance leg stays near straight so the body stands on it.
   stance_is_right = rng.random(n) < 0.5
-  hip_drop = np.radians(_SHOULDER_SPREAD_HIP_DROP_DEG)
+  hip_drop = np.radians(_HIP_DROP_DEG)
   for side, sign in (("r", 1.0), ("l", -1.0)):
     stance = stance_is_right if side == "r" else ~stance_is_right
     flexion = np.where(stance, _uniform(rng, "stance_hip_flexion", n),

@@ -14,7 +14,7 @@ length in heatmap px of a segment of `HEAD_SIZE_MM` (the chin-to-crown height of
 head, twice the h36m nose-to-head bone, ~230 mm) held at the head joint perpendicular to the
 viewing ray: HEAD_SIZE_MM * sqrt(fx_h * fy_h) / depth(head), where fx_h, fy_h are the camera's
 focal lengths in heatmap px (K scaled by heatmap_size / image side). At Panoptic VGA distances
-(~3 m) and 64 px heatmaps that is about 5 px, a JDR threshold of about 2.5 px.
+(3-4 m) and 64 px heatmaps that is 6-9 px (median ~7), a JDR threshold of ~3.5 px.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _heatmap_renderer(heatmap_size: int, sigma: float, noise_level: float):
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None, None, 2], tf.float32),
         tf.TensorSpec([None, None, None, None], tf.float32),
-        tf.TensorSpec([None], tf.int64)], jit_compile=True)
+        tf.TensorSpec([None], tf.int64)])
     def render(peaks, amplitudes, noise_seed):
       return detector_lib.render_heatmaps(peaks, amplitudes, key[0], key[1], key[2], noise_seed)
     _RENDER_FUNCTIONS[key] = render
