@@ -1,0 +1,335 @@
+"""Evaluation of a fusion method on a rig: 2D JDR and 3D MPJPE (paper section 5).
+
+Per method, on frames with ground truth:
+
+  heatmaps [N, V, H, W, J] -> fusion layer (None: No-Fusion) -> fused [N, V, H, W, J]
+    -> temperature softmax per channel -> decode (argmax + sub-pixel) -> 2D joints, scores
+    -> JDR (all, per joint, visible, occluded)
+    -> 3D by confidence-weighted DLT of the 2D joints        -> MPJPE (triangulation)
+    -> 3D by the recursive pictorial structure model on the fused heatmaps, grid centred on
+       the triangulated root, limb lengths from training poses -> MPJPE (pictorial)
+
+The pictorial model reads the fused heatmaps before the softmax (clipped at 0, peak 1 per
+channel): the temperature softmax is monotone per channel, so it changes no 2D estimate, but it
+lifts the whole background to exp(-1 / T) of the peak, which view-averaged evidence then counts.
+
+A method's result is a flat dict (the benchmark schema), JDR in percent, MPJPE in millimetres:
+  {"jdr_mean", "jdr_per_joint": {joint: float}, "jdr_visible", "jdr_occluded",
+   "mpjpe_triangulation_mm", "mpjpe_pictorial_mm", "num_frames"}
+
+`run` is `--mode=evaluate`: synthetic frames of `config.rig.target` from a held-out seed
+(config.seed + config.evaluate.seed_offset), limb lengths from training poses of config.seed,
+and the methods of config.evaluate.methods (`build_methods`: No-Fusion, the rig's calibrated
+MetaFuse^0 fusion, the rig's finetuned fusion); results go to
+<workdir>/evaluate/<rig>/results.{json,md}.
+
+  python -m mf_tf.main --mode=evaluate --workdir=/tmp/mf_tf
+  python -m mf_tf.main --mode=evaluate --config=configs/default.py:smoke --workdir=/tmp/mf_tf_smoke
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from mf_tf.data import joints as joints_lib
+from mf_tf.data import skeleton as skeleton_lib
+from mf_tf.data.codec import HeatmapCodec
+from mf_tf.evaluation import metrics
+from mf_tf.evaluation import pictorial
+from mf_tf.evaluation import triangulate
+from mf_tf.fusion import ops
+
+RESULT_KEYS = ("jdr_mean", "jdr_per_joint", "jdr_visible", "jdr_occluded",
+               "mpjpe_triangulation_mm", "mpjpe_pictorial_mm")
+
+
+def default_limb_lengths(joint_set) -> np.ndarray:
+  """[J] limb lengths (mm) of the skeleton calibrated on real poses, for h36m17 only.
+
+  Used when no training poses are given: these constants were measured on real Human3.6M and
+  Panoptic poses (`mf_tf.data.skeleton.BONE_LENGTHS_MM`), never on evaluation frames.
+  """
+  joint_set = joints_lib.get_joint_set(joint_set)
+  if joint_set.name != skeleton_lib.JOINT_SET.name:
+    raise ValueError(f"no default limb lengths for joint set {joint_set.name!r}; pass "
+                     "limb_lengths=pictorial.mean_limb_lengths(training_poses, joint_set)")
+  return np.asarray(skeleton_lib.BONE_LENGTHS_MM, np.float64)
+
+
+def fuse_heatmaps(fusion_layer, heatmaps, batch_size: int = 16) -> np.ndarray:
+  """Fused heatmaps before the softmax, in batches.
+
+  Args:
+    fusion_layer: A fusion layer (`mf_tf.fusion.layers`, called as layer(h, softmax=False)) or
+      any callable [b, V, H, W, J] -> same; None for No-Fusion (heatmaps unchanged).
+    heatmaps: [N, V, H, W, J].
+    batch_size: Frames per call.
+
+  Returns:
+    [N, V, H, W, J] float32.
+  """
+  heatmaps = np.asarray(heatmaps, np.float32)
+  if heatmaps.ndim != 5:
+    raise ValueError(f"heatmaps have shape {heatmaps.shape}, expected [N, V, H, W, J]")
+  if fusion_layer is None:
+    return heatmaps
+  outputs = [np.asarray(fusion_layer(tf.constant(heatmaps[start:start + batch_size])))
+             for start in range(0, len(heatmaps), batch_size)]
+  fused = np.concatenate(outputs, axis=0) if outputs else heatmaps.copy()
+  if fused.shape != heatmaps.shape or not np.all(np.isfinite(fused)):
+    raise ValueError(f"fusion output has shape {fused.shape} or non-finite values, expected "
+                     f"finite {heatmaps.shape}")
+  return fused
+
+
+def decode_joints(fused, temperature: float):
+  """2D joints from fused heatmaps: temperature softmax per channel, then the codec's decode.
+
+  Args:
+    fused: [N, V, H, W, J] fused heatmaps (pre-softmax).
+    temperature: Softmax temperature T (paper: 0.2).
+
+  Returns:
+    coords: [N, V, J, 2] float64 heatmap pixels; scores: [N, V, J] float64 softmax peak
+    probabilities (the triangulation confidences).
+  """
+  fused = tf.convert_to_tensor(fused, tf.float32)
+  codec = HeatmapCodec(int(fused.shape[2]))
+  coords, scores = codec.decode(ops.softmax_temperature(fused, temperature))
+  return coords.numpy().astype(np.float64), scores.numpy().astype(np.float64)
+
+
+def _inside(joints2d, height, width):
+  x, y = joints2d[..., 0], joints2d[..., 1]
+  return (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
+
+
+def evaluate_fusion(fusion_layer, frames: dict, rig, joint_set, temperature: float = 0.2, *,
+                    limb_lengths=None, head_size=None,
+                    pictorial_options: pictorial.PictorialOptions = pictorial.PictorialOptions(),
+                    batch_size: int = 16) -> dict:
+  """JDR and MPJPE of one fusion method on frames with ground truth.
+
+  Args:
+    fusion_layer: Fusion layer or callable (pre-softmax output), or None for No-Fusion.
+    frames: dict with "heatmaps" [N, V, H, W, J], "joints2d" [N, V, J, 2] heatmap px,
+      "joints3d" [N, J, 3] mm, "visibility" [N, V, J], and "head_size" [N, V] heatmap px unless
+      `head_size` is given (see `mf_tf.evaluation.metrics` for head size per data source).
+    rig: `Rig` of the V views.
+    joint_set: JointSet or name.
+    temperature: Softmax temperature of the read-out.
+    limb_lengths: [J] mean limb lengths of TRAINING poses (`pictorial.mean_limb_lengths`);
+      None: `default_limb_lengths(joint_set)`.
+    head_size: Optional scalar or [N, V] head size in heatmap px overriding frames["head_size"].
+    pictorial_options: `pictorial.PictorialOptions`.
+    batch_size: Frames per fusion call.
+
+  Returns:
+    The result dict (module docstring). A joint counts in the 2D metrics in the views where its
+    true projection lies inside the heatmap and in front of the camera; it is "visible" when
+    frames["visibility"] > 0 there and "occluded" otherwise.
+  """
+  joint_set = joints_lib.get_joint_set(joint_set)
+  missing = [k for k in ("heatmaps", "joints2d", "joints3d", "visibility") if k not in frames]
+  if head_size is None and "head_size" not in frames:
+    missing.append("head_size")
+  if missing:
+    raise ValueError(f"frames lack {missing}; expected keys heatmaps, joints2d, joints3d, "
+                     "visibility, head_size")
+  heatmaps = np.asarray(frames["heatmaps"], np.float32)
+  num_frames, num_views, height, width, num_joints = heatmaps.shape
+  if num_views != rig.num_views or num_joints != joint_set.num_joints:
+    raise ValueError(f"heatmaps have shape {heatmaps.shape}, expected {rig.num_views} views of "
+                     f"rig {rig.name!r} and {joint_set.num_joints} joints of {joint_set.name!r}")
+  joints2d = np.asarray(frames["joints2d"], np.float64)
+  joints3d = np.asarray(frames["joints3d"], np.float64)
+  visibility = np.asarray(frames["visibility"])
+  head = np.asarray(frames["head_size"] if head_size is None else head_size, np.float64)
+  if head.ndim == 2:
+    head = np.where(head > 0, head, np.nan)  # 0 marks a head behind the camera.
+  limb_lengths = default_limb_lengths(joint_set) if limb_lengths is None else limb_lengths
+
+  fused = fuse_heatmaps(fusion_layer, heatmaps, batch_size)
+  coords, scores = decode_joints(fused, temperature)
+  valid = _inside(joints2d, height, width)
+  if head.ndim == 2:
+    valid &= np.isfinite(head)[..., None]
+  jdr = metrics.jdr(coords, joints2d, head, valid)
+  split = metrics.jdr_split(coords, joints2d, head, visibility, valid)
+
+  triangulated = triangulate.triangulate_heatmap_joints(coords, scores, rig, (height, width))
+  if num_frames:
+    center = triangulated[:, joint_set.root]
+    estimated = pictorial.rpsm(fused, rig, joint_set, limb_lengths, center, pictorial_options)
+  else:
+    estimated = triangulated
+  return {
+      "jdr_mean": jdr["mean"],
+      "jdr_per_joint": {name: float(value) for name, value in zip(joint_set.names,
+                                                                  jdr["per_joint"])},
+      "jdr_visible": split["visible"],
+      "jdr_occluded": split["occluded"],
+      "mpjpe_triangulation_mm": metrics.mpjpe(triangulated, joints3d),
+      "mpjpe_pictorial_mm": metrics.mpjpe(estimated, joints3d),
+      "num_frames": int(num_frames),
+  }
+
+
+def _json_safe(value):
+  if isinstance(value, dict):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return None if not math.isfinite(float(value)) else float(value)
+  return value
+
+
+def _cell(value, digits=1):
+  return "n/a" if value is None or not math.isfinite(float(value)) else f"{value:.{digits}f}"
+
+
+def results_markdown(results: dict, title: str = "Evaluation") -> str:
+  """A readable markdown report: a summary table and a per-joint JDR table.
+
+  Args:
+    results: {method name: result dict (module docstring)}.
+    title: Heading.
+  """
+  lines = [f"# {title}", "",
+           "JDR in percent (2D error below half the head size), MPJPE in mm (no alignment).", "",
+           "| method | frames | JDR mean | JDR visible | JDR occluded | MPJPE triangulation | "
+           "MPJPE pictorial |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for name, result in results.items():
+    lines.append(
+        f"| {name} | {result.get('num_frames', '')} | {_cell(result['jdr_mean'])} | "
+        f"{_cell(result['jdr_visible'])} | {_cell(result['jdr_occluded'])} | "
+        f"{_cell(result['mpjpe_triangulation_mm'])} | {_cell(result['mpjpe_pictorial_mm'])} |")
+  joints = list(next(iter(results.values()))["jdr_per_joint"]) if results else []
+  if joints:
+    lines += ["", "## JDR per joint", "", "| joint | " + " | ".join(results) + " |",
+              "| --- |" + " ---: |" * len(results)]
+    for joint in joints:
+      lines.append(f"| {joint} | " + " | ".join(
+          _cell(result["jdr_per_joint"].get(joint)) for result in results.values()) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, out_dir: str, metadata: dict | None = None) -> dict:
+  """Writes results.json (machine-readable) and results.md (tables) into `out_dir`.
+
+  Args:
+    results: {method name: result dict}.
+    out_dir: Created if missing.
+    metadata: Optional JSON-serializable description (rig, seed, frames, options).
+
+  Returns:
+    {"json": path, "markdown": path}.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  payload = {"metadata": _json_safe(metadata or {}), "methods": _json_safe(results)}
+  json_path = os.path.join(out_dir, "results.json")
+  with open(json_path, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=False)
+    f.write("\n")
+  title = "Evaluation" + (f" on rig {metadata['rig']}" if metadata and "rig" in metadata else "")
+  markdown_path = os.path.join(out_dir, "results.md")
+  with open(markdown_path, "w") as f:
+    f.write(results_markdown(results, title))
+  return {"json": json_path, "markdown": markdown_path}
+
+
+def pictorial_options_from_config(section) -> pictorial.PictorialOptions:
+  """`PictorialOptions` from the config.evaluate section."""
+  return pictorial.PictorialOptions(
+      box_size_mm=float(section.box_size_mm), coarse_bins=int(section.coarse_bins),
+      refine_bins=int(section.refine_bins), refine_iterations=int(section.refine_iterations),
+      limb_tolerance=float(section.limb_tolerance), limb_sigma_mm=float(section.limb_sigma_mm),
+      sampling=str(section.sampling))
+
+
+def build_methods(names, config, workdir: str, rig, heatmap_size: int) -> dict:
+  """{name: fusion layer or None} of the methods named in `names`.
+
+  Args:
+    names: Sequence of "no_fusion" (None), "calibrated" (MetaFuse^0: the rig's epipolar theta
+      and line base, no training; `mf_tf.fusion.calibrated`) and "finetuned" (the rig's
+      finetuned fusion, loaded with one call to `mf_tf.train.finetune.load_finetuned`).
+    config: The experiment config (fusion and evaluate sections).
+    workdir: Work directory; the finetuned checkpoint defaults to <workdir>/finetune/<rig>.
+    rig: The evaluated `Rig`.
+    heatmap_size: Heatmap side in pixels.
+  """
+  from mf_tf.fusion import calibrated
+  from mf_tf.fusion import layers
+
+  methods = {}
+  for name in names:
+    if name == "no_fusion":
+      methods[name] = None
+    elif name == "calibrated":
+      layer = layers.AffineFusion(rig.num_views, heatmap_size, config.fusion.temperature,
+                                  name="calibrated")
+      layer.assign_parameters(*calibrated.calibrated_parameters(
+          rig, heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
+      methods[name] = layer.materialize()  # Matrices computed once, not per batch.
+    elif name == "finetuned":
+      checkpoint = config.evaluate.checkpoint or os.path.join(workdir, "finetune", rig.name)
+      if os.path.exists(checkpoint):
+        from mf_tf.train import finetune  # The finetuning stage owns its checkpoint format.
+        methods[name] = finetune.load_finetuned(checkpoint)
+      elif config.evaluate.checkpoint:
+        raise FileNotFoundError(f"config.evaluate.checkpoint={checkpoint!r} does not exist")
+      else:
+        logging.warning("no finetuned fusion at %s; skipping method 'finetuned'", checkpoint)
+    else:
+      raise ValueError(f"unknown evaluation method {name!r}; expected no_fusion, calibrated or "
+                       "finetuned")
+  return methods
+
+
+def run(config, workdir: str, args) -> dict:
+  """--mode=evaluate: writes <workdir>/evaluate/<rig>/results.{json,md}."""
+  del args  # No CLI-only flags are used.
+  from mf_tf.data import world
+  from mf_tf.geometry import rigs
+
+  rig = rigs.get_rig(config.rig.target)
+  joint_set = joints_lib.get_joint_set(config.joint_set)
+  section = config.evaluate
+  seed = int(config.seed) + int(section.seed_offset)
+  detector = world.detector_params_from_config(config.detector)
+  frames = world.simulate_frames(rig, int(section.num_frames), seed, joint_set,
+                                 int(config.heatmap_size), detector_params=detector)
+  training = world.simulate_frames(rig, int(section.limb_frames), int(config.seed), joint_set,
+                                   int(config.heatmap_size), return_heatmaps=False)
+  limb_lengths = pictorial.mean_limb_lengths(training["joints3d"], joint_set)
+  options = pictorial_options_from_config(section)
+  results = {}
+  names = [name.strip() for name in str(section.methods).split(",") if name.strip()]
+  methods = build_methods(names, config, workdir, rig, int(config.heatmap_size))
+  for name, layer in methods.items():
+    results[name] = evaluate_fusion(layer, frames, rig, joint_set, config.fusion.temperature,
+                                    limb_lengths=limb_lengths, pictorial_options=options,
+                                    batch_size=int(section.batch_size))
+    logging.info("%s: JDR %.1f%%, MPJPE triangulation %.1f mm, pictorial %.1f mm", name,
+                 results[name]["jdr_mean"], results[name]["mpjpe_triangulation_mm"],
+                 results[name]["mpjpe_pictorial_mm"])
+  out_dir = os.path.join(workdir, "evaluate", rig.name)
+  metadata = {"rig": rig.name, "joint_set": joint_set.name, "seed": seed,
+              "num_frames": int(section.num_frames), "heatmap_size": int(config.heatmap_size),
+              "temperature": float(config.fusion.temperature),
+              "pictorial": dataclasses.asdict(options)}
+  paths = write_results(results, out_dir, metadata)
+  logging.info("wrote %s and %s", paths["json"], paths["markdown"])
+  return results
