@@ -80,6 +80,10 @@ def get_config(arg=None):
   config.export.base_path_prefix = ""  # models.config paths: "" local, "/models" in a container.
   config.export.warmup = True  # Write assets.extra/tf_serving_warmup_requests (fast first call).
   config.export.client_timeout_s = 60.0  # --mode=predict gRPC deadline (4 views on a CPU are slow).
+  config.export.backbone = "resnet50"  # Builder for a .weights.h5 file (mf_tf/models/backbone.py).
+  config.export.backbone_weights = ""  # .keras or .weights.h5 ("": the warmup stage's output file).
+  config.export.fusion_source = "finetuned"  # finetuned (K labelled frames) or calibrated (K = 0).
+  config.export.finetuned_dir = ""  # Finetuned rigs <dir>/<rig>/; "" means <workdir>/finetune.
 
   # TFLite backbone for edge devices (mf_tf/serving/tflite.py, --mode=tflite).
   config.tflite = ml_collections.ConfigDict()
@@ -105,6 +109,84 @@ def get_config(arg=None):
   config.evaluate.limb_sigma_mm = 20.0  # Gaussian tails of the limb prior beyond the tolerance.
   config.evaluate.sampling = "bicubic"  # Heatmap interpolation in the RPSM unary term.
 
+  # End-to-end demo (mf_tf/evaluation/demo.py, --mode=demo): pretrain rig -> config.rig.target.
+  config.demo = ml_collections.ConfigDict()
+  config.demo.heatmap_size = 32  # CPU-sized: 64 px pair matrices are 16.8M entries each.
+  config.demo.pretrain_frames = 300  # Frames of config.rig.pretrain for meta-training.
+  config.demo.meta_steps = 40  # MAML outer steps (minutes on 2 cores at 32 px).
+  config.demo.tasks_per_step = 4  # Ordered camera pairs per outer step.
+  config.demo.support_size = 4  # Frames per task for the inner step.
+  config.demo.query_size = 4  # Frames per task for the outer loss.
+  config.demo.inner_lr = 1.0  # Inner SGD step alpha.
+  config.demo.outer_lr = 1e-3  # Paper: Adam 1e-3 in meta-training.
+  config.demo.first_order = False  # Second-order MAML, as in the paper.
+  config.demo.shots = 50  # K labelled frames of the new rig (paper: 50 already beats No-Fusion).
+  config.demo.finetune_steps = 60  # Adam steps on theta (omega_base frozen).
+  config.demo.finetune_lr = 5e-3  # Paper: Adam 5e-3 in meta-testing.
+  config.demo.finetune_batch_size = 8
+  config.demo.test_frames = 100  # Test frames of the new rig (seed + evaluate.seed_offset).
+  config.demo.coarse_bins = 8  # RPSM coarse grid of the demo (32 px heatmaps need no finer).
+  config.demo.refine_iterations = 3  # RPSM refinement passes of the demo.
+  config.demo.export = True  # Export the finetuned rig for TF Serving (skipped if unavailable).
+  config.demo.export_backbone = "mobilenetv2_035"  # Backbone in the exported graph.
+  config.demo.export_backbone_weights = ""  # Trained backbone weights; "" exports untrained.
+  config.demo.progress = True  # Progress bars while training.
+
+  # Backbone (mf_tf/models/backbone.py): SimpleBaseline, image -> heatmaps at a quarter size.
+  config.model = ml_collections.ConfigDict()
+  config.model.backbone = "resnet50"  # Paper; "mobilenetv2_035" is the light CPU/CI builder.
+  config.model.weights = ""  # Local .weights.h5/.h5 (whole backbone or headless trunk); "" none.
+  config.model.target_sigma = 2.0  # Gaussian target std at 64 px (SimpleBaseline), scaled.
+
+  # Warm-up (mf_tf/train/warmup.py, --mode=warmup): backbone alone, MSE to Gaussian targets.
+  config.warmup = ml_collections.ConfigDict()
+  config.warmup.data_dir = ""  # TFRecord dataset with images (--mode=simulate); "" simulates.
+  config.warmup.num_frames = 64  # Simulated frames (x all views) when data_dir is "".
+  config.warmup.views = 4  # Views per simulated frame used as images (first ones of the rig).
+  config.warmup.epochs = 2  # Paper: 30 on the real data (configs/metafuse_paper.py).
+  config.warmup.batch_size = 8  # Images per step.
+  config.warmup.learning_rate = 1e-3  # Paper: Adam 1e-3, /10 at 1/2 and /100 at 5/6 of epochs.
+  config.warmup.validation_fraction = 0.1  # Held-out images for val_loss.
+
+  # Precompute (--mode=precompute): the frame pool meta-training reads.
+  config.precompute = ml_collections.ConfigDict()
+  config.precompute.source = "detector"  # detector (simulated, compact) | backbone (warm-up).
+  config.precompute.num_frames = 300  # Frames of config.rig.pretrain in the pool.
+  config.precompute.batch_size = 8  # Frames per backbone call (source=backbone).
+
+  # Meta-training (mf_tf/train/metatrain.py, --mode=metatrain): MAML over camera-pair tasks.
+  config.metatrain = ml_collections.ConfigDict()
+  config.metatrain.num_steps = 30  # Outer steps; CPU-sized (paper scale: metafuse_paper.py).
+  config.metatrain.tasks_per_step = 2  # Ordered pairs per outer step (split over replicas).
+  config.metatrain.support_size = 4  # Frames per task for the inner step (D_i^train).
+  config.metatrain.query_size = 4  # Frames per task for the outer loss (D_i^test).
+  config.metatrain.inner_lr = 1.0  # alpha of Eq. 4-5.
+  config.metatrain.inner_steps = 1  # Inner gradient steps.
+  config.metatrain.outer_lr = 1e-3  # Paper: Adam 1e-3.
+  config.metatrain.first_order = False  # Second order by default.
+  config.metatrain.holdout_pairs = 20  # Pairs never meta-trained on; losses reported at the end.
+  config.metatrain.checkpoint_every = 10  # Steps between checkpoints (resume point).
+
+  # Baseline pretraining (mf_tf/train/pretrain.py, --mode=pretrain), paper Table 1.
+  config.pretrain = ml_collections.ConfigDict()
+  config.pretrain.method = "affine"  # affine (AffineFuse) | naive (NaiveFuse).
+  config.pretrain.views = (0, 5, 10, 15)  # "four selected cameras" of config.rig.pretrain.
+  config.pretrain.epochs = 3  # Passes over the pool frames.
+  config.pretrain.batch_size = 8  # Frames per step.
+  config.pretrain.learning_rate = 1e-3  # Adam.
+
+  # Finetuning on a new rig (mf_tf/train/finetune.py, --mode=finetune), paper Sec. 4.3.
+  config.finetune = ml_collections.ConfigDict()
+  config.finetune.method = "metafuse"  # metafuse | affine | naive | calibrated (MetaFuse^0 init).
+  config.finetune.init = ""  # metafuse/affine/naive init file; "" is the mode's default output.
+  config.finetune.data_dir = ""  # TFRecord dataset of the target rig; "" simulates K frames.
+  config.finetune.shots = 50  # K labelled frames of config.rig.target (paper: 50..500).
+  config.finetune.validation_fraction = 0.2  # Of the K frames, held out for EarlyStopping.
+  config.finetune.epochs = 30  # Upper bound; EarlyStopping on val_loss stops earlier.
+  config.finetune.patience = 5  # EarlyStopping patience, epochs.
+  config.finetune.batch_size = 8  # Frames per step.
+  config.finetune.learning_rate = 5e-3  # Paper: Adam 5e-3, theta only (omega_base frozen).
+
   config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
 
   if arg == "smoke":
@@ -112,9 +194,32 @@ def get_config(arg=None):
     config.image_size = 128
     config.world.num_frames = 16
     config.world.shard_size = 8
+    config.export.backbone = "mobilenetv2_035"  # Smoke: the light backbone, as in CI.
     config.evaluate.num_frames = 8  # Smoke: a few frames and a coarse RPSM grid.
     config.evaluate.limb_frames = 50
     config.evaluate.coarse_bins = 10
+    config.demo.heatmap_size = 16  # Smoke demo: tiny maps, a few steps, no export.
+    config.demo.pretrain_frames = 24
+    config.demo.meta_steps = 3
+    config.demo.tasks_per_step = 2
+    config.demo.support_size = 2
+    config.demo.query_size = 2
+    config.demo.finetune_steps = 10
+    config.demo.test_frames = 12
+    config.demo.coarse_bins = 6
+    config.demo.refine_iterations = 1
+    config.demo.export = False
+    config.demo.progress = False
+    config.model.backbone = "mobilenetv2_035"  # Smoke: light backbone, few frames and steps.
+    config.warmup.num_frames = 8
+    config.warmup.epochs = 1
+    config.precompute.num_frames = 24
+    config.metatrain.num_steps = 3
+    config.metatrain.support_size = 2
+    config.metatrain.query_size = 2
+    config.pretrain.epochs = 1
+    config.finetune.shots = 10
+    config.finetune.epochs = 2
   elif arg not in (None, ""):
     raise ValueError(f"unknown config variant {arg!r}; expected none or 'smoke'")
   return config
