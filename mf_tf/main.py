@@ -21,11 +21,18 @@ from ml_collections import config_flags
 MODES = {
     "simulate": ("mf_tf.data.simulate_mode:run",
                  "write a synthetic multi-view dataset for a rig and a PNG contact sheet of one frame"),
+    "warmup": ("mf_tf.train.warmup:run", "train the backbone on rendered images (MSE to Gaussians)"),
+    "precompute": ("mf_tf.train.precompute:run", "store the pretraining rig's heatmap pool"),
+    "metatrain": ("mf_tf.train.metatrain:run", "MAML over camera-pair tasks: omega_base, theta init"),
+    "pretrain": ("mf_tf.train.pretrain:run", "baselines: AffineFuse / NaiveFuse by plain training"),
+    "finetune": ("mf_tf.train.finetune:run", "finetune fusion (theta only) on K frames of a new rig"),
     "convert": ("mf_tf.data.convert:run", "convert a trusted annotation pickle to the safe format"),
     "export": ("mf_tf.serving.export:run", "export a TF Serving SavedModel per rig + models.config"),
     "predict": ("mf_tf.serving.client:run", "send --images of each view to --server for --rig"),
     "tflite": ("mf_tf.serving.tflite:run", "convert the backbone to TFLite; size, latency, agreement"),
     "evaluate": ("mf_tf.evaluation.evaluate:run", "JDR and MPJPE (DLT, pictorial) of fusion methods"),
+    "benchmark": ("mf_tf.evaluation.benchmark:run", "paper protocol: all methods x K on held-out rigs"),
+    "demo": ("mf_tf.evaluation.demo:run", "end to end: meta-train, finetune on a new rig, compare, plot"),
 }
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -287,7 +287,7 @@ def build_methods(names, config, workdir: str, rig, heatmap_size: int) -> dict:
       checkpoint = config.evaluate.checkpoint or os.path.join(workdir, "finetune", rig.name)
       if os.path.exists(checkpoint):
         from mf_tf.train import finetune  # The finetuning stage owns its checkpoint format.
-        methods[name] = finetune.load_finetuned(checkpoint)
+        methods[name] = finetune.load_finetuned(checkpoint)[0]  # (layer, rig, meta)
       elif config.evaluate.checkpoint:
         raise FileNotFoundError(f"config.evaluate.checkpoint={checkpoint!r} does not exist")
       else:

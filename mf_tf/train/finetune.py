@@ -1,0 +1,315 @@
+"""Few-shot finetuning of fusion on a new rig (paper Sec. 4.3) and the per-rig checkpoint format.
+
+MetaFuse^K: every ordered pair of the new rig starts from the meta-learned theta initialization,
+omega_base is frozen and only theta [P, HW, 6] is trained, with Keras `fit` (Adam 5e-3, paper Sec.
+5.1) on K labelled frames' heatmaps, a validation split and EarlyStopping. The same function
+finetunes the baselines of paper Table 1: AffineFuse^K (same, from SGD-pretrained parameters),
+NaiveFuse^K (free matrices) and the calibrated init MetaFuse^0 -> K (theta from the rig's
+epipolar geometry).
+
+Checkpoint of one rig, <dir>/ (by default <workdir>/finetune/<rig name>/):
+  fusion.json      the Keras layer config (a registered mf_tf layer; no code is deserialized)
+  fusion.npz       the layer's weights, in `layer.get_weights()` order
+  rig.json         the rig (canonical rig file)
+  meta.json        method, K, heatmap size, temperature, epochs run, final losses
+Load with `load_finetuned(dir) -> (fusion_layer, rig, meta)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from mf_tf.data import codec as codec_lib
+from mf_tf.fusion import calibrated as calibrated_lib
+from mf_tf.fusion import layers as fusion_layers
+from mf_tf.fusion import ops
+from mf_tf.geometry import calibration
+from mf_tf.geometry.rig import Rig
+from mf_tf.train import summaries
+
+METHODS = ("metafuse", "affine", "naive", "calibrated")
+
+
+class _FusionFit(keras.Model):
+  """Training wrapper: heatmaps -> fused, loss = `ops.fusion_loss` with per-joint weights."""
+
+  def __init__(self, fusion, temperature, **kwargs):
+    super().__init__(**kwargs)
+    self.fusion = fusion
+    self.temperature = float(temperature)
+
+  def call(self, heatmaps):
+    return self.fusion(heatmaps)
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    target, weights = y
+    return ops.fusion_loss(y_pred, target, weights, self.temperature)
+
+
+def validate_rig(rig: Rig) -> None:
+  """Raises ValueError unless the rig can be fused (at least 2 cameras)."""
+  if rig.num_views < 2:
+    raise ValueError(f"rig {rig.name!r} has {rig.num_views} camera; fusion needs at least 2")
+
+
+def select_shots(num_available: int, shots: int, seed: int) -> np.ndarray:
+  """Indices of K labelled frames drawn without replacement from `num_available`.
+
+  Raises:
+    ValueError: K < 2 (a training and a validation frame are needed) or K > num_available.
+  """
+  if int(shots) != shots or shots < 2:
+    raise ValueError(f"shots K={shots}, expected an integer >= 2 (train + validation frames)")
+  if shots > num_available:
+    raise ValueError(f"shots K={shots} is larger than the {num_available} frames available")
+  return np.sort(np.random.default_rng(seed).choice(num_available, size=int(shots),
+                                                    replace=False))
+
+
+def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
+                      temperature: float = ops.DEFAULT_TEMPERATURE,
+                      line_width_px: float = 1.0, line_value: float = 0.3,
+                      name: str = "fusion") -> keras.layers.Layer:
+  """The fusion layer of `method` for `rig`, initialized for finetuning.
+
+  Args:
+    method: "metafuse" / "affine": `AffineFusion` with omega_base = init.omega_base (frozen) and
+      every pair's theta = init.theta ([HW, 6], or [P, HW, 6] taken as is when P matches);
+      "calibrated": `AffineFusion` from the rig's epipolar geometry (MetaFuse^0), omega_base
+      frozen; "naive": `NaiveFusion`, matrices from `init` ([P0, HW, HW] pretrained; taken pair by
+      pair when P0 = P, else every pair starts from their mean) or zeros when init is None.
+    rig: The new rig (V >= 2).
+    heatmap_size: H = W.
+    init: `MetaParams`-like (omega_base, theta) for metafuse/affine; matrices array for naive.
+    temperature: Softmax temperature T.
+    line_width_px: Calibrated init: line cross-section std in px.
+    line_value: Calibrated init: line peak.
+    name: Layer name.
+
+  Returns:
+    A built fusion layer.
+  """
+  validate_rig(rig)
+  if method not in METHODS:
+    raise ValueError(f"unknown finetune method {method!r}; expected one of {METHODS}")
+  num_views, size = rig.num_views, int(heatmap_size)
+  shape = (None, num_views, size, size, 1)
+  if method == "naive":
+    layer = fusion_layers.NaiveFusion(num_views, size, temperature, name=name)
+    layer.build(shape)
+    if init is not None:
+      matrices = np.asarray(init, np.float32)
+      pairs, pixels = layer.num_pairs, size * size
+      if matrices.ndim != 3 or matrices.shape[1:] != (pixels, pixels):
+        raise ValueError(f"naive init has shape {matrices.shape}, expected [P0, {pixels}, "
+                         f"{pixels}]")
+      if matrices.shape[0] != pairs:
+        matrices = np.repeat(matrices.mean(axis=0, keepdims=True), pairs, axis=0)
+      layer.matrices.assign(matrices)
+    return layer
+  layer = fusion_layers.AffineFusion(num_views, size, temperature, train_base=False, name=name)
+  layer.build(shape)
+  if method == "calibrated":
+    layer.assign_parameters(*calibrated_lib.calibrated_parameters(rig, size, line_width_px,
+                                                                  line_value))
+    return layer
+  if init is None:
+    raise ValueError(f"method {method!r} needs the pretrained (omega_base, theta) init")
+  omega, theta = (np.asarray(p, np.float32) for p in init)
+  if theta.ndim == 2:
+    theta = np.repeat(theta[None], layer.num_pairs, axis=0)
+  layer.assign_parameters(omega, theta)
+  return layer
+
+
+def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sigma: float,
+                    learning_rate: float = 5e-3, epochs: int = 30, batch_size: int = 8,
+                    validation_fraction: float = 0.2, patience: int = 5, seed: int = 0,
+                    log_dir: str | None = None, progress: bool = True,
+                    jit_compile: bool = True) -> dict:
+  """Finetunes a fusion layer in place on K labelled frames (paper Sec. 4.3).
+
+  `AffineFusion` trains theta only (its omega_base must be frozen, `train_base=False`);
+  `NaiveFusion` trains its matrices.
+
+  Args:
+    layer: From `make_fusion_layer` (built, V views, H x H heatmaps).
+    heatmaps: [K, V, H, W, J] initial heatmaps of the K frames.
+    joints2d: [K, V, J, 2] ground-truth joints in heatmap px; joints inside the heatmap are
+      supervised (Gaussian targets of std `target_sigma`).
+    target_sigma: Target std in heatmap px.
+    learning_rate: Adam learning rate (paper: 5e-3).
+    epochs: Maximum epochs.
+    batch_size: Frames per step.
+    validation_fraction: Share of the K frames held out for val_loss / EarlyStopping (at least
+      one frame each side).
+    patience: EarlyStopping patience in epochs (best weights restored).
+    seed: Seed of the train/validation split and shuffling.
+    log_dir: Optional TensorBoard directory.
+    progress: Keras progress bar.
+    jit_compile: Compile the train step with XLA.
+
+  Returns:
+    {"epochs": int, "loss": [...], "val_loss": [...]}.
+  """
+  heatmaps = np.asarray(heatmaps, np.float32)
+  joints2d = np.asarray(joints2d, np.float32)
+  if heatmaps.ndim != 5 or joints2d.shape != (heatmaps.shape[0], heatmaps.shape[1],
+                                              heatmaps.shape[4], 2):
+    raise ValueError(f"heatmaps {heatmaps.shape} and joints2d {joints2d.shape} must be "
+                     "[K, V, H, W, J] and [K, V, J, 2]")
+  if not learning_rate > 0:
+    raise ValueError(f"finetune learning_rate={learning_rate}, expected > 0")
+  if not 0.0 < validation_fraction < 1.0:
+    raise ValueError(f"validation_fraction={validation_fraction}, expected in (0, 1)")
+  if epochs < 1 or batch_size < 1 or patience < 0:
+    raise ValueError(f"epochs={epochs}, batch_size={batch_size}, patience={patience}: expected "
+                     "epochs, batch_size >= 1 and patience >= 0")
+  if isinstance(layer, fusion_layers.AffineFusion) and layer.omega_base.trainable:
+    raise ValueError("finetuning trains theta only: build the AffineFusion with "
+                     "train_base=False (paper Sec. 4.3)")
+  shots = heatmaps.shape[0]
+  if not np.all(np.isfinite(heatmaps)):
+    raise ValueError("finetuning heatmaps hold NaN or Inf")
+  num_val = min(max(1, int(round(validation_fraction * shots))), shots - 1)
+  if num_val < 1:
+    raise ValueError(f"K={shots} frames cannot be split into training and validation")
+  order = np.random.default_rng(seed).permutation(shots)
+  val, train = order[:num_val], order[num_val:]
+  target, weights = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma).encode(joints2d)
+  target, weights = target.numpy(), weights.numpy()
+  model = _FusionFit(layer, layer.temperature, name="fusion_finetune")
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+  callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience,
+                                             restore_best_weights=True)]
+  if log_dir:
+    callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
+  keras.utils.set_random_seed(seed)
+  history = model.fit(heatmaps[train], (target[train], weights[train]),
+                      validation_data=(heatmaps[val], (target[val], weights[val])),
+                      epochs=epochs, batch_size=batch_size, shuffle=True,
+                      callbacks=callbacks, verbose=1 if progress else 0)
+  return {"epochs": len(history.history["loss"]),
+          "loss": [float(v) for v in history.history["loss"]],
+          "val_loss": [float(v) for v in history.history["val_loss"]]}
+
+
+def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict) -> str:
+  """Writes a rig's finetuned fusion checkpoint (module docstring); returns `rig_dir`."""
+  os.makedirs(rig_dir, exist_ok=True)
+  with open(os.path.join(rig_dir, "fusion.json"), "w") as stream:
+    json.dump(keras.saving.serialize_keras_object(layer), stream, indent=1)
+  weights = layer.get_weights()
+  np.savez(os.path.join(rig_dir, "fusion.npz"), **{f"w{i}": w for i, w in enumerate(weights)})
+  calibration.save_rig_file(rig, os.path.join(rig_dir, "rig.json"))
+  with open(os.path.join(rig_dir, "meta.json"), "w") as stream:
+    json.dump(meta, stream, indent=1, sort_keys=True)
+  return rig_dir
+
+
+def load_finetuned(rig_dir: str) -> tuple[keras.layers.Layer, Rig, dict]:
+  """Loads a checkpoint written by `save_finetuned` / --mode=finetune.
+
+  Args:
+    rig_dir: The rig's checkpoint directory.
+
+  Returns:
+    (fusion layer, built, weights loaded; rig; meta dict with at least "method",
+    "heatmap_size", "shots").
+  """
+  names = ("fusion.json", "fusion.npz", "rig.json", "meta.json")
+  missing = [n for n in names if not os.path.isfile(os.path.join(rig_dir, n))]
+  if missing:
+    raise FileNotFoundError(f"finetuned fusion checkpoint {rig_dir!r} lacks {missing}")
+  with open(os.path.join(rig_dir, "fusion.json")) as stream:
+    layer = keras.saving.deserialize_keras_object(json.load(stream), safe_mode=True)
+  rig = calibration.load_rig_file(os.path.join(rig_dir, "rig.json"))
+  with open(os.path.join(rig_dir, "meta.json")) as stream:
+    meta = json.load(stream)
+  size = int(meta["heatmap_size"])
+  if not layer.built:
+    layer.build((None, rig.num_views, size, size, 1))
+  with np.load(os.path.join(rig_dir, "fusion.npz")) as data:
+    weights = [data[f"w{i}"] for i in range(len(data.files))]
+  layer.set_weights(weights)
+  return layer, rig, meta
+
+
+def default_init_path(method: str, workdir: str) -> str:
+  """Where the earlier stages write the init of `method`."""
+  return {"metafuse": os.path.join(workdir, "metatrain", "meta_params.npz"),
+          "affine": os.path.join(workdir, "pretrain", "affine.npz"),
+          "naive": os.path.join(workdir, "pretrain", "naive.npz")}.get(method, "")
+
+
+def load_init(method: str, path: str):
+  """The pretrained init of `method` from `path` (None for "calibrated")."""
+  if method == "calibrated":
+    return None
+  if method == "naive":
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"NaiveFuse init {path!r} does not exist; run --mode=pretrain "
+                              "--config.pretrain.method=naive first")
+    with np.load(path) as data:
+      return data["matrices"]
+  from mf_tf.train import metatrain
+
+  params, _ = metatrain.load_meta_params(path)
+  return params
+
+
+def run(config, workdir: str, args) -> str:
+  """--mode=finetune: writes <workdir>/finetune/<rig name>/ (see `load_finetuned`)."""
+  del args
+  from mf_tf.data import pipeline
+  from mf_tf.data import world
+  from mf_tf.train import common
+
+  section = config.finetune
+  method = section.method
+  if method not in METHODS:
+    raise ValueError(f"config.finetune.method={method!r}, expected one of {METHODS}")
+  rig = common.load_rig(config.rig.target)
+  validate_rig(rig)
+  size = int(config.heatmap_size)
+  shots = section.shots
+  if section.data_dir:
+    frames = {"heatmaps": [], "joints2d": []}
+    for batch in pipeline.make_dataset(section.data_dir, 64, render_heatmaps=True, rig=rig,
+                                       heatmap_size=size):
+      for key in frames:
+        frames[key].append(batch[key].numpy())
+    frames = {key: np.concatenate(value) for key, value in frames.items()}
+    chosen = select_shots(len(frames["joints2d"]), shots, int(config.seed))
+    heatmaps, joints2d = frames["heatmaps"][chosen], frames["joints2d"][chosen]
+  else:
+    select_shots(int(shots), shots, int(config.seed))  # Validates K.
+    frames = world.simulate_frames(rig, int(shots), int(config.seed), config.joint_set, size,
+                                   detector_params=world.detector_params_from_config(
+                                       config.detector))
+    heatmaps, joints2d = frames["heatmaps"], frames["joints2d"]
+  init_path = section.init or default_init_path(method, workdir)
+  layer = make_fusion_layer(method, rig, size, init=load_init(method, init_path),
+                            temperature=float(config.fusion.temperature),
+                            line_width_px=float(config.fusion.line_width_px),
+                            line_value=float(config.fusion.line_value))
+  rig_dir = os.path.join(workdir, "finetune", rig.name)
+  history = finetune_fusion(
+      layer, heatmaps, joints2d,
+      target_sigma=common.target_sigma(config.model.target_sigma, size),
+      learning_rate=float(section.learning_rate), epochs=int(section.epochs),
+      batch_size=int(section.batch_size), validation_fraction=float(section.validation_fraction),
+      patience=int(section.patience), seed=int(config.seed),
+      log_dir=os.path.join(rig_dir, "tensorboard"))
+  save_finetuned(layer, rig, rig_dir, {"method": method, "shots": int(shots),
+                                       "heatmap_size": size, "init": init_path,
+                                       "temperature": float(config.fusion.temperature),
+                                       "history": history})
+  logging.info("finetune %s on %s (K=%d): %d epochs, val_loss %.4f -> %s", method, rig.name,
+               shots, history["epochs"], history["val_loss"][-1], rig_dir)
+  return rig_dir

@@ -1,0 +1,319 @@
+"""Meta-training loop (paper Sec. 4.2): MAML over camera-pair tasks on precomputed heatmaps.
+
+The math is `mf_tf.meta.maml` (pure), the tasks `mf_tf.meta.tasks`; this module owns the
+variables, the outer Adam optimizer, checkpoints, TensorBoard scalars, the progress bar and
+tf.distribute. Library entry point: `metatrain_fusion`; CLI: `--mode=metatrain` (`run`).
+
+Each step draws `tasks_per_step` tasks (batch `step` depends only on the seed and the step, so a
+run resumed from a checkpoint ends with the same parameters as an uninterrupted one), computes the
+outer gradient with one XLA-compiled function, and applies Adam. Under a tf.distribute strategy
+the tasks are split evenly over replicas; each replica's gradient is scaled by
+1 / tasks_per_step, so the optimizer's all-reduce (sum) gives the mean over all tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from mf_tf.fusion import layers as fusion_layers
+from mf_tf.meta import maml
+from mf_tf.meta import tasks as tasks_lib
+from mf_tf.train import summaries
+
+META_PARAMS_FILE = "meta_params.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class MamlSettings:
+  """Hyper-parameters of MAML meta-training.
+
+  Attributes:
+    num_steps: Outer steps.
+    tasks_per_step: Tasks (ordered pairs) per outer step, split over replicas.
+    support_size: Frames per task for the inner step(s) (D_i^train).
+    query_size: Frames per task for the outer loss (D_i^test).
+    inner_lr: Inner step size alpha (Eq. 4-5).
+    inner_steps: Inner gradient steps.
+    outer_lr: Adam learning rate of the outer step (paper: 1e-3).
+    first_order: First-order MAML instead of second order.
+    temperature: Softmax temperature of the fusion loss (paper: 0.2).
+    target_sigma: Std of the Gaussian targets in heatmap px.
+    seed: Seed of task draws.
+  """
+
+  num_steps: int = 100
+  tasks_per_step: int = 2
+  support_size: int = 4
+  query_size: int = 4
+  inner_lr: float = 1.0
+  inner_steps: int = 1
+  outer_lr: float = 1e-3
+  first_order: bool = False
+  temperature: float = 0.2
+  target_sigma: float = 2.0
+  seed: int = 0
+
+  def __post_init__(self):
+    maml.validate_hyperparameters(self.inner_lr, self.inner_steps, self.temperature)
+    for name in ("num_steps", "tasks_per_step", "support_size", "query_size"):
+      value = getattr(self, name)
+      if int(value) != value or value < (0 if name == "num_steps" else 1):
+        raise ValueError(f"metatrain {name}={value}, expected a positive integer")
+    if not self.outer_lr > 0:
+      raise ValueError(f"metatrain outer_lr={self.outer_lr}, expected > 0")
+    if not self.target_sigma > 0:
+      raise ValueError(f"metatrain target_sigma={self.target_sigma}, expected > 0")
+
+
+def default_meta_params(heatmap_size: int) -> maml.MetaParams:
+  """The initial meta-parameters: `AffineFusion`'s own defaults (line base, translation theta)."""
+  layer = fusion_layers.AffineFusion(num_views=2, heatmap_size=heatmap_size)
+  layer.build((None, 2, heatmap_size, heatmap_size, 1))
+  return maml.MetaParams(np.asarray(layer.omega_base.numpy()), np.asarray(layer.theta.numpy()[0]))
+
+
+def save_meta_params(params: maml.MetaParams, path: str, metadata: dict | None = None) -> None:
+  """Writes omega_base [H, W] and theta_init [HW, 6] (and JSON metadata) to an `.npz` file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  np.savez(path, omega_base=np.asarray(params.omega_base, np.float32),
+           theta=np.asarray(params.theta, np.float32),
+           metadata=np.asarray(json.dumps(metadata or {})))
+
+
+def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
+  """Reads `save_meta_params` output: (MetaParams(omega_base [H, W], theta [HW, 6]), metadata)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"meta-parameters file {path!r} does not exist (run "
+                            "--mode=metatrain or --mode=pretrain first)")
+  with np.load(path) as data:
+    omega, theta = data["omega_base"], data["theta"]
+    metadata = json.loads(data["metadata"].item()) if "metadata" in data.files else {}
+  if omega.ndim != 2 or theta.shape != (omega.size, 6):
+    raise ValueError(f"{path!r}: omega_base {omega.shape} and theta {theta.shape} are not "
+                     "[H, W] and [H*W, 6]")
+  return maml.MetaParams(omega, theta), metadata
+
+
+def _split_for_replica(split: maml.TaskSplit, replica: int, num_replicas: int):
+  per_replica = int(split.heatmaps.shape[0]) // num_replicas
+  return maml.TaskSplit(*(x[replica * per_replica:(replica + 1) * per_replica] for x in split))
+
+
+class MetaLearner:
+  """Meta-parameters as variables, the outer optimizer, and the compiled outer step.
+
+  Args:
+    init: Initial `MetaParams` (omega_base [H, W], theta [HW, 6]).
+    settings: `MamlSettings`.
+    strategy: A tf.distribute strategy; None uses the default (single device) strategy.
+  """
+
+  def __init__(self, init: maml.MetaParams, settings: MamlSettings,
+               strategy: tf.distribute.Strategy | None = None):
+    self.settings = settings
+    self.strategy = strategy or tf.distribute.get_strategy()
+    replicas = self.strategy.num_replicas_in_sync
+    if settings.tasks_per_step % replicas:
+      raise ValueError(f"tasks_per_step={settings.tasks_per_step} must be a multiple of the "
+                       f"{replicas} replicas")
+    with self.strategy.scope():
+      self.omega_base = tf.Variable(np.asarray(init.omega_base, np.float32), name="omega_base")
+      self.theta = tf.Variable(np.asarray(init.theta, np.float32), name="theta")
+      self.step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
+      self.optimizer = keras.optimizers.Adam(settings.outer_lr)
+      self.optimizer.build([self.omega_base, self.theta])
+    self.checkpoint = tf.train.Checkpoint(omega_base=self.omega_base, theta=self.theta,
+                                          step=self.step, optimizer=self.optimizer)
+    self._gradients = tf.function(functools.partial(
+        maml.maml_gradients, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
+        temperature=settings.temperature, first_order=settings.first_order,
+        loss_scale=1.0 / settings.tasks_per_step), jit_compile=True)
+    self._step_fn = tf.function(self._distributed_step)
+
+  @property
+  def params(self) -> maml.MetaParams:
+    return maml.MetaParams(self.omega_base.numpy(), self.theta.numpy())
+
+  def _replica_step(self, support, query):
+    params = maml.MetaParams(tf.convert_to_tensor(self.omega_base),
+                             tf.convert_to_tensor(self.theta))
+    grads, metrics = self._gradients(params, support, query)
+    self.optimizer.apply_gradients(zip(grads, [self.omega_base, self.theta]))
+    return metrics
+
+  def _distributed_step(self, support, query):
+    metrics = self.strategy.run(self._replica_step, args=(support, query))
+    self.step.assign_add(1)
+    return {key: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for key, value in metrics.items()}
+
+  def train_step(self, support: maml.TaskSplit, query: maml.TaskSplit) -> dict:
+    """One outer step on a batch of tasks (split over replicas); returns scalar metrics."""
+    replicas = self.strategy.num_replicas_in_sync
+    if replicas > 1:
+      def shard(split):
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: _split_for_replica(split, context.replica_id_in_sync_group,
+                                               replicas))
+      support, query = shard(support), shard(query)
+    return {key: float(value) for key, value in self._step_fn(support, query).items()}
+
+
+def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *,
+                     init: maml.MetaParams | None = None, workdir: str | None = None,
+                     strategy: tf.distribute.Strategy | None = None, checkpoint_every: int = 50,
+                     progress: bool = True,
+                     callback: Callable[[int, dict], None] | None = None) -> maml.MetaParams:
+  """Meta-trains MetaFuse's omega_base and theta initialization (paper Sec. 4.2).
+
+  Args:
+    pool: Frames of the pretraining rig (`FramePool`).
+    pairs: [P, 2] ordered (source, target) view pairs of the pool's rig to draw tasks from.
+    settings: `MamlSettings`.
+    init: Initial meta-parameters; None: `default_meta_params(pool.heatmap_size)`.
+    workdir: If set, checkpoints (resumed from when present) go to <workdir>/checkpoints and
+      TensorBoard scalars to <workdir>/tensorboard.
+    strategy: tf.distribute strategy (tasks are split over its replicas); None: default.
+    checkpoint_every: Steps between checkpoints (with workdir).
+    progress: Show a progress bar.
+    callback: Called as callback(step, metrics) after every step (step counts from 1).
+
+  Returns:
+    The meta-learned `MetaParams` as numpy: omega_base [H, W] and theta [HW, 6] (the init of
+    every new pair).
+  """
+  init = init if init is not None else default_meta_params(pool.heatmap_size)
+  size = pool.heatmap_size
+  if tuple(np.shape(init.omega_base)) != (size, size):
+    raise ValueError(f"init omega_base has shape {np.shape(init.omega_base)}, expected "
+                     f"{(size, size)} (the pool's heatmap size)")
+  sampler = tasks_lib.TaskSampler(pool, pairs, settings.support_size, settings.query_size,
+                                  settings.target_sigma, settings.seed)
+  learner = MetaLearner(init, settings, strategy)
+  manager = writer = None
+  if workdir:
+    manager = tf.train.CheckpointManager(learner.checkpoint, os.path.join(workdir, "checkpoints"),
+                                         max_to_keep=2)
+    if manager.latest_checkpoint:
+      learner.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+      logging.info("metatrain: resumed from %s at step %d", manager.latest_checkpoint,
+                   int(learner.step))
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  start = int(learner.step.numpy())
+  bar = keras.utils.Progbar(settings.num_steps, stateful_metrics=None) if progress else None
+  if bar is not None and start:
+    bar.update(start)
+  for step in range(start, settings.num_steps):
+    support, query = sampler.sample(step, settings.tasks_per_step)
+    metrics = learner.train_step(support, query)
+    if not all(np.isfinite(list(metrics.values()))):
+      raise FloatingPointError(f"metatrain step {step}: non-finite losses {metrics}; lower "
+                               "inner_lr or outer_lr")
+    if writer is not None:
+      with writer.as_default(step=step + 1):
+        for key, value in metrics.items():
+          summaries.write_scalar(f"metatrain/{key}", value, step + 1)
+    if bar is not None:
+      bar.update(step + 1, values=list(metrics.items()))
+    if manager is not None and ((step + 1) % checkpoint_every == 0
+                                or step + 1 == settings.num_steps):
+      manager.save(checkpoint_number=step + 1)
+    if callback is not None:
+      callback(step + 1, metrics)
+  if writer is not None:
+    writer.flush()
+  return learner.params
+
+
+def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,
+                   settings: MamlSettings, num_tasks: int, seed: int = 1) -> dict:
+  """Mean query losses before and after adaptation on tasks drawn from `pairs` (e.g. held out).
+
+  Returns:
+    {"support_loss", "query_loss_before", "query_loss_after"}: floats, means over tasks.
+  """
+  sampler = tasks_lib.TaskSampler(pool, pairs, settings.support_size, settings.query_size,
+                                  settings.target_sigma, seed)
+  evaluate = tf.function(functools.partial(
+      maml.evaluate_adaptation, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
+      temperature=settings.temperature), jit_compile=True)
+  chunk = settings.tasks_per_step  # One compiled shape; the task axis is unrolled in the step.
+  params = maml.MetaParams(*(tf.constant(p) for p in params))
+  results = []
+  for index in range((num_tasks + chunk - 1) // chunk):
+    support, query = sampler.sample(index, chunk)
+    results.append(evaluate(params, support, query))
+  return {key: float(np.mean(np.concatenate([r[key].numpy() for r in results])[:num_tasks]))
+          for key in results[0]}
+
+
+def settings_from_config(config) -> MamlSettings:
+  """`MamlSettings` from config.metatrain (plus the shared temperature, sigma and seed)."""
+  from mf_tf.train import common
+
+  section = config.metatrain
+  return MamlSettings(
+      num_steps=int(section.num_steps), tasks_per_step=int(section.tasks_per_step),
+      support_size=int(section.support_size), query_size=int(section.query_size),
+      inner_lr=float(section.inner_lr), inner_steps=int(section.inner_steps),
+      outer_lr=float(section.outer_lr), first_order=bool(section.first_order),
+      temperature=float(config.fusion.temperature),
+      target_sigma=common.target_sigma(config.model.target_sigma, config.heatmap_size),
+      seed=int(config.seed))
+
+
+def run(config, workdir: str, args) -> maml.MetaParams:
+  """--mode=metatrain: writes <workdir>/metatrain/meta_params.npz (+ checkpoints, TensorBoard).
+
+  Reads the pool of --mode=precompute (<workdir>/precompute/pool.npz) when present, else
+  simulates it (config.precompute). Reports held-out pairs' query losses before and after
+  meta-training, each before and after one adaptation.
+  """
+  del args
+  from mf_tf.train import common
+  from mf_tf.train import precompute
+
+  settings = settings_from_config(config)
+  pool_path = os.path.join(workdir, precompute.POOL_FILE)
+  if os.path.isfile(pool_path):
+    pool = tasks_lib.FramePool.load(pool_path)
+    logging.info("metatrain: pool %s (%d frames)", pool_path, pool.num_frames)
+  else:
+    logging.info("metatrain: no %s; simulating %d frames", pool_path,
+                 int(config.precompute.num_frames))
+    pool = precompute.pool_from_config(config, workdir)
+  if pool.heatmap_size != int(config.heatmap_size):
+    raise ValueError(f"pool heatmaps are {pool.heatmap_size} px, config.heatmap_size is "
+                     f"{config.heatmap_size}")
+  train_pairs, holdout_pairs = tasks_lib.split_pairs(pool.num_views,
+                                                     int(config.metatrain.holdout_pairs),
+                                                     int(config.seed))
+  out_dir = os.path.join(workdir, "metatrain")
+  init = default_meta_params(pool.heatmap_size)
+  report = {}
+  if len(holdout_pairs):
+    report["init"] = evaluate_pairs(init, pool, holdout_pairs, settings, len(holdout_pairs))
+  params = metatrain_fusion(pool, train_pairs, settings, init=init, workdir=out_dir,
+                            strategy=common.get_strategy(config.distribute),
+                            checkpoint_every=int(config.metatrain.checkpoint_every))
+  if len(holdout_pairs):
+    report["metatrained"] = evaluate_pairs(params, pool, holdout_pairs, settings,
+                                           len(holdout_pairs))
+    for stage, losses in report.items():
+      logging.info("metatrain held-out pairs (%s): %s", stage, losses)
+  save_meta_params(params, os.path.join(out_dir, META_PARAMS_FILE),
+                   {"method": "maml", "steps": settings.num_steps,
+                    "rig": str(config.rig.pretrain), "heldout": report,
+                    "settings": dataclasses.asdict(settings)})
+  with open(os.path.join(out_dir, "heldout.json"), "w") as stream:
+    json.dump(report, stream, indent=1)
+  return params

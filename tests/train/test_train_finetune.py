@@ -1,0 +1,96 @@
+"""Few-shot finetuning: theta only, checkpoint round trip, baselines, and bad inputs."""
+
+import numpy as np
+import pytest
+
+from mf_tf.data import world
+from mf_tf.fusion import layers
+from mf_tf.geometry import rigs
+from mf_tf.geometry.rig import Rig
+from mf_tf.train import finetune
+from mf_tf.train import metatrain
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def rig():
+  return rigs.get_rig("h36m").subset([0, 1, 2], name="h36m3")
+
+
+@pytest.fixture(scope="module")
+def frames(rig):
+  return world.simulate_frames(rig, 12, 5, heatmap_size=SIZE)
+
+
+def test_metafuse_finetunes_theta_only_and_round_trips(rig, frames, tmp_path):
+  init = metatrain.default_meta_params(SIZE)
+  layer = finetune.make_fusion_layer("metafuse", rig, SIZE, init=init)
+  omega_before = layer.omega_base.numpy().copy()
+  theta_before = layer.theta.numpy().copy()
+  np.testing.assert_array_equal(theta_before, np.repeat(init.theta[None], 6, axis=0))
+  history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
+                                     target_sigma=0.5, epochs=3, batch_size=4, progress=False)
+  assert history["epochs"] >= 1 and np.isfinite(history["val_loss"]).all()
+  np.testing.assert_array_equal(layer.omega_base.numpy(), omega_before)  # Bit-identical.
+  assert np.abs(layer.theta.numpy() - theta_before).max() > 1e-4
+  rig_dir = finetune.save_finetuned(layer, rig, str(tmp_path / rig.name),
+                                    {"method": "metafuse", "heatmap_size": SIZE, "shots": 12})
+  loaded, loaded_rig, meta = finetune.load_finetuned(rig_dir)
+  assert isinstance(loaded, layers.AffineFusion) and not loaded.omega_base.trainable
+  assert loaded_rig.num_views == 3 and meta["method"] == "metafuse"
+  x = frames["heatmaps"][:2]
+  np.testing.assert_allclose(loaded(x), layer(x), atol=1e-6)
+
+
+def test_finetuning_lowers_training_loss(rig, frames):
+  layer = finetune.make_fusion_layer("metafuse", rig, SIZE, init=metatrain.default_meta_params(
+      SIZE))
+  history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
+                                     target_sigma=0.5, epochs=8, batch_size=4, patience=8,
+                                     learning_rate=2e-2, progress=False)
+  assert history["loss"][-1] < history["loss"][0]
+
+
+@pytest.mark.parametrize("method", ["naive", "calibrated", "affine"])
+def test_baselines_and_calibrated_init(method, rig, frames):
+  init = {"naive": np.zeros((2, SIZE * SIZE, SIZE * SIZE), np.float32),
+          "affine": metatrain.default_meta_params(SIZE), "calibrated": None}[method]
+  layer = finetune.make_fusion_layer(method, rig, SIZE, init=init)
+  history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
+                                     target_sigma=0.5, epochs=1, batch_size=4, progress=False)
+  assert np.isfinite(history["loss"]).all()
+
+
+def test_bad_inputs_are_rejected(rig, frames):
+  init = metatrain.default_meta_params(SIZE)
+  with pytest.raises(ValueError, match="unknown finetune method"):
+    finetune.make_fusion_layer("maml", rig, SIZE, init=init)
+  with pytest.raises(ValueError, match="at least 2"):
+    finetune.make_fusion_layer("metafuse", Rig("one", rig.cameras[:1]), SIZE, init=init)
+  with pytest.raises(ValueError, match="larger than"):
+    finetune.select_shots(10, 50, seed=0)
+  with pytest.raises(ValueError, match="init"):
+    finetune.make_fusion_layer("affine", rig, SIZE, init=None)
+  layer = finetune.make_fusion_layer("metafuse", rig, SIZE, init=init)
+  with pytest.raises(ValueError, match="learning_rate"):
+    finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"], target_sigma=0.5,
+                             learning_rate=-1.0, progress=False)
+  trainable = layers.AffineFusion(3, SIZE)
+  trainable.build((None, 3, SIZE, SIZE, 1))
+  with pytest.raises(ValueError, match="theta only"):
+    finetune.finetune_fusion(trainable, frames["heatmaps"], frames["joints2d"], target_sigma=0.5,
+                             progress=False)
+  with pytest.raises(FileNotFoundError):
+    finetune.load_finetuned("/nonexistent/rig")
+
+
+def test_finetune_mode_rejects_bad_config(tmp_path, default_config):
+  config = default_config("smoke")
+  config.finetune.method = "bogus"
+  with pytest.raises(ValueError, match="finetune.method"):
+    finetune.run(config, str(tmp_path), None)
+  config = default_config("smoke")
+  config.finetune.shots = 1
+  with pytest.raises(ValueError, match="shots"):
+    finetune.run(config, str(tmp_path), None)
