@@ -1,0 +1,829 @@
+r"""The paper's benchmark protocol (Sec. 5.1-5.2, Table 1, Figure 7): `--mode=benchmark`.
+
+  python -m mf_tf.main --mode=benchmark --config=configs/benchmark.py --workdir=/tmp/mf_bench
+  python -m mf_tf.main --mode=benchmark --config=configs/benchmark.py:smoke --workdir=/tmp/mf_s
+
+Protocol:
+  1. Pretraining rig (20 Panoptic VGA cameras, 380 ordered pairs): simulate frames and pretrain
+     * MetaFuse: MAML over pair tasks (`mf_tf.train.metatrain.metatrain_fusion`);
+     * AffineFuse: the same factorized model (one omega_base, one theta init shared by every
+       pair) trained by plain Adam on the same pair tasks, no inner loop (`pretrain_affine`);
+       the only difference to MetaFuse is the meta-learning algorithm (paper Table 1);
+     * NaiveFuse: free HW x HW matrices on the first V cameras of the pretraining rig, for each
+       view count V of the held-out rigs (`pretrain_naive`; the paper uses four cameras).
+  2. Held-out rigs (never seen in pretraining): 4-camera subsets of the 6 held-out Panoptic
+     cameras (several trials, averaged), the Human3.6M rig, Shelf, and any rig files listed.
+     Per rig, training frames (the first K are the K-shot set) and test frames from another seed.
+  3. Methods, finetuned by `mf_tf.train.finetune` (layers from `make_fusion_layer`, a step budget
+     turned into epochs of `finetune_fusion`) and evaluated by
+     `mf_tf.evaluation.evaluate.evaluate_fusion` on the test frames:
+       no_fusion   K = "0"      the detector heatmaps;
+       metafuse    K = "0"      calibrated initialization (`mf_tf.fusion.calibrated`), no data;
+       metafuse    K in Ks      meta-learned omega_base (frozen), theta finetuned on K frames;
+       affine      K in Ks      SGD-pretrained omega_base (frozen), theta finetuned;
+       naive       K in Ks      pretrained matrices finetuned on K frames;
+       naive       K = "full"   NaiveFuse trained from zero on all the rig's training frames.
+  4. Output in <workdir>/benchmark/: results.json (written atomically)
+       {"rigs": {RIG: {METHOD: {K: result}}}, "targets": {RIG: {check: {...}}}, "config": {...}}
+     with each result as in `evaluate.evaluate_fusion` (JDR in percent, MPJPE in mm), the
+     tables in results.md, and one Figure-7-style plot per rig (figure7_<rig>.png).
+
+The data are the simulated detector's heatmaps (fast) or, with `source="images"`, heatmaps of a
+backbone briefly trained on rendered images of the same worlds (smaller, slower).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mf_tf.data import codec as codec_lib
+from mf_tf.data import joints as joints_lib
+from mf_tf.data import world
+from mf_tf.evaluation import evaluate
+from mf_tf.evaluation import pictorial
+from mf_tf.fusion import layers
+from mf_tf.fusion import ops
+from mf_tf.geometry import rigs as rigs_lib
+from mf_tf.meta import maml
+from mf_tf.meta import tasks as tasks_lib
+from mf_tf.train import finetune as finetune_lib
+from mf_tf.train import metatrain
+
+METHODS = ("no_fusion", "naive", "affine", "metafuse")
+NUMERIC_KEYS = ("jdr_mean", "jdr_visible", "jdr_occluded", "mpjpe_triangulation_mm",
+                "mpjpe_pictorial_mm")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+  """Adam training of a whole-rig fusion layer on labelled frames.
+
+  Attributes:
+    steps: Optimizer steps.
+    learning_rate: Adam learning rate.
+    batch_size: Frames per step (capped at the number of frames).
+  """
+  steps: int
+  learning_rate: float
+  batch_size: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSettings:
+  """Everything the protocol needs, as explicit values (see `settings_from_config`).
+
+  Attributes:
+    joint_set: Joint set name.
+    heatmap_size: Heatmap side H = W, px.
+    temperature: Fusion softmax temperature.
+    target_sigma: Gaussian target std, heatmap px.
+    seed: Base seed of every draw.
+    pretrain_rig: Pretraining rig name or file.
+    pretrain_frames: Frames simulated on the pretraining rig.
+    maml: `MamlSettings` of MetaFuse meta-training.
+    affine_pretrain: Steps and Adam settings of AffineFuse pretraining (tasks and frames per
+      step as in `maml`).
+    naive_pretrain: NaiveFuse pretraining on the first V pretraining cameras.
+    heldout_rigs: Held-out rig names or files, evaluated whole.
+    panoptic_rig: Rig whose camera subsets make the Panoptic trials ("" for none).
+    panoptic_trials: Number of trials (distinct camera subsets).
+    panoptic_views: Cameras per trial.
+    shots: The K values (finetuning frames).
+    train_frames: Training frames per held-out rig (NaiveFuse^full uses all; >= max K).
+    test_frames: Test frames per held-out rig.
+    finetune: Finetuning of theta (MetaFuse, AffineFuse): paper Adam lr 5e-3.
+    naive_finetune: Finetuning of NaiveFuse on K frames.
+    naive_full: NaiveFuse^full training on all training frames.
+    detector: `DetectorParams` (64 px units).
+    pictorial_options: RPSM options.
+    limb_frames: Training poses giving the RPSM limb lengths.
+    line_width_px, line_value: Calibrated MetaFuse^0 line base.
+    eval_batch_size: Frames per fusion call in evaluation.
+    source: "detector" or "images".
+    images: Settings of the image path (dict), used when source == "images".
+  """
+  joint_set: str = "h36m17"
+  heatmap_size: int = 32
+  temperature: float = 0.2
+  target_sigma: float = 2.0
+  seed: int = 0
+  pretrain_rig: str = "panoptic_vga20"
+  pretrain_frames: int = 400
+  maml: metatrain.MamlSettings = metatrain.MamlSettings()
+  affine_pretrain: FitSettings = FitSettings(100, 1e-3)
+  naive_pretrain: FitSettings = FitSettings(200, 1e-4)
+  heldout_rigs: tuple = ("h36m", "shelf")
+  panoptic_rig: str = "panoptic_heldout6"
+  panoptic_trials: int = 2
+  panoptic_views: int = 4
+  shots: tuple = (50, 100, 200, 500)
+  train_frames: int = 1000
+  test_frames: int = 100
+  finetune: FitSettings = FitSettings(60, 5e-3)
+  naive_finetune: FitSettings = FitSettings(60, 1e-4)
+  naive_full: FitSettings = FitSettings(300, 1e-4)
+  detector: world.DetectorParams = world.DetectorParams()
+  pictorial_options: pictorial.PictorialOptions = pictorial.PictorialOptions()
+  limb_frames: int = 300
+  line_width_px: float = 1.0
+  line_value: float = 0.3
+  eval_batch_size: int = 16
+  source: str = "detector"
+  images: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.source not in ("detector", "images"):
+      raise ValueError(f"benchmark source={self.source!r}, expected 'detector' or 'images'")
+    if not self.shots or min(self.shots) < 1:
+      raise ValueError(f"benchmark shots={self.shots}, expected positive K values")
+    if self.train_frames < max(self.shots):
+      raise ValueError(f"benchmark train_frames={self.train_frames} is below the largest K "
+                       f"{max(self.shots)}")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def finite_joints(joints2d) -> np.ndarray:
+  """Joints with non-finite entries (behind the camera) moved far outside the heatmap.
+
+  `HeatmapCodec.encode` gives such joints weight 0 but a NaN target, and 0 * NaN poisons the
+  loss; a point far outside gives an all-zero target with weight 0 instead.
+  """
+  joints2d = np.asarray(joints2d, np.float32)
+  return np.where(np.isfinite(joints2d), joints2d, np.float32(-1e4))
+
+
+def fit_fusion(layer, heatmaps, joints2d, settings: FitSettings, *, temperature: float = 0.2,
+               target_sigma: float = 2.0, seed: int = 0, progress: bool = False,
+               label: str = "fit") -> list[float]:
+  """Trains a whole-rig fusion layer's trainable weights with Adam (paper Eq. 3 loss).
+
+  Args:
+    layer: A fusion layer (`AffineFusion` with its base frozen trains theta only; `NaiveFusion`
+      its matrices).
+    heatmaps: [N, V, H, W, J] initial heatmaps.
+    joints2d: [N, V, J, 2] true joints, heatmap px (every joint inside the map is supervised,
+      occluded or not).
+    settings: `FitSettings`.
+    temperature: Softmax temperature of the loss.
+    target_sigma: Gaussian target std, heatmap px.
+    seed: Seed of the batch draws.
+    progress: Show a progress bar.
+    label: Name in log lines.
+
+  Returns:
+    The loss of every step.
+  """
+  heatmaps = np.asarray(heatmaps, np.float32)
+  joints2d = finite_joints(joints2d)
+  num_frames = len(heatmaps)
+  if num_frames == 0 or len(joints2d) != num_frames:
+    raise ValueError(f"{label}: {num_frames} heatmap frames and {len(joints2d)} joint frames; "
+                     "expected the same positive number")
+  if not layer.built:
+    layer.build((None,) + heatmaps.shape[1:])
+  variables = list(layer.trainable_variables)
+  if not variables:
+    raise ValueError(f"{label}: layer {layer.name!r} has no trainable weights")
+  codec = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma)
+  optimizer = keras.optimizers.Adam(settings.learning_rate)
+  optimizer.build(variables)
+
+  @tf.function(jit_compile=True)
+  def gradients(batch_heatmaps, batch_joints):
+    target, weights = codec.encode(batch_joints)
+    with tf.GradientTape() as tape:
+      loss = ops.fusion_loss(layer(batch_heatmaps), target, weights, temperature)
+    return loss, tape.gradient(loss, variables)
+
+  @tf.function
+  def step(batch_heatmaps, batch_joints):
+    loss, grads = gradients(batch_heatmaps, batch_joints)
+    optimizer.apply_gradients(zip([tf.convert_to_tensor(g) for g in grads], variables))
+    return loss
+
+  batch = min(int(settings.batch_size), num_frames)
+  rng = np.random.default_rng(seed)
+  bar = keras.utils.Progbar(settings.steps) if progress else None
+  losses = []
+  for index in range(int(settings.steps)):
+    rows = np.sort(rng.choice(num_frames, size=batch, replace=False))
+    loss = float(step(tf.constant(heatmaps[rows]), tf.constant(joints2d[rows])))
+    if not math.isfinite(loss):
+      raise FloatingPointError(f"{label}: non-finite loss at step {index}; lower the learning "
+                               f"rate {settings.learning_rate}")
+    losses.append(loss)
+    if bar is not None:
+      bar.update(index + 1, values=[("loss", loss)])
+  if losses:
+    logging.info("%s: %d steps on %d frames, loss %.4f -> %.4f", label, len(losses), num_frames,
+                 losses[0], losses[-1])
+  return losses
+
+
+def pretrain_affine(pool: tasks_lib.FramePool, pairs, maml_settings: metatrain.MamlSettings,
+                    fit: FitSettings, *, init: maml.MetaParams | None = None,
+                    progress: bool = False) -> maml.MetaParams:
+  """AffineFuse pretraining: the factorized model trained by plain Adam on pair tasks.
+
+  The same tasks as MetaFuse (`TaskSampler` with the MAML settings' tasks per step and frames
+  per task; support and query frames together, since there is no inner step), the same
+  parameters (omega_base [H, W] and one theta [HW, 6] shared by every pair), no adaptation in the
+  objective.
+
+  Args:
+    pool: Pretraining frames.
+    pairs: [P, 2] ordered pairs to draw tasks from.
+    maml_settings: Task sizes, temperature, target sigma and seed.
+    fit: Steps and learning rate.
+    init: Initial parameters; None: `metatrain.default_meta_params`.
+    progress: Show a progress bar.
+
+  Returns:
+    `MetaParams` as numpy.
+  """
+  init = init if init is not None else metatrain.default_meta_params(pool.heatmap_size)
+  sampler = tasks_lib.TaskSampler(pool, pairs, maml_settings.support_size,
+                                  maml_settings.query_size, maml_settings.target_sigma,
+                                  maml_settings.seed + 7919)
+  omega = tf.Variable(np.asarray(init.omega_base, np.float32), name="omega_base")
+  theta = tf.Variable(np.asarray(init.theta, np.float32), name="theta")
+  optimizer = keras.optimizers.Adam(fit.learning_rate)
+  optimizer.build([omega, theta])
+  temperature = maml_settings.temperature
+
+  @tf.function(jit_compile=True)
+  def gradients(split):
+    with tf.GradientTape() as tape:
+      tiled = maml.tile_params(maml.MetaParams(omega, theta), tf.shape(split.heatmaps)[0])
+      loss = tf.reduce_mean(maml.task_losses(tiled.omega_base, tiled.theta, split, temperature))
+    return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, [omega, theta])]
+
+  @tf.function
+  def step(split):
+    loss, grads = gradients(split)
+    optimizer.apply_gradients(zip(grads, [omega, theta]))
+    return loss
+
+  bar = keras.utils.Progbar(fit.steps) if progress else None
+  for index in range(int(fit.steps)):
+    support, query = sampler.sample(index, maml_settings.tasks_per_step)
+    split = maml.TaskSplit(*(tf.concat([a, b], axis=1) for a, b in zip(support, query)))
+    loss = float(step(split))
+    if not math.isfinite(loss):
+      raise FloatingPointError(f"affine pretraining: non-finite loss at step {index}")
+    if bar is not None:
+      bar.update(index + 1, values=[("loss", loss)])
+  return maml.MetaParams(omega.numpy(), theta.numpy())
+
+
+def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float, seed: int,
+             progress: bool = False, label: str = "finetune") -> dict:
+  """Few-shot finetuning with `mf_tf.train.finetune.finetune_fusion` on a step budget.
+
+  The budget `fit.steps` x `fit.batch_size` samples is converted to epochs over the training
+  part of the frames (finetune_fusion holds out 20% for validation and early stopping), so
+  every K gets about the same number of optimizer steps.
+  """
+  count = len(heatmaps)
+  train_count = max(1, count - min(max(1, int(round(0.2 * count))), count - 1))
+  epochs = max(1, int(round(fit.steps * fit.batch_size / train_count)))
+  history = finetune_lib.finetune_fusion(
+      layer, heatmaps, finite_joints(joints2d), target_sigma=target_sigma, learning_rate=fit.learning_rate,
+      epochs=epochs, batch_size=fit.batch_size, seed=seed, progress=progress)
+  logging.info("%s: %d epochs on %d frames, loss %.4f -> %.4f, val_loss %.4f -> %.4f", label,
+               history["epochs"], count, history["loss"][0], history["loss"][-1],
+               history["val_loss"][0], min(history["val_loss"]))
+  return history
+
+
+def naive_layer(matrices, num_views: int, heatmap_size: int, temperature: float,
+                name: str) -> layers.NaiveFusion:
+  """A `NaiveFusion` with given [P, HW, HW] matrices (None: zeros)."""
+  layer = layers.NaiveFusion(num_views, heatmap_size, temperature, name=name)
+  layer.build((None, num_views, heatmap_size, heatmap_size, 1))
+  if matrices is not None:
+    layer.matrices.assign(np.asarray(matrices, np.float32))
+  return layer
+
+
+def calibrated_layer(rig, heatmap_size: int, temperature: float, line_width_px: float,
+                     line_value: float):
+  """MetaFuse^0: the rig's epipolar theta and line base, materialized (no training)."""
+  layer = finetune_lib.make_fusion_layer("calibrated", rig, heatmap_size, temperature=temperature,
+                                         line_width_px=line_width_px, line_value=line_value,
+                                         name="calibrated")
+  return layer.materialize()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def simulate(rig, num_frames: int, seed: int, settings: BenchmarkSettings, *,
+             dense: bool = True, backbone=None) -> dict:
+  """Frames of a rig in the benchmark's data source.
+
+  Args:
+    rig: The rig.
+    num_frames, seed: Frames to simulate and their seed.
+    settings: `BenchmarkSettings` (joint set, heatmap size, detector, source).
+    dense: Return dense "heatmaps" (else the detector's compact state only).
+    backbone: With source "images": the model mapping rendered images to heatmaps.
+  """
+  images = settings.source == "images"
+  if images and backbone is None:
+    raise ValueError("source='images' needs a backbone (prepare_image_backbone)")
+  extra = int(num_frames) // 50 + 2  # Spare frames replace any with non-finite heatmaps.
+  frames = world.simulate_frames(rig, int(num_frames) + extra, int(seed), settings.joint_set,
+                                 settings.heatmap_size, detector_params=settings.detector,
+                                 return_heatmaps=dense and not images, render_images=images,
+                                 image_size=int(settings.images.get("image_size", 128)))
+  if not images:
+    frames = _drop_nonfinite(frames, int(num_frames), settings)
+  if images:
+    rendered = frames.pop("images")
+    flat = rendered.reshape((-1,) + rendered.shape[2:]).astype(np.float32)
+    heatmaps = backbone.predict(flat, batch_size=32, verbose=0)
+    frames["heatmaps"] = heatmaps.reshape(rendered.shape[:2] + heatmaps.shape[1:]).astype(
+        np.float32)
+    for key in ("peaks", "amplitudes", "noise_seed"):  # Detector state: not this source's.
+      frames.pop(key, None)
+  return frames
+
+
+def _drop_nonfinite(frames: dict, num_frames: int, settings: BenchmarkSettings) -> dict:
+  """The first `num_frames` frames whose detector heatmaps are all finite.
+
+  The simulated detector occasionally renders a channel of NaN; such frames are dropped (and
+  logged) rather than letting one NaN poison a training loss.
+  """
+  if "heatmaps" in frames:
+    finite = np.isfinite(frames["heatmaps"]).reshape(len(frames["heatmaps"]), -1).all(axis=1)
+  else:
+    params = settings.detector.scaled(settings.heatmap_size)
+    finite = np.concatenate([
+        np.isfinite(world.render_detector_heatmaps(
+            frames["peaks"][start:start + 64], frames["amplitudes"][start:start + 64],
+            frames["noise_seed"][start:start + 64], settings.heatmap_size, params)).reshape(
+                len(frames["noise_seed"][start:start + 64]), -1).all(axis=1)
+        for start in range(0, len(frames["noise_seed"]), 64)])
+  keep = np.flatnonzero(finite)[:num_frames]
+  if (~finite).any():
+    logging.warning("benchmark: dropped %d simulated frames with non-finite detector heatmaps "
+                    "(frames %s)", int((~finite).sum()), np.flatnonzero(~finite)[:10].tolist())
+  if len(keep) < num_frames:
+    raise FloatingPointError(f"only {len(keep)} of {num_frames} simulated frames have finite "
+                             "detector heatmaps")
+  return {key: value[keep] for key, value in frames.items()}
+
+
+def prepare_image_backbone(pretrain_rig, settings: BenchmarkSettings, workdir: str | None = None):
+  """Warms up a small SimpleBaseline backbone on rendered pretraining-rig images (MSE).
+
+  The backbone (settings.images["backbone"], default "mobilenetv2_035", from `weights=None` or
+  settings.images["weights"]) is trained for settings.images["epochs"] epochs on
+  settings.images["frames"] frames of the pretraining rig (a seed no other stage uses), then
+  computes the heatmaps of every rig.
+
+  Returns:
+    The trained `keras.Model`.
+  """
+  from mf_tf.models import backbone as backbone_lib
+
+  options = settings.images
+  image_size = int(options.get("image_size", 128))
+  if image_size // 4 != settings.heatmap_size:
+    raise ValueError(f"images.image_size={image_size} gives {image_size // 4} px heatmaps, but "
+                     f"heatmap_size={settings.heatmap_size}; expected image_size = 4 x heatmap")
+  joint_set = joints_lib.get_joint_set(settings.joint_set)
+  model = backbone_lib.build_backbone(str(options.get("backbone", "mobilenetv2_035")),
+                                      image_size, joint_set.num_joints,
+                                      weights=options.get("weights") or None)
+  frames = world.simulate_frames(pretrain_rig, int(options.get("frames", 64)),
+                                 settings.seed + 31, settings.joint_set, settings.heatmap_size,
+                                 return_heatmaps=False, render_images=True,
+                                 image_size=image_size)
+  images = frames["images"].reshape((-1, image_size, image_size, 3)).astype(np.float32)
+  joints2d = frames["joints2d"].reshape((-1,) + frames["joints2d"].shape[2:])
+  target, _ = codec_lib.HeatmapCodec(settings.heatmap_size, settings.target_sigma).encode(
+      joints2d)
+  model.compile(optimizer=keras.optimizers.Adam(float(options.get("learning_rate", 1e-3))),
+                loss="mse")
+  logging.info("benchmark: warming up the image backbone on %d images", len(images))
+  model.fit(images, target.numpy(), batch_size=int(options.get("batch_size", 16)),
+            epochs=int(options.get("epochs", 2)), verbose=2)
+  if workdir:
+    model.save_weights(os.path.join(workdir, "backbone.weights.h5"))
+  return model
+
+
+def panoptic_subsets(num_cameras: int, views: int, trials: int, seed: int) -> list[tuple]:
+  """`trials` distinct `views`-camera subsets of `num_cameras` cameras, drawn by seed."""
+  combos = list(itertools.combinations(range(num_cameras), views))
+  if trials > len(combos):
+    raise ValueError(f"panoptic_trials={trials}, but only {len(combos)} distinct "
+                     f"{views}-camera subsets of {num_cameras} cameras exist")
+  order = np.random.default_rng(seed).permutation(len(combos))[:trials]
+  return [combos[i] for i in sorted(order)]
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+@dataclasses.dataclass
+class Pretrained:
+  """Pretrained fusion models: MetaFuse and AffineFuse parameters, NaiveFuse per view count."""
+  metafuse: maml.MetaParams
+  affine: maml.MetaParams
+  naive: dict  # {num_views: [P, HW, HW] matrices}
+  timings: dict
+
+
+def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = None,
+             progress: bool = True, backbone=None) -> Pretrained:
+  """Stage 1 of the protocol on the pretraining rig (module docstring).
+
+  Args:
+    settings: `BenchmarkSettings`.
+    view_counts: The view counts of the held-out rigs (one NaiveFuse pretraining each).
+    workdir: If set, meta-parameters go to <workdir>/metafuse.npz and affine.npz.
+    progress: Progress bars.
+    backbone: The image backbone (source "images").
+  """
+  rig = rigs_lib.get_rig(settings.pretrain_rig)
+  timings = {}
+  start = time.time()
+  logging.info("benchmark: simulating %d frames on the pretraining rig %s (%d views)",
+               settings.pretrain_frames, rig.name, rig.num_views)
+  frames = simulate(rig, settings.pretrain_frames, settings.seed, settings,
+                    dense=settings.source == "images", backbone=backbone)
+  pool = tasks_lib.FramePool.from_frames(frames, settings.heatmap_size, settings.detector,
+                                         dense=settings.source == "images")
+  pairs = rig.pairs
+  timings["simulate_s"] = time.time() - start
+
+  start = time.time()
+  logging.info("benchmark: MetaFuse meta-training, %d steps of %d tasks over %d pairs",
+               settings.maml.num_steps, settings.maml.tasks_per_step, len(pairs))
+  meta = metatrain.metatrain_fusion(pool, pairs, settings.maml, progress=progress)
+  timings["metafuse_pretrain_s"] = time.time() - start
+
+  start = time.time()
+  logging.info("benchmark: AffineFuse pretraining (plain Adam), %d steps",
+               settings.affine_pretrain.steps)
+  affine = pretrain_affine(pool, pairs, settings.maml, settings.affine_pretrain,
+                           progress=progress)
+  timings["affine_pretrain_s"] = time.time() - start
+  if workdir:
+    metatrain.save_meta_params(meta, os.path.join(workdir, "metafuse.npz"), {"method": "maml"})
+    metatrain.save_meta_params(affine, os.path.join(workdir, "affine.npz"), {"method": "sgd"})
+
+  start = time.time()
+  naive = {}
+  for num_views in sorted(set(int(v) for v in view_counts)):
+    subset = rig.subset(range(num_views))
+    logging.info("benchmark: NaiveFuse pretraining on %s, %d steps", subset.name,
+                 settings.naive_pretrain.steps)
+    sub_frames = simulate(subset, settings.pretrain_frames, settings.seed + 17, settings,
+                          backbone=backbone)
+    layer = naive_layer(None, num_views, settings.heatmap_size, settings.temperature,
+                        f"naive_pretrain_{num_views}")
+    fit_fusion(layer, sub_frames["heatmaps"], sub_frames["joints2d"], settings.naive_pretrain,
+               temperature=settings.temperature, target_sigma=settings.target_sigma,
+               seed=settings.seed, progress=progress, label=f"naive pretrain V={num_views}")
+    naive[num_views] = layer.matrices.numpy()
+  timings["naive_pretrain_s"] = time.time() - start
+  return Pretrained(meta, affine, naive, timings)
+
+
+def _eval(layer, frames, rig, settings, limb_lengths):
+  return evaluate.evaluate_fusion(layer, frames, rig, settings.joint_set, settings.temperature,
+                                  limb_lengths=limb_lengths,
+                                  pictorial_options=settings.pictorial_options,
+                                  batch_size=settings.eval_batch_size)
+
+
+def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, seed: int,
+                  progress: bool = False, backbone=None) -> dict:
+  """Every method on one held-out rig.
+
+  Args:
+    rig: The held-out `Rig`.
+    pretrained: Stage-1 models.
+    settings: `BenchmarkSettings`.
+    seed: Seed of the rig's training frames; test frames use seed + 1.
+    progress: Progress bars for training.
+    backbone: The image backbone (source "images").
+
+  Returns:
+    {method: {K (str): result dict}}.
+  """
+  size, temperature = settings.heatmap_size, settings.temperature
+  train = simulate(rig, settings.train_frames, seed, settings, backbone=backbone)
+  test = simulate(rig, settings.test_frames, seed + 1, settings, backbone=backbone)
+  limb_lengths = pictorial.mean_limb_lengths(train["joints3d"][:settings.limb_frames],
+                                             settings.joint_set)
+  results = {method: {} for method in METHODS}
+
+  def record(method, shots, layer):
+    start = time.time()
+    result = _eval(layer, test, rig, settings, limb_lengths)
+    results[method][str(shots)] = result
+    logging.info("%s %s^%s: JDR %.1f%% (visible %.1f, occluded %.1f), MPJPE %.1f / %.1f mm "
+                 "[eval %.0f s]", rig.name, method, shots, result["jdr_mean"],
+                 result["jdr_visible"], result["jdr_occluded"],
+                 result["mpjpe_triangulation_mm"], result["mpjpe_pictorial_mm"],
+                 time.time() - start)
+
+  record("no_fusion", 0, None)
+  record("metafuse", 0, calibrated_layer(rig, size, temperature, settings.line_width_px,
+                                         settings.line_value))
+  fit_kwargs = dict(target_sigma=settings.target_sigma, seed=seed, progress=progress)
+  for shots in settings.shots:
+    heatmaps, joints2d = train["heatmaps"][:shots], train["joints2d"][:shots]
+    for method, init in (("metafuse", pretrained.metafuse), ("affine", pretrained.affine),
+                         ("naive", pretrained.naive[rig.num_views])):
+      layer = finetune_lib.make_fusion_layer(method, rig, size, init=init,
+                                             temperature=temperature, name=f"{method}_{shots}")
+      fit = settings.naive_finetune if method == "naive" else settings.finetune
+      finetune(layer, heatmaps, joints2d, fit, label=f"{rig.name} {method}^{shots}",
+               **fit_kwargs)
+      record(method, shots, layer.materialize() if method != "naive" else layer)
+  layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=temperature,
+                                         name="naive_full")
+  finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
+           label=f"{rig.name} naive^full", **fit_kwargs)
+  record("naive", "full", layer)
+  return results
+
+
+def average_results(results: list[dict]) -> dict:
+  """Mean over trials of {method: {K: result}} (numeric fields and per-joint JDR)."""
+  if len(results) == 1:
+    return results[0]
+  out = {}
+  for method, by_k in results[0].items():
+    out[method] = {}
+    for shots, first in by_k.items():
+      items = [r[method][shots] for r in results]
+      merged = {key: float(np.nanmean([item[key] for item in items])) for key in NUMERIC_KEYS}
+      merged["jdr_per_joint"] = {
+          joint: float(np.nanmean([item["jdr_per_joint"][joint] for item in items]))
+          for joint in first["jdr_per_joint"]}
+      merged["num_frames"] = int(sum(item.get("num_frames", 0) for item in items))
+      merged["trials"] = len(items)
+      out[method][shots] = merged
+  return out
+
+
+def _get(rig_results, method, shots, key="jdr_mean"):
+  value = rig_results.get(method, {}).get(str(shots), {}).get(key)
+  return None if value is None or not math.isfinite(value) else float(value)
+
+
+def check_targets(rig_results: dict, shots) -> dict:
+  """The paper's findings on one held-out rig, each {"value": ..., "target": text, "met": bool}.
+
+  Checks whose inputs are missing (e.g. K = 50 not run) are left out.
+  """
+  checks = {}
+
+  def add(name, value, target, met):
+    checks[name] = {"value": value, "target": target, "met": bool(met)}
+
+  none0 = _get(rig_results, "no_fusion", 0)
+  meta50 = _get(rig_results, "metafuse", 50)
+  if none0 is not None and meta50 is not None:
+    add("metafuse50_gain", meta50 - none0, "MetaFuse^50 - No-Fusion >= 2 JDR points",
+        meta50 - none0 >= 2.0)
+    gain_occ = _get(rig_results, "metafuse", 50, "jdr_occluded") - _get(
+        rig_results, "no_fusion", 0, "jdr_occluded")
+    gain_vis = _get(rig_results, "metafuse", 50, "jdr_visible") - _get(
+        rig_results, "no_fusion", 0, "jdr_visible")
+    add("metafuse50_gain_occluded_minus_visible", gain_occ - gain_vis,
+        "gain concentrated on occluded joints (occluded gain > visible gain)", gain_occ > gain_vis)
+    for key in ("mpjpe_pictorial_mm", "mpjpe_triangulation_mm"):
+      base, meta = _get(rig_results, "no_fusion", 0, key), _get(rig_results, "metafuse", 50, key)
+      if base and meta is not None:
+        add(f"metafuse50_{key}_reduction", 1.0 - meta / base,
+            f"MPJPE ({key.split('_')[1]}) of MetaFuse^50 >= 10% below No-Fusion",
+            meta <= 0.9 * base)
+  for k in [k for k in shots if k <= 100]:
+    meta, affine, naive = (_get(rig_results, m, k) for m in ("metafuse", "affine", "naive"))
+    if None not in (meta, affine, naive):
+      add(f"order_k{k}", [meta, affine, naive], f"MetaFuse^{k} > AffineFuse^{k} > NaiveFuse^{k}",
+          meta > affine > naive)
+  naive50 = _get(rig_results, "naive", 50)
+  if naive50 is not None and none0 is not None:
+    add("naive50_below_no_fusion", naive50 - none0, "NaiveFuse^50 < No-Fusion", naive50 < none0)
+  meta500, full = _get(rig_results, "metafuse", 500), _get(rig_results, "naive", "full")
+  if meta500 is not None and full is not None:
+    add("metafuse500_vs_naive_full", meta500 - full, "MetaFuse^500 within 1 point of "
+        "NaiveFuse^full (or above)", meta500 >= full - 1.0)
+  calib = _get(rig_results, "metafuse", 0)
+  if calib is not None and none0 is not None:
+    add("metafuse0_calibrated_gain", calib - none0, "MetaFuse^0 (calibrated) > No-Fusion",
+        calib > none0)
+  return checks
+
+
+_LABELS = {"no_fusion": "No-Fusion", "naive": "NaiveFuse", "affine": "AffineFuse",
+           "metafuse": "MetaFuse"}
+KEY_JOINTS = ("elbow", "wrist", "knee", "ankle")
+
+
+def joint_group_jdr(result: dict, group: str) -> float:
+  """Mean JDR of a joint group: "mean" or a joint name without its side ("wrist")."""
+  if group == "mean":
+    return float(result["jdr_mean"])
+  values = [v for joint, v in result["jdr_per_joint"].items()
+            if joint in (group, "l" + group, "r" + group) and v is not None]
+  return float(np.mean(values)) if values else float("nan")
+
+
+def _cell(value, digits=1):
+  return "n/a" if value is None or not math.isfinite(float(value)) else f"{value:.{digits}f}"
+
+
+def method_label(method: str, shots) -> str:
+  if method == "no_fusion":
+    return "No-Fusion"
+  if method == "metafuse" and str(shots) == "0":
+    return "MetaFuse^0 (calibrated)"
+  return f"{_LABELS[method]}^{shots}"
+
+
+def results_markdown(payload: dict) -> str:
+  """Tables of a benchmark payload: one per rig, then the target checks."""
+  lines = ["# MetaFuse benchmark", "",
+           "JDR in percent (2D error below half the head size, all views and frames), MPJPE in "
+           "mm without alignment (DLT triangulation / pictorial model).", ""]
+  for rig, by_method in payload["rigs"].items():
+    lines += [f"## {rig}", "",
+              "| method | JDR mean | visible | occluded | " +
+              " | ".join(KEY_JOINTS) + " | MPJPE tri | MPJPE pict |",
+              "| --- |" + " ---: |" * (5 + len(KEY_JOINTS))]
+    for method in METHODS:
+      for shots, result in by_method.get(method, {}).items():
+        joints = " | ".join(_cell(joint_group_jdr(result, g)) for g in KEY_JOINTS)
+        lines.append(
+            f"| {method_label(method, shots)} | {_cell(result['jdr_mean'])} | "
+            f"{_cell(result['jdr_visible'])} | {_cell(result['jdr_occluded'])} | {joints} | "
+            f"{_cell(result['mpjpe_triangulation_mm'])} | "
+            f"{_cell(result['mpjpe_pictorial_mm'])} |")
+    lines.append("")
+  if payload.get("targets"):
+    lines += ["## Paper findings on the held-out rigs", "", "| rig | check | value | met |",
+              "| --- | --- | --- | --- |"]
+    for rig, checks in payload["targets"].items():
+      for name, check in checks.items():
+        value = check["value"]
+        text = (", ".join(_cell(v) for v in value) if isinstance(value, list)
+                else _cell(value, 3 if "reduction" in name else 1))
+        lines.append(f"| {rig} | {check['target']} | {text} | {'yes' if check['met'] else 'NO'} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write_json_atomic(payload: dict, path: str) -> None:
+  """Writes JSON to a temporary file beside `path`, then renames it over `path`."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  temp = f"{path}.tmp-{os.getpid()}"
+  with open(temp, "w") as f:
+    json.dump(evaluate._json_safe(payload), f, indent=1)  # pylint: disable=protected-access
+    f.write("\n")
+  os.replace(temp, path)
+
+
+def heldout_rigs(settings: BenchmarkSettings) -> list[tuple[str, list]]:
+  """[(result name, [Rig per trial])] of the held-out rigs."""
+  out = []
+  if settings.panoptic_rig and settings.panoptic_trials > 0:
+    full = rigs_lib.get_rig(settings.panoptic_rig)
+    subsets = panoptic_subsets(full.num_views, settings.panoptic_views, settings.panoptic_trials,
+                               settings.seed)
+    out.append((full.name, [full.subset(s) for s in subsets]))
+  for name in settings.heldout_rigs:
+    rig = rigs_lib.get_rig(name)
+    out.append((rig.name, [rig]))
+  return out
+
+
+def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dict | None = None,
+                  progress: bool = True) -> dict:
+  """The whole protocol (module docstring); writes results.json, results.md and the plots.
+
+  Returns:
+    The payload written to results.json.
+  """
+  from mf_tf.evaluation import plots
+
+  start = time.time()
+  os.makedirs(out_dir, exist_ok=True)
+  targets = heldout_rigs(settings)
+  pretrain_rig = rigs_lib.get_rig(settings.pretrain_rig)
+  held_cameras = {c.name for _, trial_rigs in targets for r in trial_rigs for c in r.cameras}
+  overlap = held_cameras & set(pretrain_rig.camera_names)
+  if overlap:
+    raise ValueError(f"held-out rigs share cameras {sorted(overlap)} with the pretraining rig "
+                     f"{pretrain_rig.name!r}; the protocol needs unseen cameras")
+  backbone = (prepare_image_backbone(pretrain_rig, settings, out_dir)
+              if settings.source == "images" else None)
+  view_counts = {r.num_views for _, trial_rigs in targets for r in trial_rigs}
+  pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
+                        backbone=backbone)
+  payload = {"rigs": {}, "targets": {}, "trials": {},
+             "config": config_dict if config_dict is not None else dataclasses.asdict(settings),
+             "timings": dict(pretrained.timings)}
+  json_path = os.path.join(out_dir, "results.json")
+  for index, (name, trial_rigs) in enumerate(targets):
+    rig_start = time.time()
+    trial_results = []
+    for trial, rig in enumerate(trial_rigs):
+      logging.info("benchmark: held-out rig %s (trial %d/%d, %d views)", rig.name, trial + 1,
+                   len(trial_rigs), rig.num_views)
+      trial_results.append(benchmark_rig(rig, pretrained, settings,
+                                         seed=settings.seed + 1000 * (index + 1) + 10 * trial,
+                                         progress=progress, backbone=backbone))
+    payload["rigs"][name] = average_results(trial_results)
+    payload["trials"][name] = [r.name for r in trial_rigs]
+    payload["targets"][name] = check_targets(payload["rigs"][name], settings.shots)
+    payload["timings"][f"rig_{name}_s"] = time.time() - rig_start
+    write_json_atomic(payload, json_path)  # Partial results survive an interrupted run.
+    plots.plot_jdr_vs_shots(payload["rigs"][name], os.path.join(out_dir, f"figure7_{name}.png"),
+                            title=f"JDR on the held-out rig {name}")
+  payload["timings"]["total_s"] = time.time() - start
+  write_json_atomic(payload, json_path)
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write(results_markdown(payload))
+  logging.info("benchmark: wrote %s (%.0f s)", json_path, payload["timings"]["total_s"])
+  return payload
+
+
+# ----------------------------------------------------------------------------- config edge
+
+
+def _fit(section) -> FitSettings:
+  return FitSettings(int(section.steps), float(section.learning_rate), int(section.batch_size))
+
+
+def _as_tuple(value) -> tuple:
+  if isinstance(value, str):
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+  return tuple(value)
+
+
+def settings_from_config(config) -> BenchmarkSettings:
+  """`BenchmarkSettings` from a config with a `benchmark` section (configs/benchmark.py)."""
+  if "benchmark" not in config:
+    raise ValueError("the config has no 'benchmark' section; run --mode=benchmark with "
+                     "--config=configs/benchmark.py[:smoke|:full]")
+  section = config.benchmark
+  meta = section.maml
+  maml_settings = metatrain.MamlSettings(
+      num_steps=int(meta.num_steps), tasks_per_step=int(meta.tasks_per_step),
+      support_size=int(meta.support_size), query_size=int(meta.query_size),
+      inner_lr=float(meta.inner_lr), inner_steps=int(meta.inner_steps),
+      outer_lr=float(meta.outer_lr), first_order=bool(meta.first_order),
+      temperature=float(config.fusion.temperature), target_sigma=float(section.target_sigma),
+      seed=int(config.seed))
+  rig_names = list(_as_tuple(section.heldout_rigs)) + list(config.get("eval_rig_files", []) or [])
+  return BenchmarkSettings(
+      joint_set=str(config.joint_set), heatmap_size=int(config.heatmap_size),
+      temperature=float(config.fusion.temperature), target_sigma=float(section.target_sigma),
+      seed=int(config.seed), pretrain_rig=str(config.rig.pretrain),
+      pretrain_frames=int(section.pretrain_frames), maml=maml_settings,
+      affine_pretrain=_fit(section.affine_pretrain), naive_pretrain=_fit(section.naive_pretrain),
+      heldout_rigs=tuple(rig_names), panoptic_rig=str(section.panoptic_rig),
+      panoptic_trials=int(section.panoptic_trials), panoptic_views=int(section.panoptic_views),
+      shots=tuple(int(k) for k in _as_tuple(section.shots)),
+      train_frames=int(section.train_frames), test_frames=int(section.test_frames),
+      finetune=_fit(section.finetune), naive_finetune=_fit(section.naive_finetune),
+      naive_full=_fit(section.naive_full),
+      detector=world.detector_params_from_config(config.detector),
+      pictorial_options=evaluate.pictorial_options_from_config(config.evaluate),
+      limb_frames=int(config.evaluate.limb_frames),
+      line_width_px=float(config.fusion.line_width_px),
+      line_value=float(config.fusion.line_value),
+      eval_batch_size=int(config.evaluate.batch_size), source=str(section.source),
+      images=dict(section.images.to_dict()) if "images" in section else {})
+
+
+def run(config, workdir: str, args) -> dict:
+  """--mode=benchmark: writes <workdir>/benchmark/results.{json,md} and figure7_<rig>.png."""
+  del args  # No CLI-only flags are used.
+  settings = settings_from_config(config)
+  logging.info("benchmark settings: %s", settings)
+  return run_benchmark(settings, os.path.join(workdir, "benchmark"),
+                       config_dict=config.to_dict(), progress=bool(config.benchmark.progress))

@@ -1,0 +1,153 @@
+"""Benchmark protocol: training helpers, aggregation, target checks, and the smoke run."""
+
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from mf_tf.data import world
+from mf_tf.evaluation import benchmark
+from mf_tf.evaluation import plots
+from mf_tf.geometry import rigs
+
+JOINTS = {"lelbow": 50.0, "relbow": 70.0, "lwrist": 40.0, "rwrist": 60.0, "lknee": 80.0,
+          "rknee": 90.0, "lankle": 30.0, "rankle": 50.0}
+
+
+def _result(jdr, visible=None, occluded=None, mpjpe=100.0, per_joint=None):
+  return {"jdr_mean": jdr, "jdr_visible": jdr if visible is None else visible,
+          "jdr_occluded": jdr if occluded is None else occluded,
+          "mpjpe_triangulation_mm": mpjpe, "mpjpe_pictorial_mm": mpjpe,
+          "jdr_per_joint": dict(per_joint or JOINTS), "num_frames": 10}
+
+
+def _load_benchmark_config(repo_root, variant):
+  path = os.path.join(repo_root, "configs", "benchmark.py")
+  spec = importlib.util.spec_from_file_location("benchmark_config_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def test_fit_fusion_lowers_the_loss_of_a_naive_layer():
+  rig = rigs.get_rig("h36m").subset([0, 1])
+  frames = world.simulate_frames(rig, 12, 3, "h36m17", 8)
+  layer = benchmark.naive_layer(None, 2, 8, 0.2, "naive_fit")
+  losses = benchmark.fit_fusion(layer, frames["heatmaps"], frames["joints2d"],
+                                benchmark.FitSettings(25, 1e-2, 4), target_sigma=0.5)
+  assert len(losses) == 25 and all(math.isfinite(v) for v in losses)
+  assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+
+
+def test_finetune_turns_the_step_budget_into_epochs():
+  rig = rigs.get_rig("h36m").subset([0, 1])
+  frames = world.simulate_frames(rig, 10, 4, "h36m17", 8)
+  layer = benchmark.naive_layer(None, 2, 8, 0.2, "naive_budget")
+  history = benchmark.finetune(layer, frames["heatmaps"], frames["joints2d"],
+                               benchmark.FitSettings(8, 1e-3, 4), target_sigma=0.5, seed=0)
+  # 10 frames: 8 train (2 held out for validation); 8 steps x 4 frames = 4 epochs at most.
+  assert 1 <= history["epochs"] <= 4 and len(history["val_loss"]) == history["epochs"]
+  assert np.abs(layer.matrices.numpy()).max() > 0.0  # Trained in place.
+
+
+def test_panoptic_subsets_are_distinct_and_reproducible():
+  subsets = benchmark.panoptic_subsets(6, 4, 5, seed=3)
+  assert len(set(subsets)) == 5 and all(len(s) == 4 for s in subsets)
+  assert subsets == benchmark.panoptic_subsets(6, 4, 5, seed=3)
+  with pytest.raises(ValueError, match="distinct"):
+    benchmark.panoptic_subsets(6, 4, 16, seed=0)
+
+
+def test_average_results_means_numbers_and_per_joint():
+  a = {"no_fusion": {"0": _result(60.0, per_joint={"lwrist": 40.0})}}
+  b = {"no_fusion": {"0": _result(70.0, mpjpe=120.0, per_joint={"lwrist": 60.0})}}
+  merged = benchmark.average_results([a, b])["no_fusion"]["0"]
+  assert merged["jdr_mean"] == pytest.approx(65.0)
+  assert merged["mpjpe_pictorial_mm"] == pytest.approx(110.0)
+  assert merged["jdr_per_joint"]["lwrist"] == pytest.approx(50.0)
+  assert merged["trials"] == 2
+
+
+def test_check_targets_reports_each_paper_finding():
+  rig = {
+      "no_fusion": {"0": _result(80.0, visible=90.0, occluded=50.0, mpjpe=100.0)},
+      "metafuse": {"0": _result(81.0), "50": _result(83.0, visible=91.0, occluded=60.0,
+                                                      mpjpe=85.0),
+                   "500": _result(88.0)},
+      "affine": {"50": _result(82.0)},
+      "naive": {"50": _result(79.0), "full": _result(88.5)},
+  }
+  checks = benchmark.check_targets(rig, (50, 500))
+  assert checks["metafuse50_gain"]["value"] == pytest.approx(3.0)
+  assert all(check["met"] for check in checks.values()), checks
+  rig["naive"]["50"] = _result(84.0)
+  checks = benchmark.check_targets(rig, (50, 500))
+  assert not checks["order_k50"]["met"] and not checks["naive50_below_no_fusion"]["met"]
+
+
+def test_joint_group_jdr_averages_both_sides():
+  assert benchmark.joint_group_jdr(_result(70.0), "wrist") == pytest.approx(50.0)
+  assert benchmark.joint_group_jdr(_result(70.0), "mean") == pytest.approx(70.0)
+
+
+def test_plot_jdr_vs_shots_writes_a_png(tmp_path):
+  rig = {"no_fusion": {"0": _result(80.0)}, "metafuse": {"0": _result(81.0), "50": _result(83.0),
+                                                          "100": _result(85.0)},
+         "affine": {"50": _result(82.0), "100": _result(83.0)},
+         "naive": {"50": _result(79.0), "100": _result(81.0), "full": _result(88.0)}}
+  path = plots.plot_jdr_vs_shots(rig, str(tmp_path / "f7.png"), title="test")
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_variants_build_settings(repo_root):
+  for variant in (None, "smoke", "full", "images"):
+    config = _load_benchmark_config(repo_root, variant)
+    settings = benchmark.settings_from_config(config)
+    assert settings.train_frames >= max(settings.shots)
+  with pytest.raises(ValueError, match="variant"):
+    _load_benchmark_config(repo_root, "huge")
+
+
+@pytest.mark.large
+def test_smoke_benchmark_schema_and_floors(repo_root, tmp_path):
+  config = _load_benchmark_config(repo_root, "smoke")
+  payload = benchmark.run(config, str(tmp_path), args=None)
+  path = tmp_path / "benchmark" / "results.json"
+  with open(path) as f:
+    stored = json.load(f)
+  assert set(stored) >= {"rigs", "config"}
+  assert stored["config"]["benchmark"]["shots"] == "50"
+  assert set(stored["rigs"]) == {"panoptic_heldout6", "h36m"}
+  keys = {"jdr_mean", "jdr_per_joint", "jdr_visible", "jdr_occluded", "mpjpe_triangulation_mm",
+          "mpjpe_pictorial_mm"}
+  expected = {"no_fusion": {"0"}, "metafuse": {"0", "50"}, "affine": {"50"},
+              "naive": {"50", "full"}}
+  for rig, by_method in stored["rigs"].items():
+    assert {m: set(k) for m, k in by_method.items()} == expected, rig
+    for by_k in by_method.values():
+      for result in by_k.values():
+        assert keys <= set(result)
+        assert 0.0 <= result["jdr_mean"] <= 100.0
+        assert len(result["jdr_per_joint"]) == 17
+        assert all(isinstance(result[k], float) for k in keys - {"jdr_per_joint"})
+  gains = [stored["rigs"][r]["metafuse"]["50"]["jdr_mean"]
+           - stored["rigs"][r]["no_fusion"]["0"]["jdr_mean"] for r in stored["rigs"]]
+  assert max(gains) > 0.0, gains  # MetaFuse^50 above No-Fusion on a held-out rig.
+  assert payload["rigs"].keys() == stored["rigs"].keys()
+  for name in ("results.md", "figure7_h36m.png", "figure7_panoptic_heldout6.png",
+               "metafuse.npz"):
+    assert (tmp_path / "benchmark" / name).is_file(), name
+
+
+def test_frames_with_nonfinite_heatmaps_are_dropped():
+  frames = {"heatmaps": np.zeros((5, 2, 4, 4, 3), np.float32),
+            "joints2d": np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 2, 3, 2))}
+  frames["heatmaps"][1, 0, 2, 2, 1] = np.nan
+  kept = benchmark._drop_nonfinite(frames, 3, benchmark.BenchmarkSettings())
+  np.testing.assert_array_equal(kept["joints2d"][:, 0, 0, 0], [0.0, 2.0, 3.0])
+  with pytest.raises(FloatingPointError, match="finite"):
+    benchmark._drop_nonfinite(frames, 5, benchmark.BenchmarkSettings())
