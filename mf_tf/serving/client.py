@@ -1,0 +1,128 @@
+"""TF Serving gRPC client for the exported per-rig models, and `--mode=predict`.
+
+    python -m mf_tf.main --mode=predict --server=HOST:8500 --rig=h36m \
+        --images=view0.jpg,view1.jpg,view2.jpg,view3.jpg --workdir=/tmp/mf_tf
+
+One image per view, in the rig's camera order, each the camera's whole frame: it is resized
+(anisotropically) to the model's S x S input, the same convention as the heatmaps. Prints the
+keypoints (image pixels of each camera), scores and, for a calibrated rig, the 3D joints (mm) as
+JSON and writes them to `<workdir>/predict/<rig>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from mf_tf.serving.server import GRPC_OPTIONS
+
+# Signature name -> its single input name (see mf_tf/serving/export.py).
+SIGNATURE_INPUTS = {
+    "serving_default": "images",
+    "serving_float32": "images",
+    "heatmaps": "heatmaps",
+}
+
+
+def predict(server: str, rig_name: str, images, signature: str = "serving_default",
+            timeout: float = 60.0, output_filter=None, version: int | None = None
+            ) -> dict[str, np.ndarray]:
+  """Sends one Predict request to a TF Serving gRPC endpoint.
+
+  Args:
+    server: "HOST:PORT" of the gRPC endpoint (TF Serving's default port is 8500).
+    rig_name: Served model name (the rig's name).
+    images: [V, S, S, 3] or [B, V, S, S, 3] views in rig order: uint8 for "serving_default",
+      float32 in [0, 255] for "serving_float32"; heatmaps [V, H, W, J] or [B, V, H, W, J]
+      float32 for "heatmaps".
+    signature: Signature name.
+    timeout: Seconds before the call fails with DEADLINE_EXCEEDED.
+    output_filter: Optional output names to return (all when None).
+    version: Optional model version (the latest loaded when None).
+
+  Returns:
+    Output name -> numpy array. When `images` had no batch dimension, neither do the outputs.
+
+  Raises:
+    grpc.RpcError: The server rejected the request; `.code()` and `.details()` say why.
+  """
+  array = np.asarray(images)
+  unbatched = array.ndim == 4
+  if unbatched:
+    array = array[None]
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = rig_name
+  request.model_spec.signature_name = signature
+  if version is not None:
+    request.model_spec.version.value = int(version)
+  request.inputs[SIGNATURE_INPUTS.get(signature, "images")].CopyFrom(tf.make_tensor_proto(array))
+  if output_filter:
+    request.output_filter.extend(output_filter)
+  with grpc.insecure_channel(server, options=GRPC_OPTIONS) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(request, timeout=timeout)
+  outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+  if unbatched:
+    outputs = {key: value[0] for key, value in outputs.items()}
+  return outputs
+
+
+def load_views(paths, image_size: int) -> np.ndarray:
+  """Reads one image file per view and resizes each whole frame to image_size x image_size.
+
+  Args:
+    paths: Image files (JPEG, PNG, BMP, GIF) in rig order.
+    image_size: Model input side S in pixels.
+
+  Returns:
+    uint8 [V, S, S, 3].
+  """
+  views = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"image file {path!r} does not exist")
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    views.append(tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8))
+  return tf.stack(views).numpy()
+
+
+def keypoints_json(outputs: dict[str, np.ndarray], rig_name: str, image_paths) -> dict:
+  """Per-view keypoints (camera image pixels), scores and 3D joints of one frame, JSON-ready."""
+  result = {
+      "rig": rig_name,
+      "views": [
+          {"image": path,
+           "keypoints_image": np.round(outputs["keypoints_image"][v], 3).tolist(),
+           "scores": np.round(outputs["scores"][v], 5).tolist()}
+          for v, path in enumerate(image_paths)],
+  }
+  if "joints_3d" in outputs:
+    result["joints_3d_mm"] = np.round(outputs["joints_3d"], 2).tolist()
+  return result
+
+
+def run(config, workdir: str, args) -> None:
+  """`--mode=predict`: one request with --images to --server for --rig; prints and saves JSON."""
+  if not args.rig:
+    raise ValueError("--mode=predict needs --rig=NAME (the served model name)")
+  if not args.images:
+    raise ValueError("--mode=predict needs --images=view0.jpg,view1.jpg,... (one per view)")
+  images = load_views(args.images, config.image_size)
+  outputs = predict(args.server, args.rig, images, timeout=config.export.client_timeout_s)
+  result = keypoints_json(outputs, args.rig, list(args.images))
+  text = json.dumps(result, indent=1)
+  print(text)
+  out_dir = os.path.join(workdir, "predict")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{args.rig}.json")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+  logging.info("wrote %s", path)

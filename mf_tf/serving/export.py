@@ -1,0 +1,564 @@
+r"""Per-rig serving export: one SavedModel per rig in TF Serving's layout, and `--mode=export`.
+
+    python -m mf_tf.main --mode=export --workdir=/tmp/mf_tf [--config.export.top_k=256]
+
+writes
+
+    <export_dir>/models.config                         ModelServerConfig listing every rig
+    <export_dir>/<rig>/<version>/saved_model.pb        signatures below
+    <export_dir>/<rig>/<version>/variables/            backbone weights, fusion matrices
+    <export_dir>/<rig>/<version>/assets.extra/rig.json, export_config.json,
+                                               tf_serving_warmup_requests
+
+Signatures (V views, S x S images, H x W heatmaps, J joints; B any batch size):
+
+  serving_default   images  uint8   [B, V, S, S, 3]         raw pixels, whole camera frames
+  serving_float32   images  float32 [B, V, S, S, 3]         values in [0, 255]
+  heatmaps          heatmaps float32 [B, V, H, W, J]        initial heatmaps (skip the backbone)
+
+returning
+
+  initial_heatmaps [B, V, H, W, J]   backbone output (images signatures only)
+  fused_heatmaps   [B, V, H, W, J]   paper Eq. 1, before the temperature softmax
+  keypoints_heatmap [B, V, J, 2]     fused joints, heatmap pixels (x = column, y = row)
+  keypoints_image  [B, V, J, 2]      fused joints, pixels of each camera's image (distorted)
+  scores           [B, V, J]         fused heatmap maximum per joint
+  initial_keypoints_heatmap [B, V, J, 2], initial_scores [B, V, J]   the same before fusion
+  joints_3d        [B, J, 3]         calibrated rigs: DLT triangulation in world millimetres
+
+Fusion matrices are materialized once at export (no warping at serve time): dense [P, HW, HW], or
+the top-k entries per row as one sparse [HW, V*HW] matrix per target view. The rig's calibration is
+baked in as constants; keypoints are undistorted in TF before triangulation. Inputs are checked
+inside the graph (view count, image size, value range, NaN), so a bad request fails with
+InvalidArgument and a message naming the bad value. A version is written to a temporary folder
+beside its final place and renamed, so a running server never sees half a model; models.config is
+replaced atomically. The SavedModel holds graphs and tensors only: loading it runs no Python code
+from the file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from mf_tf.data.codec import HeatmapCodec
+from mf_tf.fusion import ops as fusion_ops
+from mf_tf.fusion.layers import AffineFusion, MaterializedFusion
+from mf_tf.geometry import calibration
+from mf_tf.geometry.rig import Rig, ordered_pairs
+from mf_tf.geometry.triangulation import triangulate_dlt
+from mf_tf.serving import model_config
+from mf_tf.serving.tflite import Untracked, graph_variables
+
+SIGNATURE_IMAGES = "serving_default"
+SIGNATURE_IMAGES_FLOAT = "serving_float32"
+SIGNATURE_HEATMAPS = "heatmaps"
+ASSETS_EXTRA = model_config.ASSETS_EXTRA
+WARMUP_FILE = model_config.WARMUP_FILE
+RIG_FILE = "rig.json"
+EXPORT_CONFIG_FILE = "export_config.json"
+
+
+# ----------------------------------------------------------------------------- TF geometry
+
+
+def undistort_pixels(uv, K, dist, iterations: int = 10):
+  """Removes Brown-Conrady distortion from pixel coordinates, in TF (Newton's method).
+
+  The TF counterpart of `mf_tf.geometry.camera.undistort_points`, batched over cameras: the
+  camera axis of K and dist broadcasts against the points' view axis.
+
+  Args:
+    uv: [..., V, N, 2] distorted pixel coordinates.
+    K: [V, 3, 3] intrinsics.
+    dist: [V, 5] distortion [k1, k2, p1, p2, k3].
+    iterations: Newton steps (converges to machine precision in a few within a camera's view).
+
+  Returns:
+    [..., V, N, 2] undistorted pixel coordinates (K applied to the pinhole projection), the dtype
+    of `uv`.
+  """
+  uv = tf.convert_to_tensor(uv)
+  K = tf.cast(K, uv.dtype)
+  dist = tf.cast(dist, uv.dtype)
+  fx, skew, cx = K[:, 0, 0][:, None], K[:, 0, 1][:, None], K[:, 0, 2][:, None]
+  fy, cy = K[:, 1, 1][:, None], K[:, 1, 2][:, None]
+  yd = (uv[..., 1] - cy) / fy
+  xd = (uv[..., 0] - cx - skew * yd) / fx
+  k1, k2, p1, p2, k3 = (dist[:, i][:, None] for i in range(5))
+  x, y = xd, yd
+  for _ in range(iterations):  # Unrolled: a fixed, small number of steps.
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    dradial = k1 + r2 * (2.0 * k2 + 3.0 * r2 * k3)
+    fx_res = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) - xd
+    fy_res = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y - yd
+    jxx = radial + 2.0 * x * x * dradial + 2.0 * p1 * y + 6.0 * p2 * x
+    jxy = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
+    jyy = radial + 2.0 * y * y * dradial + 6.0 * p1 * y + 2.0 * p2 * x
+    det = jxx * jyy - jxy * jxy
+    det = tf.where(tf.abs(det) < 1e-12, tf.ones_like(det) * 1e-12, det)
+    x = x - (jyy * fx_res - jxy * fy_res) / det
+    y = y - (jxx * fy_res - jxy * fx_res) / det
+  return tf.stack([fx * x + skew * y + cx, fy * y + cy], axis=-1)
+
+
+# ----------------------------------------------------------------------------- sparse fusion
+
+
+def block_sparse_fusion(values, indices, num_views: int) -> list:
+  """Top-k fusion constants as one sparse [HW, V*HW] matrix per target view.
+
+  Row i of target view v's matrix holds, in column `source * HW + j`, the weight of source pixel j
+  for target pixel i of the pair (source -> v); the V - 1 pairs feeding v side by side.
+
+  Args:
+    values: [P, HW, k] kept weights (`ops.sparsify_top_k`), `ordered_pairs` order.
+    indices: [P, HW, k] their source pixel indices.
+    num_views: V, with P = V (V - 1).
+
+  Returns:
+    V pairs (sparse_indices int64 [(V-1) HW k, 2] (row, column) sorted row-major,
+    sparse_values float32 [(V-1) HW k]), one per target view.
+  """
+  values, indices = np.asarray(values, np.float32), np.asarray(indices, np.int64)
+  num_pairs, hw, _ = values.shape
+  pairs = ordered_pairs(num_views)
+  if num_pairs != len(pairs):
+    raise ValueError(f"{num_pairs} pairs of fusion values, expected {len(pairs)} for "
+                     f"{num_views} views")
+  blocks = []
+  for target in range(num_views):
+    chosen = pairs[:, 1] == target  # The V - 1 pairs feeding `target`.
+    block_indices = indices[chosen]
+    rows = np.broadcast_to(np.arange(hw)[None, :, None], block_indices.shape).ravel()
+    cols = (pairs[chosen, 0, None, None].astype(np.int64) * hw + block_indices).ravel()
+    order = np.lexsort((cols, rows))
+    blocks.append((np.stack([rows[order], cols[order]], axis=1),
+                   values[chosen].ravel()[order]))
+  return blocks
+
+
+def fuse_block_sparse(heatmaps, blocks):
+  """Paper Eq. 1 with top-k matrices as sparse-dense products, one per target view.
+
+  Same result as `mf_tf.fusion.ops.fuse_sparse` without its [P, HW, k, B*J] gathered tensor
+  (855 MB per frame for 4 views at 64x64, k = 256, 17 joints). `tf.sparse.sparse_dense_matmul`
+  runs on one thread per op on CPUs; the V independent products run in parallel. Measured on
+  2 CPU cores at those shapes: about 35 ms against 320-410 ms for `fuse_sparse`.
+
+  Args:
+    heatmaps: [B, V, H, W, J] with static V, H, W, J.
+    blocks: V pairs (sparse_indices int64 [nnz, 2], sparse_values float32 [nnz]) from
+      `block_sparse_fusion`.
+
+  Returns:
+    [B, V, H, W, J] fused heatmaps (before the temperature softmax).
+  """
+  _, num_views, height, width, num_joints = heatmaps.shape
+  batch = tf.shape(heatmaps)[0]
+  hw = height * width
+  flat = tf.reshape(tf.transpose(heatmaps, [1, 2, 3, 0, 4]), [num_views * hw, -1])  # [V*HW, BJ]
+  messages = tf.stack([
+      tf.sparse.sparse_dense_matmul(tf.SparseTensor(indices, values, [hw, num_views * hw]), flat)
+      for indices, values in blocks])  # [V, HW, B*J]
+  messages = tf.reshape(messages, [num_views, height, width, batch, num_joints])
+  return heatmaps + tf.transpose(messages, [3, 0, 1, 2, 4])
+
+
+# ----------------------------------------------------------------------------- module
+
+
+class ExportModule(tf.Module):
+  """A rig's full inference graph for serving: backbone, materialized fusion, decoding, 3D.
+
+  Args:
+    backbone: Keras model mapping images [N, S, S, 3] float32 in [0, 255] to heatmaps
+      [N, H, W, J] (`mf_tf.models.backbone.build_backbone`); S, H, W, J are read from it.
+    fusion: A built `mf_tf.fusion.layers.MaterializedFusion` (dense or sparse top-k) for the
+      rig's V views at H x W (from `materialize_fusion` or `AffineFusion.materialize`).
+    rig: The rig; its camera order is the view order of every input and output.
+    sigma: Gaussian sigma of the heatmap codec, heatmap pixels.
+    triangulate: Add `joints_3d` (DLT over every view, with the rig's calibration).
+    name: Module name.
+  """
+
+  def __init__(self, backbone, fusion, rig: Rig, *, sigma: float = 2.0, triangulate: bool = True,
+               name: str | None = None):
+    super().__init__(name=name)
+    in_shape, out_shape = tuple(backbone.input_shape), tuple(backbone.output_shape)
+    if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 3 or None in in_shape[1:]:
+      raise ValueError(f"backbone input must be [N, S, S, 3] with S known, got {in_shape}")
+    if len(out_shape) != 4 or out_shape[1] != out_shape[2] or None in out_shape[1:]:
+      raise ValueError(f"backbone output must be [N, H, H, J] with H, J known, got {out_shape}")
+    if not isinstance(fusion, MaterializedFusion) or not fusion.built:
+      raise ValueError(f"fusion must be a built MaterializedFusion (AffineFusion.materialize()), "
+                       f"got {type(fusion).__name__}")
+    if fusion.num_views != rig.num_views or tuple(fusion.heatmap_size) != out_shape[1:3]:
+      raise ValueError(f"fusion is for {fusion.num_views} views at {fusion.heatmap_size}, but rig "
+                       f"{rig.name!r} has {rig.num_views} views and the backbone gives "
+                       f"{out_shape[1]}x{out_shape[2]} heatmaps")
+    self._keras = Untracked(backbone=backbone, fusion=fusion)  # Saved via graph_variables.
+    if fusion.top_k is not None:  # Top-k: one sparse-dense product (see fuse_block_sparse).
+      self.fusion_blocks = [
+          (tf.Variable(indices, trainable=False, name=f"fusion_indices_{target}"),
+           tf.Variable(values, trainable=False, name=f"fusion_values_{target}"))
+          for target, (indices, values) in enumerate(block_sparse_fusion(
+              fusion.values.numpy(), fusion.indices.numpy(), rig.num_views))]
+    self.rig_name = rig.name
+    self.num_views = int(rig.num_views)
+    self.image_size = int(in_shape[1])
+    self.heatmap_size = int(out_shape[1])
+    self.num_joints = int(out_shape[3])
+    self.top_k = fusion.top_k
+    self.triangulate = bool(triangulate)
+    self._codec = HeatmapCodec(self.heatmap_size, sigma)
+    cameras = rig.cameras
+    self._image_scale = tf.constant(
+        [[c.width / self.heatmap_size, c.height / self.heatmap_size] for c in cameras],
+        tf.float32)  # [V, 2]: heatmap px -> image px per camera.
+    self._K = tf.constant(np.stack([c.K for c in cameras]), tf.float64)
+    self._dist = tf.constant(np.stack([c.dist for c in cameras]), tf.float64)
+    self._projections = tf.constant(np.stack([c.projection_matrix for c in cameras]), tf.float64)
+    self.serve = tf.function(
+        self._serve_uint8, input_signature=[tf.TensorSpec([None] * 5, tf.uint8, "images")])
+    self.serve_float32 = tf.function(
+        self._serve_float32, input_signature=[tf.TensorSpec([None] * 5, tf.float32, "images")])
+    self.serve_heatmaps = tf.function(
+        self._serve_heatmaps, input_signature=[tf.TensorSpec([None] * 5, tf.float32, "heatmaps")])
+    # The captured tf.Variables as SavedModel nodes of their own (see tflite.Untracked).
+    self.graph_variables = graph_variables([self.serve, self.serve_float32, self.serve_heatmaps])
+
+  def signatures(self) -> dict:
+    """Signature name -> concrete function, for `tf.saved_model.save`."""
+    return {
+        SIGNATURE_IMAGES: self.serve.get_concrete_function(),
+        SIGNATURE_IMAGES_FLOAT: self.serve_float32.get_concrete_function(),
+        SIGNATURE_HEATMAPS: self.serve_heatmaps.get_concrete_function(),
+    }
+
+  # -- input checks: tf.debugging.Assert so that the message carries the offending values.
+
+  def _check_shape(self, tensor, name, expected_tail, layout):
+    shape = tf.shape(tensor, out_type=tf.int64)
+    ok = tf.logical_and(shape[0] >= 1, tf.reduce_all(tf.equal(shape[1:], expected_tail)))
+    return tf.debugging.Assert(
+        ok, [f"{name} must be {layout} = [batch >= 1, {', '.join(map(str, expected_tail))}] "
+             f"for rig {self.rig_name!r} ({self.num_views} views in rig order); got shape",
+             shape], summarize=8, name=f"check_{name}_shape")
+
+  def _check_images(self, images):
+    v, s = self.num_views, self.image_size
+    checks = [self._check_shape(images, "images", [v, s, s, 3], "[batch, views, S, S, 3]")]
+    if images.dtype.is_floating:
+      finite = tf.reduce_all(tf.math.is_finite(images))
+      checks.append(tf.debugging.Assert(
+          finite, ["images hold NaN or Inf; expected finite pixel values in [0, 255]"],
+          name="check_images_finite"))
+      with tf.control_dependencies(checks):  # Range after finiteness: min/max of NaN mislead.
+        low, high = tf.reduce_min(images), tf.reduce_max(images)
+        checks.append(tf.debugging.Assert(
+            tf.logical_and(low >= 0.0, high <= 255.0),
+            ["images must be float32 pixel values in [0, 255]; got min", low, "max", high],
+            name="check_images_range"))
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
+    return tf.ensure_shape(images, [None, v, s, s, 3])
+
+  def _check_heatmaps(self, heatmaps):
+    v, h, j = self.num_views, self.heatmap_size, self.num_joints
+    checks = [self._check_shape(heatmaps, "heatmaps", [v, h, h, j], "[batch, views, H, W, J]")]
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(heatmaps)),
+        ["heatmaps hold NaN or Inf; expected finite values"], name="check_heatmaps_finite"))
+    with tf.control_dependencies(checks):
+      heatmaps = tf.identity(heatmaps)
+    return tf.ensure_shape(heatmaps, [None, v, h, h, j])
+
+  # -- graph pieces
+
+  def _backbone(self, images):
+    """[B, V, S, S, 3] float32 in [0, 255] -> [B, V, H, W, J]."""
+    batch = tf.shape(images)[0]
+    s = self.image_size
+    flat = tf.reshape(images, [-1, s, s, 3])
+    heatmaps = self._keras.backbone(flat, training=False)
+    h, j = self.heatmap_size, self.num_joints
+    return tf.reshape(heatmaps, [batch, self.num_views, h, h, j])
+
+  def fuse(self, heatmaps):
+    """Paper Eq. 1 with this module's constants: [B, V, H, W, J] -> [B, V, H, W, J]."""
+    if self.top_k is None:
+      return self._keras.fusion(heatmaps)
+    return fuse_block_sparse(heatmaps, self.fusion_blocks)
+
+  def _from_heatmaps(self, heatmaps):
+    outputs = {}
+    initial_coords, initial_scores = self._codec.decode(heatmaps)
+    outputs["initial_keypoints_heatmap"] = initial_coords
+    outputs["initial_scores"] = initial_scores
+    fused = self.fuse(heatmaps)
+    coords, scores = self._codec.decode(fused)
+    image_coords = coords * self._image_scale[:, None, :]
+    outputs.update(fused_heatmaps=fused, keypoints_heatmap=coords, keypoints_image=image_coords,
+                   scores=scores)
+    if self.triangulate:
+      uv = undistort_pixels(tf.cast(image_coords, tf.float64), self._K, self._dist)
+      confidences = tf.maximum(tf.cast(scores, tf.float64), 0.0)
+      outputs["joints_3d"] = tf.cast(
+          triangulate_dlt(self._projections, uv, confidences), tf.float32)
+    return outputs
+
+  def _serve_images(self, images):
+    heatmaps = self._backbone(images)
+    outputs = self._from_heatmaps(heatmaps)
+    outputs["initial_heatmaps"] = heatmaps
+    return outputs
+
+  def _serve_uint8(self, images):
+    """images: uint8 [B, V, S, S, 3] -> dict of outputs (module docstring)."""
+    images = self._check_images(images)
+    return self._serve_images(tf.cast(images, tf.float32))
+
+  def _serve_float32(self, images):
+    """images: float32 [B, V, S, S, 3] in [0, 255] -> dict of outputs (module docstring)."""
+    return self._serve_images(self._check_images(images))
+
+  def _serve_heatmaps(self, heatmaps):
+    """heatmaps: float32 [B, V, H, W, J] -> dict of outputs without `initial_heatmaps`."""
+    return self._from_heatmaps(self._check_heatmaps(heatmaps))
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def materialize_fusion(fusion, top_k: int | None = None) -> MaterializedFusion:
+  """Frozen fusion constants for serving, built one ordered pair at a time.
+
+  Same result as `AffineFusion.materialize(top_k)`, but the warp of the base map runs per pair:
+  warping all pairs at once keeps several [P, HW, HW] intermediates alive, over 20 GB for a
+  4-view rig at 64 x 64, while one pair needs about 1 GB. Layers without theta (NaiveFusion)
+  fall back to their own `materialize`.
+
+  Args:
+    fusion: A built `AffineFusion` (or any fusion layer with `materialize`).
+    top_k: None for dense [P, HW, HW] matrices, else entries kept per row.
+
+  Returns:
+    A built `MaterializedFusion`.
+  """
+  if not isinstance(fusion, AffineFusion):
+    return fusion.materialize(top_k=top_k)
+  omega_base = fusion_ops.check_finite(fusion.omega_base, "omega_base")
+  theta = fusion_ops.check_finite(fusion.theta, "theta")
+  chunks = []
+  for pair in range(fusion.num_pairs):
+    matrix = fusion_ops.affine_matrices(omega_base, theta[pair:pair + 1])
+    chunks.append(matrix.numpy() if top_k is None else
+                  tuple(t.numpy() for t in fusion_ops.sparsify_top_k(matrix, top_k)))
+  kwargs = dict(num_views=fusion.num_views, heatmap_size=fusion.heatmap_size,
+                temperature=fusion.temperature, name=f"{fusion.name}_materialized")
+  if top_k is None:
+    return MaterializedFusion(matrices=np.concatenate(chunks), **kwargs)
+  values, indices = (np.concatenate(parts) for parts in zip(*chunks))
+  return MaterializedFusion(top_k=int(values.shape[-1]), values=values, indices=indices,
+                            **kwargs)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def warmup_log(rig_name: str, num_views: int, image_size: int, batch_size: int = 1):
+  """A PredictionLog holding one serving_default request of mid-grey images."""
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = rig_name
+  request.model_spec.signature_name = SIGNATURE_IMAGES
+  images = np.full((batch_size, num_views, image_size, image_size, 3), 128, np.uint8)
+  request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+  return prediction_log_pb2.PredictionLog(
+      predict_log=prediction_log_pb2.PredictLog(request=request))
+
+
+def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | None = None, *,
+                 export_config: dict, warmup: bool = True) -> str:
+  """Writes one version of a rig's model atomically: temp folder in `model_dir`, then rename.
+
+  Args:
+    module: The export module.
+    rig: The rig, saved as `assets.extra/rig.json` (canonical rig file).
+    model_dir: `<export_dir>/<rig_name>`, the model's base path.
+    version: Version number; None: one more than the highest present (1 for the first).
+    export_config: Settings and provenance, saved as `assets.extra/export_config.json`.
+    warmup: Also write `assets.extra/tf_serving_warmup_requests`.
+
+  Returns:
+    The final version folder.
+
+  Raises:
+    FileExistsError: `version` already exists (versions are immutable once served).
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  if version is None:
+    version = (model_config.latest_version(model_dir) or 0) + 1
+  if int(version) < 1:
+    raise ValueError(f"version must be a positive integer, got {version}")
+  final = os.path.join(model_dir, str(int(version)))
+  if os.path.exists(final):
+    raise FileExistsError(f"version folder {final!r} already exists; versions are immutable")
+  # A name that is not a number: TF Serving ignores the folder while it is being written.
+  temp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=model_dir)
+  try:
+    tf.saved_model.save(module, temp, signatures=module.signatures())
+    extra = os.path.join(temp, ASSETS_EXTRA)
+    os.makedirs(extra, exist_ok=True)
+    calibration.save_rig_file(rig, os.path.join(extra, RIG_FILE))
+    with open(os.path.join(extra, EXPORT_CONFIG_FILE), "w", encoding="utf-8") as f:
+      json.dump(dict(export_config, version=int(version)), f, indent=1, sort_keys=True)
+    if warmup:
+      model_config.write_warmup_requests(
+          os.path.join(extra, WARMUP_FILE),
+          [warmup_log(module.rig_name, module.num_views, module.image_size)])
+    os.rename(temp, final)
+  except BaseException:
+    shutil.rmtree(temp, ignore_errors=True)
+    raise
+  return final
+
+
+def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.0,
+               triangulate: bool = True, version: int | None = None,
+               export_config: dict | None = None, base_path_prefix: str | None = None,
+               warmup: bool = True) -> str:
+  """Exports one rig's model as `<export_dir>/<rig.name>/<version>/` and rewrites models.config.
+
+  Args:
+    backbone, fusion, rig, sigma, triangulate: See `ExportModule`.
+    export_dir: Root served by TF Serving.
+    version: See `save_version`.
+    export_config: Extra settings recorded in `assets.extra/export_config.json`.
+    base_path_prefix: See `model_config.write_models_config`.
+    warmup: Write warm-up requests.
+
+  Returns:
+    The version folder written.
+  """
+  model_config.check_model_name(rig.name)
+  module = ExportModule(backbone, fusion, rig, sigma=sigma, triangulate=triangulate)
+  record = dict(export_config or {})
+  record.update(rig=rig.name, num_views=module.num_views, image_size=module.image_size,
+                heatmap_size=module.heatmap_size, num_joints=module.num_joints, sigma=float(sigma),
+                fusion="dense" if module.top_k is None else "sparse", top_k=module.top_k,
+                temperature=float(fusion.temperature), triangulate=module.triangulate,
+                exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                signatures=[SIGNATURE_IMAGES, SIGNATURE_IMAGES_FLOAT, SIGNATURE_HEATMAPS])
+  path = save_version(module, rig, os.path.join(export_dir, rig.name), version,
+                      export_config=record, warmup=warmup)
+  model_config.write_models_config(export_dir, base_path_prefix)
+  logging.info("exported rig %r to %s", rig.name, path)
+  return path
+
+
+# ----------------------------------------------------------------------------- mode
+
+
+def export_dir(config, workdir: str) -> str:
+  """The export root: `config.export.dir`, else `<workdir>/export`."""
+  return config.export.dir or os.path.join(workdir, "export")
+
+
+def load_backbone(config, workdir: str):
+  """The trained backbone named by `config.export.backbone_weights` (see configs/default.py).
+
+  A `.keras` file is loaded with `keras.saving.load_model(safe_mode=True)` (no Lambda layers, no
+  arbitrary code); a `.weights.h5` file is loaded into `build_backbone(config.model.backbone)`.
+  """
+  import keras  # The export graph itself never deserializes Keras objects.
+
+  from mf_tf.data.joints import get_joint_set
+  from mf_tf.models.backbone import build_backbone
+
+  path = config.export.backbone_weights or os.path.join(workdir, "warmup", "backbone.weights.h5")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"backbone file {path!r} does not exist; train one with --mode=warmup or set "
+        "--config.export.backbone_weights=FILE (.keras or .weights.h5)")
+  if path.endswith(".keras"):
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+  num_joints = len(get_joint_set(config.joint_set).names)
+  return build_backbone(config.model.backbone, config.image_size, num_joints, weights=path)
+
+
+def load_fusion(config, workdir: str, rig_name: str):
+  """(AffineFusion, Rig) of one rig, from `config.export.fusion_source`.
+
+  "finetuned": `mf_tf.train.finetune.load_finetuned(<config.export.finetuned_dir>/<rig>)`;
+  "calibrated": MetaFuse^0, theta and base from the rig's calibration (no labelled frame).
+  """
+  from mf_tf.fusion import calibrated
+  from mf_tf.fusion.layers import AffineFusion
+  from mf_tf.geometry import rigs
+
+  source = config.export.fusion_source
+  if source == "finetuned":
+    from mf_tf.train.finetune import load_finetuned  # Only this path needs the training code.
+
+    root = config.export.finetuned_dir or os.path.join(workdir, "finetune")
+    rig_dir = os.path.join(root, rig_name)
+    if not os.path.isdir(rig_dir):
+      raise FileNotFoundError(
+          f"no finetuned fusion for rig {rig_name!r} at {rig_dir!r}; run --mode=finetune first "
+          "or export MetaFuse^0 with --config.export.fusion_source=calibrated")
+    fusion, rig, _ = load_finetuned(rig_dir)
+    return fusion, rig
+  if source == "calibrated":
+    rig = rigs.get_rig(rig_name)
+    fusion = AffineFusion(rig.num_views, config.heatmap_size, config.fusion.temperature,
+                          name="fusion")
+    fusion.assign_parameters(*calibrated.calibrated_parameters(
+        rig, config.heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
+    return fusion, rig
+  raise ValueError(f"config.export.fusion_source is {source!r}, expected 'finetuned' or "
+                   "'calibrated'")
+
+
+def synthetic_images(config, image_size: int, count: int) -> np.ndarray:
+  """`count` rendered views of the synthetic world seen by `config.rig.target`: uint8 [N,S,S,3]."""
+  from mf_tf.data import world
+  from mf_tf.geometry import rigs
+
+  rig = rigs.get_rig(config.rig.target)
+  frames = -(-int(count) // rig.num_views)
+  images = world.simulate_frames(rig, frames, seed=config.seed, render_images=True,
+                                 image_size=image_size, return_heatmaps=False,
+                                 render_options=dict(config.render))["images"]
+  return images.reshape((-1, image_size, image_size, 3))[:int(count)]
+
+
+def run(config, workdir: str, args) -> None:
+  """`--mode=export`: one SavedModel version per rig of `config.export.rigs` + models.config."""
+  del args
+  root = export_dir(config, workdir)
+  names = [n.strip() for n in (config.export.rigs or config.rig.target).split(",") if n.strip()]
+  backbone = load_backbone(config, workdir)
+  top_k = int(config.export.top_k) or None
+  for name in names:
+    fusion, rig = load_fusion(config, workdir, name)
+    materialized = materialize_fusion(fusion, top_k)
+    path = export_rig(
+        backbone, materialized, rig, root, triangulate=bool(config.export.triangulate),
+        version=int(config.export.version) or None,
+        base_path_prefix=config.export.base_path_prefix or None, warmup=config.export.warmup,
+        export_config={"fusion_source": config.export.fusion_source,
+                       "joint_set": config.joint_set, "config": config.to_dict()})
+    print(f"exported {rig.name!r} ({rig.num_views} views, "
+          f"{'dense' if top_k is None else f'top-{top_k}'} fusion) to {path}")
+  print(f"models.config: {os.path.join(root, model_config.MODELS_CONFIG)}")
