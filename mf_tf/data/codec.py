@@ -35,7 +35,9 @@ class HeatmapCodec:
     not: an occluded joint still has a true position, and the target says where it is. Whether a
     joint counts in the loss is the separate weight: 1 for a joint whose position lies inside the
     heatmap ([-0.5, size - 0.5) on both axes) and whose visibility is positive, else 0. Joints far
-    outside the heatmap naturally give (near) zero maps.
+    outside the heatmap naturally give (near) zero maps. A joint with a non-finite coordinate (a
+    missing annotation, NaN) has no position: its target is all zeros and its weight 0, so a
+    weighted loss stays finite (0 x NaN would be NaN).
 
     Args:
       joints2d: [..., J, 2] joint positions in heatmap pixels (x = column, y = row).
@@ -48,15 +50,17 @@ class HeatmapCodec:
     joints2d = tf.convert_to_tensor(joints2d, tf.float32)
     size = self.heatmap_size
     grid = tf.range(size, dtype=tf.float32)
-    x = joints2d[..., 0][..., None, None, :]  # [..., 1, 1, J]
-    y = joints2d[..., 1][..., None, None, :]
+    finite = tf.reduce_all(tf.math.is_finite(joints2d), axis=-1)  # [..., J]
+    # Non-finite joints are rendered at the origin, then zeroed: no NaN reaches the maps.
+    placed = tf.where(finite[..., None], joints2d, 0.0)
+    x = placed[..., 0][..., None, None, :]  # [..., 1, 1, J]
+    y = placed[..., 1][..., None, None, :]
     scale = -0.5 / (self.sigma * self.sigma)
     # Separable Gaussian: a [1, W] row profile times an [H, 1] column profile per joint.
     gx = tf.exp(scale * tf.square(grid[None, :, None] - x))  # [..., 1, W, J]
     gy = tf.exp(scale * tf.square(grid[:, None, None] - y))  # [..., H, 1, J]
-    heatmaps = gx * gy
-    inside = tf.reduce_all(
-        (joints2d >= -0.5) & (joints2d < size - 0.5) & tf.math.is_finite(joints2d), axis=-1)
+    heatmaps = gx * gy * tf.cast(finite, tf.float32)[..., None, None, :]
+    inside = finite & tf.reduce_all((joints2d >= -0.5) & (joints2d < size - 0.5), axis=-1)
     weights = tf.cast(inside, tf.float32)
     if visibility is not None:
       weights *= tf.cast(tf.convert_to_tensor(visibility) > 0, tf.float32)

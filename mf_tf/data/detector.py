@@ -219,17 +219,33 @@ def _upsampling_matrix(heatmap_size: int) -> np.ndarray:
   return (weights / np.linalg.norm(weights, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _bits_to_normal(bits):
+  """uint32 random bits -> float32 standard normal samples (same shape), always finite.
+
+  The top 24 bits k give the uniform u = (k + 0.5) / 2^24 in (0, 1) and the sample is the
+  normal inverse CDF of u. float32 cannot hold k + 0.5 for k >= 2^23 (k = 2^24 - 1 would round
+  to u = 1, an infinite sample), so the upper half uses the symmetry ndtri(u) = -ndtri(1 - u)
+  with 1 - u = (2^24 - 1 - k + 0.5) / 2^24: every uniform is exact, |z| <= 5.42, and k and
+  2^24 - 1 - k give opposite samples.
+  """
+  k = tf.bitwise.right_shift(tf.convert_to_tensor(bits, tf.uint32), 8)  # 24 random bits.
+  upper = k >= 2**23
+  mirrored = tf.where(upper, tf.constant(2**24 - 1, tf.uint32) - k, k)  # In [0, 2^23).
+  lower_tail = (tf.cast(mirrored, tf.float32) + 0.5) * (1.0 / 2**24)  # Exact, in (0, 1/2).
+  z = tf.math.ndtri(lower_tail)
+  return tf.where(upper, -z, z)
+
+
 def _stateless_normal(shape, seed):
   """Standard normal samples from Philox bits, identical eagerly, in graphs and under XLA.
 
   `tf.random.stateless_normal` turns the same Philox bits into different floats on the CPU
-  kernel and under XLA; the raw uint32 bits agree, so the conversion is done here: 24-bit
-  uniforms in (0, 1), then the normal inverse CDF.
+  kernel and under XLA; the raw uint32 bits agree, so the conversion is done here
+  (`_bits_to_normal`).
   """
   bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32,
                                      alg="philox")
-  uniform = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (1.0 / 2**24)
-  return tf.math.ndtri(uniform)
+  return _bits_to_normal(bits)
 
 
 def render_heatmaps(peaks, amplitudes, heatmap_size: int, sigma: float, noise_level: float,

@@ -154,16 +154,6 @@ class BenchmarkSettings:
 # ----------------------------------------------------------------------------- training
 
 
-def finite_joints(joints2d) -> np.ndarray:
-  """Joints with non-finite entries (behind the camera) moved far outside the heatmap.
-
-  `HeatmapCodec.encode` gives such joints weight 0 but a NaN target, and 0 * NaN poisons the
-  loss; a point far outside gives an all-zero target with weight 0 instead.
-  """
-  joints2d = np.asarray(joints2d, np.float32)
-  return np.where(np.isfinite(joints2d), joints2d, np.float32(-1e4))
-
-
 def fit_fusion(layer, heatmaps, joints2d, settings: FitSettings, *, temperature: float = 0.2,
                target_sigma: float = 2.0, seed: int = 0, progress: bool = False,
                label: str = "fit") -> list[float]:
@@ -174,7 +164,7 @@ def fit_fusion(layer, heatmaps, joints2d, settings: FitSettings, *, temperature:
       its matrices).
     heatmaps: [N, V, H, W, J] initial heatmaps.
     joints2d: [N, V, J, 2] true joints, heatmap px (every joint inside the map is supervised,
-      occluded or not).
+      occluded or not; a non-finite joint gets a zero target and weight 0).
     settings: `FitSettings`.
     temperature: Softmax temperature of the loss.
     target_sigma: Gaussian target std, heatmap px.
@@ -186,7 +176,7 @@ def fit_fusion(layer, heatmaps, joints2d, settings: FitSettings, *, temperature:
     The loss of every step.
   """
   heatmaps = np.asarray(heatmaps, np.float32)
-  joints2d = finite_joints(joints2d)
+  joints2d = np.asarray(joints2d, np.float32)
   num_frames = len(heatmaps)
   if num_frames == 0 or len(joints2d) != num_frames:
     raise ValueError(f"{label}: {num_frames} heatmap frames and {len(joints2d)} joint frames; "
@@ -300,7 +290,7 @@ def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float
   train_count = max(1, count - min(max(1, int(round(0.2 * count))), count - 1))
   epochs = max(1, int(round(fit.steps * fit.batch_size / train_count)))
   history = finetune_lib.finetune_fusion(
-      layer, heatmaps, finite_joints(joints2d), target_sigma=target_sigma, learning_rate=fit.learning_rate,
+      layer, heatmaps, joints2d, target_sigma=target_sigma, learning_rate=fit.learning_rate,
       epochs=epochs, batch_size=fit.batch_size, seed=seed, progress=progress)
   logging.info("%s: %d epochs on %d frames, loss %.4f -> %.4f, val_loss %.4f -> %.4f", label,
                history["epochs"], count, history["loss"][0], history["loss"][-1],
@@ -344,13 +334,10 @@ def simulate(rig, num_frames: int, seed: int, settings: BenchmarkSettings, *,
   images = settings.source == "images"
   if images and backbone is None:
     raise ValueError("source='images' needs a backbone (prepare_image_backbone)")
-  extra = int(num_frames) // 50 + 2  # Spare frames replace any with non-finite heatmaps.
-  frames = world.simulate_frames(rig, int(num_frames) + extra, int(seed), settings.joint_set,
+  frames = world.simulate_frames(rig, int(num_frames), int(seed), settings.joint_set,
                                  settings.heatmap_size, detector_params=settings.detector,
                                  return_heatmaps=dense and not images, render_images=images,
                                  image_size=int(settings.images.get("image_size", 128)))
-  if not images:
-    frames = _drop_nonfinite(frames, int(num_frames), settings)
   if images:
     rendered = frames.pop("images")
     flat = rendered.reshape((-1,) + rendered.shape[2:]).astype(np.float32)
@@ -359,33 +346,23 @@ def simulate(rig, num_frames: int, seed: int, settings: BenchmarkSettings, *,
         np.float32)
     for key in ("peaks", "amplitudes", "noise_seed"):  # Detector state: not this source's.
       frames.pop(key, None)
+  _check_finite(frames, f"{rig.name} ({settings.source})")
   return frames
 
 
-def _drop_nonfinite(frames: dict, num_frames: int, settings: BenchmarkSettings) -> dict:
-  """The first `num_frames` frames whose detector heatmaps are all finite.
-
-  The simulated detector occasionally renders a channel of NaN; such frames are dropped (and
-  logged) rather than letting one NaN poison a training loss.
-  """
-  if "heatmaps" in frames:
-    finite = np.isfinite(frames["heatmaps"]).reshape(len(frames["heatmaps"]), -1).all(axis=1)
-  else:
-    params = settings.detector.scaled(settings.heatmap_size)
-    finite = np.concatenate([
-        np.isfinite(world.render_detector_heatmaps(
-            frames["peaks"][start:start + 64], frames["amplitudes"][start:start + 64],
-            frames["noise_seed"][start:start + 64], settings.heatmap_size, params)).reshape(
-                len(frames["noise_seed"][start:start + 64]), -1).all(axis=1)
-        for start in range(0, len(frames["noise_seed"]), 64)])
-  keep = np.flatnonzero(finite)[:num_frames]
-  if (~finite).any():
-    logging.warning("benchmark: dropped %d simulated frames with non-finite detector heatmaps "
-                    "(frames %s)", int((~finite).sum()), np.flatnonzero(~finite)[:10].tolist())
-  if len(keep) < num_frames:
-    raise FloatingPointError(f"only {len(keep)} of {num_frames} simulated frames have finite "
-                             "detector heatmaps")
-  return {key: value[keep] for key, value in frames.items()}
+def _check_finite(frames: dict, label: str) -> None:
+  """Raises FloatingPointError naming the first frame whose heatmaps (or detector state) are not
+  finite: no frame is dropped or replaced, so a non-finite input is never hidden."""
+  for key in ("heatmaps", "peaks", "amplitudes"):
+    if key not in frames:
+      continue
+    values = frames[key]
+    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if not finite.all():
+      bad = np.flatnonzero(~finite)
+      raise FloatingPointError(f"{label}: simulated {key!r} of frame {int(bad[0])} hold NaN or "
+                               f"Inf ({len(bad)} of {len(values)} frames, first "
+                               f"{bad[:10].tolist()}); expected finite values")
 
 
 def prepare_image_backbone(pretrain_rig, settings: BenchmarkSettings, workdir: str | None = None):

@@ -180,6 +180,22 @@ def split_pairs(num_views: int, num_holdout: int, seed: int) -> tuple[np.ndarray
   return pairs[keep], pairs[holdout]
 
 
+def _check_finite_heatmaps(heatmaps, frames, pairs, dense: bool) -> None:
+  """Raises ValueError naming the first pool frame and view whose [T, F, 2, ...] heatmaps are
+  not finite (one device-side reduction when all are finite)."""
+  if bool(tf.reduce_all(tf.math.is_finite(heatmaps))):
+    return
+  values = heatmaps.numpy()
+  bad = ~np.isfinite(values).reshape(values.shape[:3] + (-1,)).all(axis=-1)  # [T, F, 2]
+  task, row, side = (int(i) for i in np.argwhere(bad)[0])
+  frame, view = int(frames.numpy()[task, row]), int(pairs.numpy()[task, side])
+  source = ("dense heatmaps" if dense else
+            "detector state (peaks, amplitudes, noise seed) renders heatmaps")
+  raise ValueError(f"frame pool frame {frame}, view {view}: {source} with NaN or Inf "
+                   f"({int(bad.sum())} of {bad.size} sampled frame views are non-finite); "
+                   "expected finite initial heatmaps")
+
+
 class TaskSampler:
   """Draws batches of pair tasks from a `FramePool`.
 
@@ -221,10 +237,16 @@ class TaskSampler:
     return self.pairs[pair_rows], frames.astype(np.int32)
 
   def make_splits(self, pairs: np.ndarray, frames: np.ndarray) -> tuple[TaskSplit, TaskSplit]:
-    """Support and query `TaskSplit`s for given pairs [T, 2] and frames [T, support + query]."""
+    """Support and query `TaskSplit`s for given pairs [T, 2] and frames [T, support + query].
+
+    Raises:
+      ValueError: a sampled frame's initial heatmaps hold NaN or Inf (named by pool frame and
+        view), rather than training on them.
+    """
     pairs = tf.constant(pairs, tf.int32)
     frames = tf.constant(frames, tf.int32)
     heatmaps = self.pool.render(frames, pairs)  # [T, F, 2, H, W, J]
+    _check_finite_heatmaps(heatmaps, frames, pairs, self.pool.dense)
     target_views = tf.broadcast_to(pairs[:, None, 1:], tf.concat([tf.shape(frames), [1]], 0))
     joints = tf.gather(tf.gather(self.pool.joints2d, frames), target_views, batch_dims=2)[:, :, 0]
     target, weights = self.codec.encode(joints)  # [T, F, H, W, J], [T, F, J]

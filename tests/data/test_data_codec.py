@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mf_tf.data.codec import HeatmapCodec
+from mf_tf.fusion import ops
 
 
 def test_encode_peak_and_shape():
@@ -55,3 +56,22 @@ def test_invalid_arguments():
     HeatmapCodec(16, sigma=0.0)
   with pytest.raises(ValueError, match="heatmap_size"):
     HeatmapCodec(1)
+
+
+def test_encode_non_finite_joints_give_zero_target_and_weight():
+  """A missing joint (NaN) must not put NaN into the target: 0 x NaN in the loss is NaN."""
+  codec = HeatmapCodec(16, sigma=2.0)
+  joints2d = np.array([[[[3.0, 5.0], [np.nan, np.nan], [7.0, np.nan], [np.inf, 4.0],
+                         [10.0, 11.0]]]], np.float32)  # [B=1, V=1, J=5, 2]
+  heatmaps, weights = codec.encode(joints2d, visibility=np.ones((1, 1, 5)))
+  heatmaps, weights = heatmaps.numpy(), weights.numpy()
+  assert np.all(np.isfinite(heatmaps))
+  np.testing.assert_array_equal(heatmaps[..., 1:4], 0.0)
+  np.testing.assert_array_equal(weights, [[[1.0, 0.0, 0.0, 0.0, 1.0]]])
+  # Finite joints are unchanged by their non-finite neighbours.
+  alone, _ = codec.encode(joints2d[..., [0, 4], :])
+  np.testing.assert_array_equal(heatmaps[..., [0, 4]], alone.numpy())
+  fused = np.random.default_rng(0).normal(size=heatmaps.shape).astype(np.float32)
+  loss = float(ops.fusion_loss(fused, heatmaps, weights))
+  expected = float(ops.fusion_loss(fused[..., [0, 4]], alone, np.ones((1, 1, 2)))) * 2 / 5
+  assert np.isfinite(loss) and loss == pytest.approx(expected, rel=1e-5)

@@ -111,3 +111,51 @@ def test_detector_params_from_config():
   with pytest.raises(ValueError, match="unknown detector params"):
     detector.detector_params_from_config({"sigmaa": 1.0})
   assert params.scaled(32).sigma == pytest.approx(0.75)
+
+
+def test_bits_to_normal_is_finite_and_symmetric_for_every_24_bit_value():
+  """Every uniform the noise can draw maps to a finite normal (2^24 - 1 once gave +inf)."""
+  k = tf.range(2**24, dtype=tf.int64)
+  bits = tf.cast(tf.bitwise.bitwise_or(tf.bitwise.left_shift(k, 8), 0xFF), tf.uint32)
+  z = detector._bits_to_normal(bits).numpy()
+  assert z.dtype == np.float32 and np.all(np.isfinite(z))
+  assert z[-1] == pytest.approx(5.42, abs=0.01) and z[0] == -z[-1]
+  np.testing.assert_array_equal(z, -z[::-1])  # k and 2^24 - 1 - k give opposite samples.
+  assert abs(float(z.mean())) < 1e-6 and float(z.std()) == pytest.approx(1.0, abs=1e-4)
+  top = detector._bits_to_normal(np.array([0xFFFFFFFF, 0xFFFFFF00, 0x80000000, 0x7FFFFFFF, 0],
+                                          np.uint32)).numpy()
+  half_step = 0.5 / 2**24 * np.sqrt(2 * np.pi)  # Samples next to the median: +-ndtri'(1/2) / 2^25.
+  np.testing.assert_allclose(top, [5.41998, 5.41998, half_step, -half_step, -5.41998], rtol=1e-4)
+
+
+def test_render_heatmaps_finite_for_the_seed_that_drew_an_infinite_sample():
+  """Seed 1289233298 draws the top 24-bit uniform at view 1, joint 10 for a 4-view, 17-joint,
+  32 px frame; the infinite sample once spread through the upsampling into an all-NaN channel.
+  """
+  rng = np.random.default_rng(0)
+  peaks = rng.uniform(0.0, 32.0, (4, 17, 2, 2)).astype(np.float32)
+  amplitudes = rng.uniform(0.0, 1.0, (4, 17, 2)).astype(np.float32)
+  maps = detector.render_heatmaps(peaks, amplitudes, 32, 1.0, 0.04, 1289233298).numpy()
+  assert np.all(np.isfinite(maps))
+  clean = detector.render_heatmaps(peaks, amplitudes, 32, 1.0, 0.0, 0).numpy()
+  # Bounded noise: each pixel mixes at most 4 samples (|z| <= 5.42) with unit-L2 (L1 <= 2) weights.
+  assert np.abs(maps - clean).max() <= 0.04 * 5.42 * 2.0
+
+
+def test_render_heatmaps_finite_over_many_seeds():
+  rng = np.random.default_rng(1)
+  seeds = np.concatenate([[1289233298], rng.integers(0, 2**31 - 1, 255)]).astype(np.int64)
+  peaks = rng.uniform(-40.0, 70.0, (seeds.size, 2, 17, 2, 2)).astype(np.float32)
+  amplitudes = rng.uniform(0.0, 1.0, (seeds.size, 2, 17, 2)).astype(np.float32)
+  maps = detector.render_heatmaps(peaks, amplitudes, 32, 1.0, 0.04, seeds).numpy()
+  assert np.all(np.isfinite(maps))
+  noise = maps - detector.render_heatmaps(peaks, amplitudes, 32, 1.0, 0.0, seeds).numpy()
+  assert float(noise.std()) == pytest.approx(0.04, rel=0.1)
+
+
+def test_simulated_frames_have_finite_heatmaps():
+  """The frames where an all-NaN channel appeared (seed 17, frame 129, view 1, joint 10)."""
+  rig = rigs.get_rig("panoptic_vga20").subset(range(4))
+  frames = world.simulate_frames(rig, 400, 17, "h36m17", 32)
+  assert frames["noise_seed"][129] == 1289233298
+  assert np.all(np.isfinite(frames["heatmaps"]))

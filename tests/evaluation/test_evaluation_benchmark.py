@@ -143,11 +143,11 @@ def test_smoke_benchmark_schema_and_floors(repo_root, tmp_path):
     assert (tmp_path / "benchmark" / name).is_file(), name
 
 
-def test_frames_with_nonfinite_heatmaps_are_dropped():
+def test_frames_with_nonfinite_heatmaps_raise_naming_the_frame():
   frames = {"heatmaps": np.zeros((5, 2, 4, 4, 3), np.float32),
-            "joints2d": np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 2, 3, 2))}
+            "joints2d": np.full((5, 2, 3, 2), np.nan, np.float32)}  # Joints may be missing.
+  benchmark._check_finite(frames, "rig")
   frames["heatmaps"][1, 0, 2, 2, 1] = np.nan
-  kept = benchmark._drop_nonfinite(frames, 3, benchmark.BenchmarkSettings())
-  np.testing.assert_array_equal(kept["joints2d"][:, 0, 0, 0], [0.0, 2.0, 3.0])
-  with pytest.raises(FloatingPointError, match="finite"):
-    benchmark._drop_nonfinite(frames, 5, benchmark.BenchmarkSettings())
+  frames["heatmaps"][3, 1, 0, 0, 0] = np.inf
+  with pytest.raises(FloatingPointError, match=r"rig: simulated 'heatmaps' of frame 1 .*\[1, 3\]"):
+    benchmark._check_finite(frames, "rig")

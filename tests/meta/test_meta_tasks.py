@@ -73,3 +73,19 @@ def test_split_pairs_and_errors(frames):
     tasks.TaskSampler(pool, [[0, 1]], 10, 10, 1.0, 0)
   with pytest.raises(ValueError, match="pairs"):
     tasks.TaskSampler(pool, [[0, 0]], 1, 1, 1.0, 0)
+
+
+def test_sampler_rejects_non_finite_heatmaps_naming_the_frame(frames):
+  dense = dict(frames, heatmaps=frames["heatmaps"].copy())
+  dense["heatmaps"][4, 1, 3, 5, 2] = np.nan
+  sampler = tasks.TaskSampler(tasks.FramePool.from_frames(dense, SIZE, dense=True),
+                              [[0, 1], [1, 0]], 1, 1, 1.0, 0)
+  support, _ = sampler.make_splits(np.array([[0, 2]]), np.array([[4, 5]]))  # View 1 unused.
+  assert np.all(np.isfinite(support.heatmaps.numpy()))
+  with pytest.raises(ValueError, match=r"frame pool frame 4, view 1: dense heatmaps"):
+    sampler.make_splits(np.array([[0, 2], [1, 0]]), np.array([[3, 5], [6, 4]]))
+  compact = dict(frames, peaks=frames["peaks"].copy())
+  compact["peaks"][7, 2, 0, 1, 0] = np.nan
+  sampler = tasks.TaskSampler(tasks.FramePool.from_frames(compact, SIZE), [[2, 3]], 1, 1, 1.0, 0)
+  with pytest.raises(ValueError, match=r"frame pool frame 7, view 2: detector state"):
+    sampler.make_splits(np.array([[2, 3]]), np.array([[7, 1]]))
