@@ -22,8 +22,8 @@ _PACKAGE = "mf_tf"
 
 # Materialization runs the sampler once, compiled: the unfused (eager) sampler holds about 15
 # [P, HW, HW] temporaries (about 10 GB for 12 pairs at 64x64), the compiled one about 1.
-_affine_matrices_compiled = tf.function(ops.affine_matrices, jit_compile=True,
-                                        reduce_retracing=True)
+# It is called one pair at a time (same shapes, one trace), so peak memory stays at one pair's.
+_affine_matrices_compiled = tf.function(ops.affine_matrices, jit_compile=True)
 
 
 def _as_hw_list(heatmap_size):
@@ -204,12 +204,15 @@ class AffineFusion(_FusionLayer):
       A built `MaterializedFusion` with the same outputs (dense: within float rounding).
     """
     self._check_parameters()
-    matrices = _affine_matrices_compiled(tf.convert_to_tensor(self.omega_base),
-                                         tf.convert_to_tensor(self.theta))
+    omega_base = tf.convert_to_tensor(self.omega_base)
+    theta = tf.convert_to_tensor(self.theta)
+    matrices = np.concatenate([
+        _affine_matrices_compiled(omega_base, theta[pair:pair + 1]).numpy()
+        for pair in range(int(theta.shape[0]))])
     kwargs = dict(num_views=self.num_views, heatmap_size=self.heatmap_size,
                   temperature=self.temperature, name=name or f"{self.name}_materialized")
     if top_k is None:
-      return MaterializedFusion(matrices=matrices.numpy(), **kwargs)
+      return MaterializedFusion(matrices=matrices, **kwargs)
     values, indices = ops.sparsify_top_k(matrices, top_k)
     return MaterializedFusion(top_k=int(values.shape[-1]), values=values.numpy(),
                               indices=indices.numpy(), **kwargs)
