@@ -72,10 +72,13 @@ class FitSettings:
     steps: Optimizer steps.
     learning_rate: Adam learning rate.
     batch_size: Frames per step (capped at the number of frames).
+    loss_temperature: Softmax temperature of the training loss; None: the read-out temperature
+      (see `config.fusion.loss_temperature`).
   """
   steps: int
   learning_rate: float
   batch_size: int = 8
+  loss_temperature: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +190,8 @@ def fit_fusion(layer, heatmaps, joints2d, settings: FitSettings, *, temperature:
   if not variables:
     raise ValueError(f"{label}: layer {layer.name!r} has no trainable weights")
   codec = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma)
+  loss_temperature = (temperature if settings.loss_temperature is None
+                      else float(settings.loss_temperature))
   optimizer = keras.optimizers.Adam(settings.learning_rate)
   optimizer.build(variables)
 
@@ -194,7 +199,7 @@ def fit_fusion(layer, heatmaps, joints2d, settings: FitSettings, *, temperature:
   def gradients(batch_heatmaps, batch_joints):
     target, weights = codec.encode(batch_joints)
     with tf.GradientTape() as tape:
-      loss = ops.fusion_loss(layer(batch_heatmaps), target, weights, temperature)
+      loss = ops.fusion_loss(layer(batch_heatmaps), target, weights, loss_temperature)
     return loss, tape.gradient(loss, variables)
 
   @tf.function
@@ -291,7 +296,8 @@ def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float
   epochs = max(1, int(round(fit.steps * fit.batch_size / train_count)))
   history = finetune_lib.finetune_fusion(
       layer, heatmaps, joints2d, target_sigma=target_sigma, learning_rate=fit.learning_rate,
-      epochs=epochs, batch_size=fit.batch_size, seed=seed, progress=progress)
+      epochs=epochs, batch_size=fit.batch_size, seed=seed, progress=progress,
+      loss_temperature=fit.loss_temperature)
   logging.info("%s: %d epochs on %d frames, loss %.4f -> %.4f, val_loss %.4f -> %.4f", label,
                history["epochs"], count, history["loss"][0], history["loss"][-1],
                history["val_loss"][0], min(history["val_loss"]))
@@ -751,8 +757,9 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
 # ----------------------------------------------------------------------------- config edge
 
 
-def _fit(section) -> FitSettings:
-  return FitSettings(int(section.steps), float(section.learning_rate), int(section.batch_size))
+def _fit(section, loss_temperature: float | None = None) -> FitSettings:
+  return FitSettings(int(section.steps), float(section.learning_rate), int(section.batch_size),
+                     loss_temperature)
 
 
 def _as_tuple(value) -> tuple:
@@ -768,12 +775,14 @@ def settings_from_config(config) -> BenchmarkSettings:
                      "--config=configs/benchmark.py[:smoke|:full]")
   section = config.benchmark
   meta = section.maml
+  # Training losses use config.fusion.loss_temperature; the read-out keeps fusion.temperature.
+  loss_t = float(config.fusion.get("loss_temperature", config.fusion.temperature))
   maml_settings = metatrain.MamlSettings(
       num_steps=int(meta.num_steps), tasks_per_step=int(meta.tasks_per_step),
       support_size=int(meta.support_size), query_size=int(meta.query_size),
       inner_lr=float(meta.inner_lr), inner_steps=int(meta.inner_steps),
       outer_lr=float(meta.outer_lr), first_order=bool(meta.first_order),
-      temperature=float(config.fusion.temperature), target_sigma=float(section.target_sigma),
+      temperature=loss_t, target_sigma=float(section.target_sigma),
       seed=int(config.seed))
   rig_names = list(_as_tuple(section.heldout_rigs)) + list(config.get("eval_rig_files", []) or [])
   return BenchmarkSettings(
@@ -781,13 +790,15 @@ def settings_from_config(config) -> BenchmarkSettings:
       temperature=float(config.fusion.temperature), target_sigma=float(section.target_sigma),
       seed=int(config.seed), pretrain_rig=str(config.rig.pretrain),
       pretrain_frames=int(section.pretrain_frames), maml=maml_settings,
-      affine_pretrain=_fit(section.affine_pretrain), naive_pretrain=_fit(section.naive_pretrain),
+      affine_pretrain=_fit(section.affine_pretrain),
+      naive_pretrain=_fit(section.naive_pretrain, loss_t),
       heldout_rigs=tuple(rig_names), panoptic_rig=str(section.panoptic_rig),
       panoptic_trials=int(section.panoptic_trials), panoptic_views=int(section.panoptic_views),
       shots=tuple(int(k) for k in _as_tuple(section.shots)),
       train_frames=int(section.train_frames), test_frames=int(section.test_frames),
-      finetune=_fit(section.finetune), naive_finetune=_fit(section.naive_finetune),
-      naive_full=_fit(section.naive_full),
+      finetune=_fit(section.finetune, loss_t),
+      naive_finetune=_fit(section.naive_finetune, loss_t),
+      naive_full=_fit(section.naive_full, loss_t),
       detector=world.detector_params_from_config(config.detector),
       pictorial_options=evaluate.pictorial_options_from_config(config.evaluate),
       limb_frames=int(config.evaluate.limb_frames),

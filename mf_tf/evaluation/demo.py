@@ -77,11 +77,13 @@ def settings_from_config(config) -> DemoSettings:
   demo = config.demo
   size = int(demo.heatmap_size)
   sigma = float(config.detector.sigma) * size / 64.0  # Targets as sharp as the detector's peaks.
+  # Training losses (meta-training, finetuning) use the loss temperature; read-out keeps T.
+  loss_t = float(config.fusion.get("loss_temperature", config.fusion.temperature))
   maml_settings = metatrain.MamlSettings(
       num_steps=int(demo.meta_steps), tasks_per_step=int(demo.tasks_per_step),
       support_size=int(demo.support_size), query_size=int(demo.query_size),
       inner_lr=float(demo.inner_lr), inner_steps=1, outer_lr=float(demo.outer_lr),
-      first_order=bool(demo.first_order), temperature=float(config.fusion.temperature),
+      first_order=bool(demo.first_order), temperature=loss_t,
       target_sigma=sigma, seed=int(config.seed))
   return DemoSettings(
       joint_set=str(config.joint_set), heatmap_size=size,
@@ -89,7 +91,7 @@ def settings_from_config(config) -> DemoSettings:
       pretrain_rig=str(config.rig.pretrain), target_rig=str(config.rig.target),
       pretrain_frames=int(demo.pretrain_frames), maml=maml_settings, shots=int(demo.shots),
       finetune=benchmark.FitSettings(int(demo.finetune_steps), float(demo.finetune_lr),
-                                     int(demo.finetune_batch_size)),
+                                     int(demo.finetune_batch_size), loss_t),
       test_frames=int(demo.test_frames),
       test_seed=int(config.seed) + int(config.evaluate.seed_offset),
       detector=world.detector_params_from_config(config.detector),

@@ -131,7 +131,7 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                     learning_rate: float = 5e-3, epochs: int = 30, batch_size: int = 8,
                     validation_fraction: float = 0.2, patience: int = 5, seed: int = 0,
                     log_dir: str | None = None, progress: bool = True,
-                    jit_compile: bool = True) -> dict:
+                    jit_compile: bool = True, loss_temperature: float | None = None) -> dict:
   """Finetunes a fusion layer in place on K labelled frames (paper Sec. 4.3).
 
   `AffineFusion` trains theta only (its omega_base must be frozen, `train_base=False`);
@@ -153,9 +153,16 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
     log_dir: Optional TensorBoard directory.
     progress: Keras progress bar.
     jit_compile: Compile the train step with XLA.
+    loss_temperature: Softmax temperature of the training loss; None: the layer's temperature
+      (the read-out temperature). See `config.fusion.loss_temperature`.
+
+  The initial parameters count as a candidate for early stopping: when no epoch reaches a lower
+  validation loss than the starting point, the starting parameters are restored (a few labelled
+  frames must never make the fusion worse on held-out frames than where it started).
 
   Returns:
-    {"epochs": int, "loss": [...], "val_loss": [...]}.
+    {"epochs": int, "loss": [...], "val_loss": [...], "initial_val_loss": float,
+    "restored_init": bool}.
   """
   heatmaps = np.asarray(heatmaps, np.float32)
   joints2d = np.asarray(joints2d, np.float32)
@@ -183,20 +190,34 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   val, train = order[:num_val], order[num_val:]
   target, weights = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma).encode(joints2d)
   target, weights = target.numpy(), weights.numpy()
-  model = _FusionFit(layer, layer.temperature, name="fusion_finetune")
+  temperature = layer.temperature if loss_temperature is None else float(loss_temperature)
+  if not temperature > 0:
+    raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
+  model = _FusionFit(layer, temperature, name="fusion_finetune")
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+  val_data = (heatmaps[val], (target[val], weights[val]))
+  initial_weights = [w.copy() for w in layer.get_weights()]
+  initial_val = float(ops.fusion_loss(layer(heatmaps[val]), target[val], weights[val],
+                                      temperature))
   callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience,
                                              restore_best_weights=True)]
   if log_dir:
     callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
   keras.utils.set_random_seed(seed)
   history = model.fit(heatmaps[train], (target[train], weights[train]),
-                      validation_data=(heatmaps[val], (target[val], weights[val])),
+                      validation_data=val_data,
                       epochs=epochs, batch_size=batch_size, shuffle=True,
                       callbacks=callbacks, verbose=1 if progress else 0)
+  val_losses = [float(v) for v in history.history["val_loss"]]
+  restored_init = not min(val_losses) < initial_val
+  if restored_init:
+    layer.set_weights(initial_weights)
+    logging.info("finetune: no epoch improved the validation loss %.4f of the initial "
+                 "parameters; kept them", initial_val)
   return {"epochs": len(history.history["loss"]),
           "loss": [float(v) for v in history.history["loss"]],
-          "val_loss": [float(v) for v in history.history["val_loss"]]}
+          "val_loss": val_losses, "initial_val_loss": initial_val,
+          "restored_init": bool(restored_init)}
 
 
 def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict) -> str:
@@ -305,7 +326,8 @@ def run(config, workdir: str, args) -> str:
       learning_rate=float(section.learning_rate), epochs=int(section.epochs),
       batch_size=int(section.batch_size), validation_fraction=float(section.validation_fraction),
       patience=int(section.patience), seed=int(config.seed),
-      log_dir=os.path.join(rig_dir, "tensorboard"))
+      log_dir=os.path.join(rig_dir, "tensorboard"),
+      loss_temperature=float(config.fusion.get("loss_temperature", config.fusion.temperature)))
   save_finetuned(layer, rig, rig_dir, {"method": method, "shots": int(shots),
                                        "heatmap_size": size, "init": init_path,
                                        "temperature": float(config.fusion.temperature),

@@ -266,7 +266,7 @@ def settings_from_config(config) -> MamlSettings:
       support_size=int(section.support_size), query_size=int(section.query_size),
       inner_lr=float(section.inner_lr), inner_steps=int(section.inner_steps),
       outer_lr=float(section.outer_lr), first_order=bool(section.first_order),
-      temperature=float(config.fusion.temperature),
+      temperature=float(config.fusion.get("loss_temperature", config.fusion.temperature)),
       target_sigma=common.target_sigma(config.model.target_sigma, config.heatmap_size),
       seed=int(config.seed))
 
