@@ -133,6 +133,8 @@ def get_config(arg=None):
   config.demo.export_backbone = "mobilenetv2_035"  # Backbone in the exported graph.
   config.demo.export_backbone_weights = ""  # Trained backbone weights; "" exports untrained.
   config.demo.progress = True  # Progress bars while training.
+  config.demo.calibrated_variant = True  # Also the "metafuse_calibrated" row: calibrated-theta
+  # meta-training (per-pair calibrated theta + residual), a departure from the paper.
 
   # Backbone (mf_tf/models/backbone.py): SimpleBaseline, image -> heatmaps at a quarter size.
   config.model = ml_collections.ConfigDict()
@@ -168,6 +170,9 @@ def get_config(arg=None):
   config.metatrain.first_order = False  # Second order by default.
   config.metatrain.holdout_pairs = 20  # Pairs never meta-trained on; losses reported at the end.
   config.metatrain.checkpoint_every = 10  # Steps between checkpoints (resume point).
+  config.metatrain.theta_init = "shared"  # shared (paper: one theta init) | calibrated (calibrated
+  # rigs, a departure: per-pair calibrated theta + meta-learned residual; finetune with
+  # config.finetune.method=metafuse_calibrated).
 
   # Baseline pretraining (mf_tf/train/pretrain.py, --mode=pretrain), paper Table 1.
   config.pretrain = ml_collections.ConfigDict()

@@ -11,7 +11,12 @@ Stages (config.demo; nothing is downloaded):
      `mf_tf.train.finetune`; the checkpoint goes to <workdir>/finetune/<rig> (what
      --mode=evaluate and --mode=export read).
   3. Evaluate on held-out test frames of the new rig: No-Fusion, MetaFuse^0 (calibrated from
-     the rig, no data) and MetaFuse^K; print the table, write results.{json,md}.
+     the rig, no data) and MetaFuse^K; print the table, write results.{json,md}. With
+     config.demo.calibrated_variant also MetaFuse^K-calibrated ("metafuse_calibrated", a
+     departure from the paper for calibrated rigs): meta-training starts every pair task from
+     its calibrated theta plus a meta-learned shared residual (omega_base from the line base),
+     and the new rig's pairs start from their calibrated theta plus that residual
+     (<out>/meta_params_calibrated.npz).
   4. Figures: the comparison bars (methods.png), and a paper-Figure-6 heatmap figure
      (figure6.png): one occluded joint in one view, ground truth, initial and fused heatmaps, and
      the heatmap warped from each other view, W_{u->v} h_u, whose ridge is the epipolar line.
@@ -70,6 +75,7 @@ class DemoSettings:
   export_backbone_weights: str
   export_top_k: int
   progress: bool
+  calibrated_variant: bool = False
 
 
 def settings_from_config(config) -> DemoSettings:
@@ -104,10 +110,12 @@ def settings_from_config(config) -> DemoSettings:
       eval_batch_size=int(config.evaluate.batch_size), export=bool(demo.export),
       export_backbone=str(demo.export_backbone),
       export_backbone_weights=str(demo.export_backbone_weights),
-      export_top_k=int(config.export.top_k), progress=bool(demo.progress))
+      export_top_k=int(config.export.top_k), progress=bool(demo.progress),
+      calibrated_variant=bool(demo.get("calibrated_variant", False)))
 
 
-def _pretrain_meta(settings: DemoSettings, out_dir: str):
+def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "shared"):
+  """Meta-trains on the pretraining rig; theta_init "shared" (paper) or "calibrated"."""
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   frames = world.simulate_frames(rig, settings.pretrain_frames, settings.seed, settings.joint_set,
                                  settings.heatmap_size, detector_params=settings.detector,
@@ -116,10 +124,19 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str):
   logging.info("demo: meta-training MetaFuse on %s (%d views, %d ordered pairs, %d frames), "
                "%d steps", rig.name, rig.num_views, len(rig.pairs), settings.pretrain_frames,
                settings.maml.num_steps)
-  params = metatrain.metatrain_fusion(pool, rig.pairs, settings.maml, progress=settings.progress)
-  path = os.path.join(out_dir, "meta_params.npz")
+  if theta_init == "calibrated":
+    init, theta_by_pair = metatrain.calibrated_meta_init(
+        rig, settings.heatmap_size, settings.line_width_px, settings.line_value)
+    params = metatrain.metatrain_fusion(pool, rig.pairs, settings.maml, init=init,
+                                        progress=settings.progress, theta_by_pair=theta_by_pair)
+    path = os.path.join(out_dir, "meta_params_calibrated.npz")
+  else:
+    params = metatrain.metatrain_fusion(pool, rig.pairs, settings.maml,
+                                        progress=settings.progress)
+    path = os.path.join(out_dir, "meta_params.npz")
   metatrain.save_meta_params(params, path, {"rig": rig.name, "steps": settings.maml.num_steps,
-                                            "heatmap_size": settings.heatmap_size})
+                                            "heatmap_size": settings.heatmap_size,
+                                            "theta_init": theta_init})
   return params, rig
 
 
@@ -258,6 +275,20 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
        "loss": losses[-1], "val_loss": min(history["val_loss"]), "source": "demo"})
   timings["finetune_s"] = time.time() - start
 
+  calibrated_variant = None
+  if settings.calibrated_variant:
+    start = time.time()
+    meta_cal, _ = _pretrain_meta(settings, out_dir, theta_init="calibrated")
+    calibrated_variant = finetune_lib.make_fusion_layer(
+        "metafuse_calibrated", rig, settings.heatmap_size, init=meta_cal,
+        temperature=settings.temperature, name="metafuse_calibrated")
+    history_cal = benchmark.finetune(
+        calibrated_variant, train["heatmaps"], train["joints2d"], settings.finetune,
+        target_sigma=settings.target_sigma, seed=settings.seed, progress=settings.progress,
+        label=f"finetune metafuse_calibrated {rig.name}")
+    timings["calibrated_variant_s"] = time.time() - start
+    logging.info("demo: metafuse_calibrated kept its init: %s", history_cal["restored_init"])
+
   start = time.time()
   shots_name = f"MetaFuse^{settings.shots}"
   methods = {
@@ -267,6 +298,8 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
           settings.line_value),
       shots_name: layer.materialize(),
   }
+  if calibrated_variant is not None:
+    methods[f"{shots_name}-calibrated"] = calibrated_variant.materialize()
   results = {}
   for name, method in methods.items():
     results[name] = evaluate.evaluate_fusion(

@@ -19,6 +19,12 @@ of independent tasks has the per-task gradient in each task's slice, one `tape.g
 sum gives every task's inner gradient at once. Everything is XLA-compilable and contains no
 `tf.recompute_grad` (it would break the second-order gradient).
 
+Calibrated variant (`theta_offset`, a departure from the paper for calibrated rigs): task t's
+theta starts from its pair's calibrated theta (`mf_tf.fusion.calibrated.calibrated_theta`) plus
+the meta-parameter theta, which is then a residual delta [HW, 6] shared by all pairs:
+theta_t = theta_offset[t] + delta. Inner and outer steps are unchanged; the outer gradient with
+respect to delta flows through the addition.
+
 Task data (`TaskSplit`), T tasks of N frames each, views ordered [source, target]:
   heatmaps [T, N, 2, H, W, J] initial (detector / backbone) heatmaps,
   target   [T, N, H, W, J] Gaussian ground truth of the TARGET view (peak 1),
@@ -115,15 +121,24 @@ def task_losses(omega_base: tf.Tensor, theta: tf.Tensor, split: TaskSplit,
                              split.weights[task], temperature) for task in range(num_tasks)])
 
 
-def tile_params(params: MetaParams, num_tasks) -> MetaParams:
-  """Fast weights: the meta-parameters repeated for each of `num_tasks` tasks."""
-  return MetaParams(tf.repeat(params.omega_base[None], num_tasks, axis=0),
-                    tf.repeat(params.theta[None], num_tasks, axis=0))
+def tile_params(params: MetaParams, num_tasks, *, theta_offset=None) -> MetaParams:
+  """Fast weights: the meta-parameters repeated for each of `num_tasks` tasks.
+
+  Args:
+    params: Shared `MetaParams`, omega_base [H, W] and theta [HW, 6].
+    num_tasks: T.
+    theta_offset: Optional [T, HW, 6] per-task theta added to the shared theta (the calibrated
+      variant: per-pair calibrated theta plus the shared residual).
+  """
+  theta = tf.repeat(params.theta[None], num_tasks, axis=0)
+  if theta_offset is not None:
+    theta = theta + tf.convert_to_tensor(theta_offset, theta.dtype)
+  return MetaParams(tf.repeat(params.omega_base[None], num_tasks, axis=0), theta)
 
 
 def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_steps: int,
-          temperature: float, first_order: bool = False,
-          train_omega: bool = True) -> tuple[MetaParams, tf.Tensor]:
+          temperature: float, first_order: bool = False, train_omega: bool = True,
+          theta_offset=None) -> tuple[MetaParams, tf.Tensor]:
   """Inner loop (Eq. 4-5): per-task gradient steps from shared or per-task parameters.
 
   Args:
@@ -135,12 +150,19 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
     temperature: Softmax temperature T.
     first_order: Treat inner gradients as constants (no second-order terms in the outer gradient).
     train_omega: Also adapt omega_base (Eq. 5); False adapts theta only.
+    theta_offset: Optional [T, HW, 6] added to shared params' theta (calibrated variant, module
+      docstring); only with shared params.
 
   Returns:
     (adapted per-task `MetaParams` [T, ...], support losses [T] before the first inner step).
   """
   num_tasks = tf.shape(support.heatmaps)[0]
-  fast = params if params.omega_base.shape.rank == 3 else tile_params(params, num_tasks)
+  if params.omega_base.shape.rank == 3:
+    if theta_offset is not None:
+      raise ValueError("theta_offset applies to shared meta-parameters, got per-task ones")
+    fast = params
+  else:
+    fast = tile_params(params, num_tasks, theta_offset=theta_offset)
   first_loss = None
   for _ in range(int(inner_steps)):
     with tf.GradientTape() as tape:
@@ -161,7 +183,8 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
 
 def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, inner_lr: float,
                    inner_steps: int, temperature: float, first_order: bool = False,
-                   loss_scale: float | None = None) -> tuple[MetaParams, dict]:
+                   loss_scale: float | None = None, theta_offset=None,
+                   train_omega: bool = True) -> tuple[MetaParams, dict]:
   """Outer gradient of the MAML objective (Eq. 6) for one batch of tasks.
 
   Args:
@@ -175,6 +198,10 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
     loss_scale: Multiplies the summed query loss before differentiation; None means 1 / T (the
       mean over this batch). Under tf.distribute pass 1 / global_num_tasks so that summing replicas'
       gradients gives the global mean.
+    theta_offset: Optional [T, HW, 6] per-task calibrated theta; params.theta is then the shared
+      residual (module docstring).
+    train_omega: The inner steps also adapt omega_base (Eq. 5); False adapts theta only (as
+      finetuning on a new rig does). The outer step updates both either way.
 
   Returns:
     grads: `MetaParams` of gradients, same shapes as `params`.
@@ -185,7 +212,8 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
   with tf.GradientTape() as tape:
     tape.watch(params)
     adapted, support_losses = adapt(params, support, inner_lr=inner_lr, inner_steps=inner_steps,
-                                    temperature=temperature, first_order=first_order)
+                                    temperature=temperature, first_order=first_order,
+                                    train_omega=train_omega, theta_offset=theta_offset)
     query_after = task_losses(adapted.omega_base, adapted.theta, query, temperature)
     if loss_scale is None:
       objective = tf.reduce_mean(query_after)
@@ -194,7 +222,8 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
   grads = MetaParams(*(tf.convert_to_tensor(g) for g in
                        tape.gradient(objective, [params.omega_base, params.theta])))
   num_tasks = tf.shape(query.heatmaps)[0]
-  tiled = tile_params(MetaParams(*(tf.stop_gradient(p) for p in params)), num_tasks)
+  tiled = tile_params(MetaParams(*(tf.stop_gradient(p) for p in params)), num_tasks,
+                      theta_offset=theta_offset)
   query_before = task_losses(tiled.omega_base, tiled.theta, query, temperature)
   metrics = {"support_loss": tf.reduce_mean(support_losses),
              "query_loss_before": tf.reduce_mean(query_before),
@@ -203,16 +232,20 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
 
 
 def evaluate_adaptation(params: MetaParams, support: TaskSplit, query: TaskSplit, *,
-                        inner_lr: float, inner_steps: int, temperature: float) -> dict:
+                        inner_lr: float, inner_steps: int, temperature: float,
+                        theta_offset=None) -> dict:
   """Per-task query losses before and after `inner_steps` inner steps (no outer gradient).
+
+  `theta_offset` [T, HW, 6]: the calibrated variant's per-task theta (module docstring).
 
   Returns:
     {"query_loss_before": [T], "query_loss_after": [T], "support_loss": [T]}.
   """
   params = MetaParams(*(tf.convert_to_tensor(p) for p in params))
   adapted, support_losses = adapt(params, support, inner_lr=inner_lr, inner_steps=inner_steps,
-                                  temperature=temperature, first_order=True)
-  tiled = tile_params(params, tf.shape(query.heatmaps)[0])
+                                  temperature=temperature, first_order=True,
+                                  theta_offset=theta_offset)
+  tiled = tile_params(params, tf.shape(query.heatmaps)[0], theta_offset=theta_offset)
   return {"support_loss": support_losses,
           "query_loss_before": task_losses(tiled.omega_base, tiled.theta, query, temperature),
           "query_loss_after": task_losses(tf.stop_gradient(adapted.omega_base),

@@ -5,7 +5,9 @@ omega_base is frozen and only theta [P, HW, 6] is trained, with Keras `fit` (Ada
 5.1) on K labelled frames' heatmaps, a validation split and EarlyStopping. The same function
 finetunes the baselines of paper Table 1: AffineFuse^K (same, from SGD-pretrained parameters),
 NaiveFuse^K (free matrices) and the calibrated init MetaFuse^0 -> K (theta from the rig's
-epipolar geometry).
+epipolar geometry). "metafuse_calibrated" (both rigs calibrated, a departure from the paper) starts
+every pair from its calibrated theta plus the residual meta-learned with
+config.metatrain.theta_init="calibrated".
 
 Checkpoint of one rig, <dir>/ (by default <workdir>/finetune/<rig name>/):
   fusion.json      the Keras layer config (a registered mf_tf layer; no code is deserialized)
@@ -32,7 +34,7 @@ from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import Rig
 from mf_tf.train import summaries
 
-METHODS = ("metafuse", "affine", "naive", "calibrated")
+METHODS = ("metafuse", "affine", "naive", "calibrated", "metafuse_calibrated")
 
 
 class _FusionFit(keras.Model):
@@ -80,6 +82,10 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
   Args:
     method: "metafuse" / "affine": `AffineFusion` with omega_base = init.omega_base (frozen) and
       every pair's theta = init.theta ([HW, 6], or [P, HW, 6] taken as is when P matches);
+      "metafuse_calibrated": the calibrated variant of meta-training (both rigs calibrated; a
+      departure from the paper): omega_base = init.omega_base (frozen), every pair's theta =
+      its calibrated theta (`calibrated.calibrated_theta` of the rig) + init.theta (the
+      meta-learned residual delta [HW, 6]);
       "calibrated": `AffineFusion` from the rig's epipolar geometry (MetaFuse^0), omega_base
       frozen; "naive": `NaiveFusion`, matrices from `init` ([P0, HW, HW] pretrained; taken pair by
       pair when P0 = P, else every pair starts from their mean) or zeros when init is None.
@@ -123,6 +129,8 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
   omega, theta = (np.asarray(p, np.float32) for p in init)
   if theta.ndim == 2:
     theta = np.repeat(theta[None], layer.num_pairs, axis=0)
+  if method == "metafuse_calibrated":
+    theta = calibrated_lib.calibrated_theta(rig, size) + theta
   layer.assign_parameters(omega, theta)
   return layer
 
@@ -264,6 +272,7 @@ def load_finetuned(rig_dir: str) -> tuple[keras.layers.Layer, Rig, dict]:
 def default_init_path(method: str, workdir: str) -> str:
   """Where the earlier stages write the init of `method`."""
   return {"metafuse": os.path.join(workdir, "metatrain", "meta_params.npz"),
+          "metafuse_calibrated": os.path.join(workdir, "metatrain", "meta_params.npz"),
           "affine": os.path.join(workdir, "pretrain", "affine.npz"),
           "naive": os.path.join(workdir, "pretrain", "naive.npz")}.get(method, "")
 

@@ -24,12 +24,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.meta import maml
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import summaries
 
 META_PARAMS_FILE = "meta_params.npz"
+THETA_INITS = ("shared", "calibrated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class MamlSettings:
     temperature: Softmax temperature of the fusion loss (paper: 0.2).
     target_sigma: Std of the Gaussian targets in heatmap px.
     seed: Seed of task draws.
+    inner_omega: The inner steps adapt omega_base too (paper Eq. 5); False: theta only.
   """
 
   num_steps: int = 100
@@ -61,6 +64,7 @@ class MamlSettings:
   temperature: float = 0.2
   target_sigma: float = 2.0
   seed: int = 0
+  inner_omega: bool = True
 
   def __post_init__(self):
     maml.validate_hyperparameters(self.inner_lr, self.inner_steps, self.temperature)
@@ -79,6 +83,44 @@ def default_meta_params(heatmap_size: int) -> maml.MetaParams:
   layer = fusion_layers.AffineFusion(num_views=2, heatmap_size=heatmap_size)
   layer.build((None, 2, heatmap_size, heatmap_size, 1))
   return maml.MetaParams(np.asarray(layer.omega_base.numpy()), np.asarray(layer.theta.numpy()[0]))
+
+
+def calibrated_meta_init(rig, heatmap_size: int, line_width_px: float = 1.0,
+                         line_value: float = 0.3) -> tuple[maml.MetaParams, np.ndarray]:
+  """Init of the calibrated variant (both rigs calibrated; a departure from the paper).
+
+  Every pair task's theta starts from that pair's calibrated (epipolar-line) theta plus a shared
+  meta-learned residual delta; omega_base starts from the calibrated line base.
+
+  Args:
+    rig: The pretraining rig (the pool's views, in order).
+    heatmap_size: H = W.
+    line_width_px: Line base cross-section std, heatmap px.
+    line_value: Line base peak.
+
+  Returns:
+    (MetaParams(omega_base [H, W] line base, theta [HW, 6] zeros = the residual delta),
+    theta_by_pair [V (V - 1), HW, 6] float32 calibrated theta in `ordered_pairs` order).
+  """
+  size = int(heatmap_size)
+  base, theta_by_pair = calibrated_lib.calibrated_parameters(rig, size, line_width_px,
+                                                             line_value)
+  delta = np.zeros((size * size, 6), np.float32)
+  return maml.MetaParams(np.asarray(base, np.float32), delta), np.asarray(theta_by_pair,
+                                                                          np.float32)
+
+
+def pair_theta_offsets(theta_by_pair, pairs, num_views: int) -> np.ndarray:
+  """Per-task calibrated theta [T, HW, 6] of ordered pairs [T, 2] (source, target)."""
+  pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+  theta_by_pair = np.asarray(theta_by_pair)
+  expected = num_views * (num_views - 1)
+  if theta_by_pair.ndim != 3 or theta_by_pair.shape[0] != expected:
+    raise ValueError(f"theta_by_pair has shape {theta_by_pair.shape}, expected [{expected}, HW, "
+                     f"6] (every ordered pair of the {num_views}-view rig)")
+  source, target = pairs[:, 0], pairs[:, 1]
+  index = target * (num_views - 1) + np.where(source < target, source, source - 1)
+  return theta_by_pair[index]
 
 
 def save_meta_params(params: maml.MetaParams, path: str, metadata: dict | None = None) -> None:
@@ -103,9 +145,13 @@ def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
   return maml.MetaParams(omega, theta), metadata
 
 
+def _slice_for_replica(tensor, replica: int, num_replicas: int):
+  per_replica = int(tensor.shape[0]) // num_replicas
+  return tensor[replica * per_replica:(replica + 1) * per_replica]
+
+
 def _split_for_replica(split: maml.TaskSplit, replica: int, num_replicas: int):
-  per_replica = int(split.heatmaps.shape[0]) // num_replicas
-  return maml.TaskSplit(*(x[replica * per_replica:(replica + 1) * per_replica] for x in split))
+  return maml.TaskSplit(*(_slice_for_replica(x, replica, num_replicas) for x in split))
 
 
 class MetaLearner:
@@ -136,43 +182,58 @@ class MetaLearner:
     self._gradients = tf.function(functools.partial(
         maml.maml_gradients, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
         temperature=settings.temperature, first_order=settings.first_order,
-        loss_scale=1.0 / settings.tasks_per_step), jit_compile=True)
+        loss_scale=1.0 / settings.tasks_per_step, train_omega=settings.inner_omega),
+        jit_compile=True)
     self._step_fn = tf.function(self._distributed_step)
 
   @property
   def params(self) -> maml.MetaParams:
     return maml.MetaParams(self.omega_base.numpy(), self.theta.numpy())
 
-  def _replica_step(self, support, query):
+  def _replica_step(self, support, query, theta_offset=None):
     params = maml.MetaParams(tf.convert_to_tensor(self.omega_base),
                              tf.convert_to_tensor(self.theta))
-    grads, metrics = self._gradients(params, support, query)
+    grads, metrics = self._gradients(params, support, query, theta_offset=theta_offset)
     self.optimizer.apply_gradients(zip(grads, [self.omega_base, self.theta]))
     return metrics
 
-  def _distributed_step(self, support, query):
-    metrics = self.strategy.run(self._replica_step, args=(support, query))
+  def _distributed_step(self, support, query, theta_offset=None):
+    metrics = self.strategy.run(self._replica_step, args=(support, query, theta_offset))
     self.step.assign_add(1)
     return {key: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
             for key, value in metrics.items()}
 
-  def train_step(self, support: maml.TaskSplit, query: maml.TaskSplit) -> dict:
-    """One outer step on a batch of tasks (split over replicas); returns scalar metrics."""
+  def train_step(self, support: maml.TaskSplit, query: maml.TaskSplit, *,
+                 theta_offset=None) -> dict:
+    """One outer step on a batch of tasks (split over replicas); returns scalar metrics.
+
+    `theta_offset` [T, HW, 6]: per-task calibrated theta of the calibrated variant (the theta
+    variable is then the shared residual); None: the paper's shared theta init.
+    """
     replicas = self.strategy.num_replicas_in_sync
+    if theta_offset is not None:
+      theta_offset = tf.convert_to_tensor(theta_offset, tf.float32)
     if replicas > 1:
       def shard(split):
         return self.strategy.experimental_distribute_values_from_function(
             lambda context: _split_for_replica(split, context.replica_id_in_sync_group,
                                                replicas))
       support, query = shard(support), shard(query)
-    return {key: float(value) for key, value in self._step_fn(support, query).items()}
+      if theta_offset is not None:
+        offsets = theta_offset
+        theta_offset = self.strategy.experimental_distribute_values_from_function(
+            lambda context: _slice_for_replica(offsets, context.replica_id_in_sync_group,
+                                               replicas))
+    return {key: float(value)
+            for key, value in self._step_fn(support, query, theta_offset).items()}
 
 
 def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *,
                      init: maml.MetaParams | None = None, workdir: str | None = None,
                      strategy: tf.distribute.Strategy | None = None, checkpoint_every: int = 50,
                      progress: bool = True,
-                     callback: Callable[[int, dict], None] | None = None) -> maml.MetaParams:
+                     callback: Callable[[int, dict], None] | None = None,
+                     theta_by_pair=None) -> maml.MetaParams:
   """Meta-trains MetaFuse's omega_base and theta initialization (paper Sec. 4.2).
 
   Args:
@@ -186,6 +247,10 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
     checkpoint_every: Steps between checkpoints (with workdir).
     progress: Show a progress bar.
     callback: Called as callback(step, metrics) after every step (step counts from 1).
+    theta_by_pair: Calibrated variant: [V (V - 1), HW, 6] calibrated theta of every ordered pair
+      of the pool's rig (`calibrated_meta_init`); a task's theta starts from its pair's entry plus
+      the meta-learned theta, which is then a shared residual delta. None: the paper's shared
+      theta init.
 
   Returns:
     The meta-learned `MetaParams` as numpy: omega_base [H, W] and theta [HW, 6] (the init of
@@ -213,8 +278,11 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
   if bar is not None and start:
     bar.update(start)
   for step in range(start, settings.num_steps):
-    support, query = sampler.sample(step, settings.tasks_per_step)
-    metrics = learner.train_step(support, query)
+    pairs_drawn, frames = sampler.draw(step, settings.tasks_per_step)
+    support, query = sampler.make_splits(pairs_drawn, frames)
+    offset = (None if theta_by_pair is None else
+              pair_theta_offsets(theta_by_pair, pairs_drawn, pool.num_views))
+    metrics = learner.train_step(support, query, theta_offset=offset)
     if not all(np.isfinite(list(metrics.values()))):
       raise FloatingPointError(f"metatrain step {step}: non-finite losses {metrics}; lower "
                                "inner_lr or outer_lr")
@@ -235,8 +303,11 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
 
 
 def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,
-                   settings: MamlSettings, num_tasks: int, seed: int = 1) -> dict:
+                   settings: MamlSettings, num_tasks: int, seed: int = 1, *,
+                   theta_by_pair=None) -> dict:
   """Mean query losses before and after adaptation on tasks drawn from `pairs` (e.g. held out).
+
+  `theta_by_pair`: the calibrated variant's per-pair theta (see `metatrain_fusion`).
 
   Returns:
     {"support_loss", "query_loss_before", "query_loss_after"}: floats, means over tasks.
@@ -250,8 +321,11 @@ def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,
   params = maml.MetaParams(*(tf.constant(p) for p in params))
   results = []
   for index in range((num_tasks + chunk - 1) // chunk):
-    support, query = sampler.sample(index, chunk)
-    results.append(evaluate(params, support, query))
+    pairs_drawn, frames = sampler.draw(index, chunk)
+    support, query = sampler.make_splits(pairs_drawn, frames)
+    offset = (None if theta_by_pair is None else tf.constant(
+        pair_theta_offsets(theta_by_pair, pairs_drawn, pool.num_views)))
+    results.append(evaluate(params, support, query, theta_offset=offset))
   return {key: float(np.mean(np.concatenate([r[key].numpy() for r in results])[:num_tasks]))
           for key in results[0]}
 
@@ -298,20 +372,36 @@ def run(config, workdir: str, args) -> maml.MetaParams:
                                                      int(config.metatrain.holdout_pairs),
                                                      int(config.seed))
   out_dir = os.path.join(workdir, "metatrain")
-  init = default_meta_params(pool.heatmap_size)
+  theta_init = str(config.metatrain.get("theta_init", "shared"))
+  if theta_init not in THETA_INITS:
+    raise ValueError(f"config.metatrain.theta_init={theta_init!r}, expected one of "
+                     f"{THETA_INITS}")
+  theta_by_pair = None
+  if theta_init == "calibrated":
+    rig = common.load_rig(config.rig.pretrain)
+    if rig.num_views != pool.num_views:
+      raise ValueError(f"pretraining rig {rig.name!r} has {rig.num_views} views, the pool "
+                       f"{pool.num_views}")
+    init, theta_by_pair = calibrated_meta_init(rig, pool.heatmap_size,
+                                               float(config.fusion.line_width_px),
+                                               float(config.fusion.line_value))
+  else:
+    init = default_meta_params(pool.heatmap_size)
   report = {}
   if len(holdout_pairs):
-    report["init"] = evaluate_pairs(init, pool, holdout_pairs, settings, len(holdout_pairs))
+    report["init"] = evaluate_pairs(init, pool, holdout_pairs, settings, len(holdout_pairs),
+                                    theta_by_pair=theta_by_pair)
   params = metatrain_fusion(pool, train_pairs, settings, init=init, workdir=out_dir,
                             strategy=common.get_strategy(config.distribute),
-                            checkpoint_every=int(config.metatrain.checkpoint_every))
+                            checkpoint_every=int(config.metatrain.checkpoint_every),
+                            theta_by_pair=theta_by_pair)
   if len(holdout_pairs):
     report["metatrained"] = evaluate_pairs(params, pool, holdout_pairs, settings,
-                                           len(holdout_pairs))
+                                           len(holdout_pairs), theta_by_pair=theta_by_pair)
     for stage, losses in report.items():
       logging.info("metatrain held-out pairs (%s): %s", stage, losses)
   save_meta_params(params, os.path.join(out_dir, META_PARAMS_FILE),
-                   {"method": "maml", "steps": settings.num_steps,
+                   {"method": "maml", "steps": settings.num_steps, "theta_init": theta_init,
                     "rig": str(config.rig.pretrain), "heldout": report,
                     "settings": dataclasses.asdict(settings)})
   with open(os.path.join(out_dir, "heldout.json"), "w") as stream:

@@ -59,7 +59,11 @@ def test_demo_smoke_run_writes_its_outputs(repo_root, tmp_path):
     assert (folder / name).is_file(), name
   with open(folder / "results.json") as f:
     stored = json.load(f)
-  assert set(stored["methods"]) == {"No-Fusion", "MetaFuse^0 (calibrated)", "MetaFuse^50"}
+  expected = {"No-Fusion", "MetaFuse^0 (calibrated)", "MetaFuse^50"}
+  if config.demo.calibrated_variant:
+    expected.add("MetaFuse^50-calibrated")
+    assert (folder / "meta_params_calibrated.npz").is_file()
+  assert set(stored["methods"]) == expected
   for result in stored["methods"].values():
     assert 0.0 <= result["jdr_mean"] <= 100.0
     assert result["num_frames"] == config.demo.test_frames
