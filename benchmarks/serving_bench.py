@@ -89,8 +89,8 @@ def main():
   fusion = AffineFusion(rig.num_views, heatmap_size, name="fusion")
   fusion.assign_parameters(*calibrated.calibrated_parameters(rig, heatmap_size,
                                                              value=args.line_value))
-  kinds = {"dense": export.materialize_fusion(fusion),
-           "sparse": export.materialize_fusion(fusion, top_k=args.top_k)}
+  kinds = {"dense": fusion.materialize(),
+           "sparse": fusion.materialize(top_k=args.top_k)}
   matrix_mb = {"dense": kinds["dense"].matrices.numpy().nbytes / 2**20,
                "sparse": (kinds["sparse"].values.numpy().nbytes
                           + kinds["sparse"].indices.numpy().nbytes) / 2**20}

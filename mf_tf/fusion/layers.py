@@ -206,16 +206,18 @@ class AffineFusion(_FusionLayer):
     self._check_parameters()
     omega_base = tf.convert_to_tensor(self.omega_base)
     theta = tf.convert_to_tensor(self.theta)
-    matrices = np.concatenate([
-        _affine_matrices_compiled(omega_base, theta[pair:pair + 1]).numpy()
-        for pair in range(int(theta.shape[0]))])
+    chunks = []  # One pair at a time: a 4-view rig at 64 x 64 would otherwise need > 20 GB.
+    for pair in range(int(theta.shape[0])):
+      matrix = _affine_matrices_compiled(omega_base, theta[pair:pair + 1])
+      chunks.append(matrix.numpy() if top_k is None else
+                    tuple(t.numpy() for t in ops.sparsify_top_k(matrix, top_k)))
     kwargs = dict(num_views=self.num_views, heatmap_size=self.heatmap_size,
                   temperature=self.temperature, name=name or f"{self.name}_materialized")
     if top_k is None:
-      return MaterializedFusion(matrices=matrices, **kwargs)
-    values, indices = ops.sparsify_top_k(matrices, top_k)
-    return MaterializedFusion(top_k=int(values.shape[-1]), values=values.numpy(),
-                              indices=indices.numpy(), **kwargs)
+      return MaterializedFusion(matrices=np.concatenate(chunks), **kwargs)
+    values, indices = (np.concatenate(parts) for parts in zip(*chunks))
+    return MaterializedFusion(top_k=int(values.shape[-1]), values=values, indices=indices,
+                              **kwargs)
 
   def get_config(self):
     config = super().get_config()

@@ -185,7 +185,7 @@ class ExportModule(tf.Module):
     backbone: Keras model mapping images [N, S, S, 3] float32 in [0, 255] to heatmaps
       [N, H, W, J] (`mf_tf.models.backbone.build_backbone`); S, H, W, J are read from it.
     fusion: A built `mf_tf.fusion.layers.MaterializedFusion` (dense or sparse top-k) for the
-      rig's V views at H x W (from `materialize_fusion` or `AffineFusion.materialize`).
+      rig's V views at H x W (from `AffineFusion.materialize`).
     rig: The rig; its camera order is the view order of every input and output.
     sigma: Gaussian sigma of the heatmap codec, heatmap pixels.
     triangulate: Add `joints_3d` (DLT over every view, with the rig's calibration).
@@ -339,39 +339,6 @@ class ExportModule(tf.Module):
 
 
 # ----------------------------------------------------------------------------- fusion
-
-
-def materialize_fusion(fusion, top_k: int | None = None) -> MaterializedFusion:
-  """Frozen fusion constants for serving, built one ordered pair at a time.
-
-  Same result as `AffineFusion.materialize(top_k)`, but the warp of the base map runs per pair:
-  warping all pairs at once keeps several [P, HW, HW] intermediates alive, over 20 GB for a
-  4-view rig at 64 x 64, while one pair needs about 1 GB. Layers without theta (NaiveFusion)
-  fall back to their own `materialize`.
-
-  Args:
-    fusion: A built `AffineFusion` (or any fusion layer with `materialize`).
-    top_k: None for dense [P, HW, HW] matrices, else entries kept per row.
-
-  Returns:
-    A built `MaterializedFusion`.
-  """
-  if not isinstance(fusion, AffineFusion):
-    return fusion.materialize(top_k=top_k)
-  omega_base = fusion_ops.check_finite(fusion.omega_base, "omega_base")
-  theta = fusion_ops.check_finite(fusion.theta, "theta")
-  chunks = []
-  for pair in range(fusion.num_pairs):
-    matrix = fusion_ops.affine_matrices(omega_base, theta[pair:pair + 1])
-    chunks.append(matrix.numpy() if top_k is None else
-                  tuple(t.numpy() for t in fusion_ops.sparsify_top_k(matrix, top_k)))
-  kwargs = dict(num_views=fusion.num_views, heatmap_size=fusion.heatmap_size,
-                temperature=fusion.temperature, name=f"{fusion.name}_materialized")
-  if top_k is None:
-    return MaterializedFusion(matrices=np.concatenate(chunks), **kwargs)
-  values, indices = (np.concatenate(parts) for parts in zip(*chunks))
-  return MaterializedFusion(top_k=int(values.shape[-1]), values=values, indices=indices,
-                            **kwargs)
 
 
 # ----------------------------------------------------------------------------- files
@@ -552,7 +519,7 @@ def run(config, workdir: str, args) -> None:
   top_k = int(config.export.top_k) or None
   for name in names:
     fusion, rig = load_fusion(config, workdir, name)
-    materialized = materialize_fusion(fusion, top_k)
+    materialized = fusion.materialize(top_k=top_k)
     path = export_rig(
         backbone, materialized, rig, root, triangulate=bool(config.export.triangulate),
         version=int(config.export.version) or None,

@@ -119,17 +119,17 @@ def test_sparse_with_all_entries_equals_dense(exported):
                              rtol=1e-5, atol=1e-5)
 
 
-def test_materialize_per_pair_equals_layer_materialize(exported):
+def test_materialize_per_pair_equals_all_pairs_at_once(exported):
   fusion = exported["fusion"]
-  np.testing.assert_allclose(exported["dense"].matrices.numpy(),
-                             fusion.materialize().matrices.numpy(), atol=1e-6)
-  reference = fusion.materialize(top_k=TOP_K)
+  matrices = fusion_ops.affine_matrices(fusion.omega_base, fusion.theta)
+  np.testing.assert_allclose(exported["dense"].matrices.numpy(), matrices.numpy(), atol=1e-6)
+  values, indices = fusion_ops.sparsify_top_k(matrices, TOP_K)
   np.testing.assert_allclose(np.sort(exported["sparse"].values.numpy(), axis=-1),
-                             np.sort(reference.values.numpy(), axis=-1), atol=1e-6)
+                             np.sort(values.numpy(), axis=-1), atol=1e-6)
   heatmaps = tf.random.stateless_uniform((1, NUM_VIEWS, HEATMAP_SIZE, HEATMAP_SIZE, NUM_JOINTS),
                                          (3, 4))
-  np.testing.assert_allclose(exported["sparse"](heatmaps).numpy(), reference(heatmaps).numpy(),
-                             atol=1e-5)
+  np.testing.assert_allclose(exported["sparse"](heatmaps).numpy(),
+                             fusion_ops.fuse_sparse(heatmaps, values, indices).numpy(), atol=1e-5)
 
 
 def test_block_sparse_fusion_equals_fuse_sparse(exported):
