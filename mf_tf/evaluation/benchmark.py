@@ -58,6 +58,7 @@ from mf_tf.meta import maml
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
+from mf_tf.train import pretrain as pretrain_lib
 
 METHODS = ("no_fusion", "naive", "affine", "metafuse")
 NUMERIC_KEYS = ("jdr_mean", "jdr_visible", "jdr_occluded", "mpjpe_triangulation_mm",
@@ -248,39 +249,12 @@ def pretrain_affine(pool: tasks_lib.FramePool, pairs, maml_settings: metatrain.M
   Returns:
     `MetaParams` as numpy.
   """
-  init = init if init is not None else metatrain.default_meta_params(pool.heatmap_size)
-  sampler = tasks_lib.TaskSampler(pool, pairs, maml_settings.support_size,
-                                  maml_settings.query_size, maml_settings.target_sigma,
-                                  maml_settings.seed + 7919)
-  omega = tf.Variable(np.asarray(init.omega_base, np.float32), name="omega_base")
-  theta = tf.Variable(np.asarray(init.theta, np.float32), name="theta")
-  optimizer = keras.optimizers.Adam(fit.learning_rate)
-  optimizer.build([omega, theta])
-  temperature = maml_settings.temperature
-
-  @tf.function(jit_compile=True)
-  def gradients(split):
-    with tf.GradientTape() as tape:
-      tiled = maml.tile_params(maml.MetaParams(omega, theta), tf.shape(split.heatmaps)[0])
-      loss = tf.reduce_mean(maml.task_losses(tiled.omega_base, tiled.theta, split, temperature))
-    return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, [omega, theta])]
-
-  @tf.function
-  def step(split):
-    loss, grads = gradients(split)
-    optimizer.apply_gradients(zip(grads, [omega, theta]))
-    return loss
-
-  bar = keras.utils.Progbar(fit.steps) if progress else None
-  for index in range(int(fit.steps)):
-    support, query = sampler.sample(index, maml_settings.tasks_per_step)
-    split = maml.TaskSplit(*(tf.concat([a, b], axis=1) for a, b in zip(support, query)))
-    loss = float(step(split))
-    if not math.isfinite(loss):
-      raise FloatingPointError(f"affine pretraining: non-finite loss at step {index}")
-    if bar is not None:
-      bar.update(index + 1, values=[("loss", loss)])
-  return maml.MetaParams(omega.numpy(), theta.numpy())
+  return pretrain_lib.pretrain_affine(
+      pool, pairs, steps=int(fit.steps), tasks_per_step=maml_settings.tasks_per_step,
+      frames_per_task=maml_settings.support_size + maml_settings.query_size,
+      learning_rate=fit.learning_rate, temperature=maml_settings.temperature,
+      target_sigma=maml_settings.target_sigma, seed=maml_settings.seed + 7919, init=init,
+      progress=progress)
 
 
 def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float, seed: int,
