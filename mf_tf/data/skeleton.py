@@ -25,7 +25,7 @@ JOINT_SET = joints_lib.H36M17
 # Mean bone length per h36m17 joint (length of the bone from its parent; 0 for the root), in mm,
 # left and right pooled. Obtained with `calibrate_bone_lengths("../shared/data")`:
 #   - Human3.6M: the 4 frames of h36m/body3d_sample.npz (metres -> mm), every bone;
-#   - CMU Panoptic: the 12 bodies of panoptic/*/hdPose3d_stage1_coco19/*.json (cm -> mm, joints
+#   - CMU Panoptic: the 120 bodies (40 frames) of panoptic/*/hdPose3d_stage1_coco19/*.json (cm -> mm, joints
 #     with confidence < 0 dropped), for the bones with a coco19 counterpart: pelvis-hip
 #     (bodycenter-hip), thorax-shoulder (neck-shoulder), hip-knee, knee-ankle, shoulder-elbow,
 #     elbow-wrist;
@@ -34,11 +34,11 @@ JOINT_SET = joints_lib.H36M17
 #     are different markers from the h36m thorax and neck/nose).
 BONE_LENGTHS_MM = np.array([
     0.0,  # pelvis (root)
-    116.3, 427.0, 422.8,  # rhip, rknee, rankle
-    116.3, 427.0, 422.8,  # lhip, lknee, lankle
+    118.9, 425.9, 423.0,  # rhip, rknee, rankle
+    118.9, 425.9, 423.0,  # lhip, lknee, lankle
     236.3, 254.4, 116.5, 115.0,  # spine, thorax, nose, head
-    154.9, 280.5, 241.8,  # lshoulder, lelbow, lwrist
-    154.9, 280.5, 241.8,  # rshoulder, relbow, rwrist
+    154.8, 279.8, 242.8,  # lshoulder, lelbow, lwrist
+    154.8, 279.8, 242.8,  # rshoulder, relbow, rwrist
 ])
 
 # Ankle-joint height above the floor when standing, mm: the real Panoptic ankles of feet on the
