@@ -4,6 +4,10 @@ r"""mf_tf command line: one entry point, one mode per stage.
       [--config.some.key=value ...]
 
 No --config means configs/default.py (the embedded synthetic world; nothing is downloaded).
+
+A user error (unknown mode, unknown config key or bad override, or a ValueError,
+FileNotFoundError or CalibrationError raised by a mode) prints one line `error: <message>` to
+stderr and exits with status 2; `--verbosity=1` (or higher) also prints the traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -33,21 +39,15 @@ MODES = {
     "evaluate": ("mf_tf.evaluation.evaluate:run", "JDR and MPJPE (DLT, pictorial) of fusion methods"),
     "benchmark": ("mf_tf.evaluation.benchmark:run", "paper protocol: all methods x K on held-out rigs"),
     "demo": ("mf_tf.evaluation.demo:run", "end to end: meta-train, finetune on a new rig, compare, plot"),
+    "video": ("mf_tf.modes.video:run", "real synchronized frames: BlazePose, associate, fuse, 3D"),
 }
+
+# Exit status of a user error (bad flag, config or input), as absl uses for usage errors.
+USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it.
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "default.py")
-
-_MODE = flags.DEFINE_enum(
-    "mode", None, list(MODES),
-    "What to run:\n" + "\n".join(f"  {name}: {text}" for name, (_, text) in MODES.items()))
-_WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for outputs, checkpoints and logs.")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Experiment config file, optionally FILE.py:variant.",
-    lock_config=True)
-_SERVER = flags.DEFINE_string("server", "127.0.0.1:8500", "predict: TF Serving gRPC HOST:PORT.")
-_RIG = flags.DEFINE_string("rig", None, "predict: served rig (model) name.")
-_IMAGES = flags.DEFINE_list("images", [], "predict: one image file per view, in rig order.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,24 +58,131 @@ class CliArgs:
   images: tuple[str, ...]
 
 
-def _resolve(mode: str):
+@dataclasses.dataclass(frozen=True)
+class _Flags:
+  """Holders of the command-line flags (defined by `_define_flags`)."""
+  mode: flags.FlagHolder
+  workdir: flags.FlagHolder
+  config: flags.FlagHolder
+  server: flags.FlagHolder
+  rig: flags.FlagHolder
+  images: flags.FlagHolder
+
+
+def _define_flags() -> _Flags:
+  """Defines the flags on absl's FLAGS.
+
+  Defining --config parses the config file and looks up the types of the --config.* overrides of
+  sys.argv, so an unknown key surfaces here (AttributeError / KeyError) rather than in parsing.
+  """
+  return _Flags(
+      mode=flags.DEFINE_enum(
+          "mode", None, list(MODES),
+          "What to run:\n" + "\n".join(f"  {name}: {text}" for name, (_, text) in MODES.items())),
+      workdir=flags.DEFINE_string("workdir", "workdir",
+                                  "Directory for outputs, checkpoints and logs."),
+      config=config_flags.DEFINE_config_file(
+          "config", _DEFAULT_CONFIG, "Experiment config file, optionally FILE.py:variant.",
+          lock_config=True),
+      server=flags.DEFINE_string("server", "127.0.0.1:8500", "predict: TF Serving gRPC HOST:PORT."),
+      rig=flags.DEFINE_string("rig", None, "predict: served rig (model) name."),
+      images=flags.DEFINE_list("images", [], "predict: one image file per view, in rig order."))
+
+
+def resolve_mode(mode: str):
+  """The run(config, workdir, args) function of a mode name (a key of MODES)."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(MODES)}")
   target, _ = MODES[mode]
   module_name, function_name = target.split(":")
   return getattr(importlib.import_module(module_name), function_name)
 
 
-def main(argv):
+def _message(error: BaseException) -> str:
+  """One line describing `error` (its cause's message when its own is empty)."""
+  while not str(error).strip() and (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  text = str(error).strip() or type(error).__name__
+  if "Traceback (most recent call last):" in text:
+    # ml_collections embeds the config file's traceback: keep its lead and the final exception.
+    lead = text.split("Traceback (most recent call last):")[0].strip()
+    text = f"{lead} {text.splitlines()[-1].strip()}"
+  return " ".join(text.split())
+
+
+def _unknown_key_error(error: BaseException) -> ValueError:
+  """A clear error for an override naming a key the config does not have."""
+  key = str(error)
+  while len(key) > 1 and key[0] == key[-1] and key[0] in "'\"":
+    key = key[1:-1]  # KeyError / AttributeError str() quotes the key, once per re-raise.
+  overrides = [arg.split("=", 1)[0].lstrip("-") for arg in sys.argv[1:]
+               if arg.lstrip("-").startswith("config.")]
+  named = [name for name in overrides if name.split(".")[-1] == key or f".{key}." in name]
+  flag = f"--{named[0]}" if named else f"a --config.* override ({key!r})"
+  return ValueError(f"{flag}: unknown config key {key!r}; expected a key of the config file "
+                    "(see its get_config)")
+
+
+def _verbose() -> bool:
+  try:
+    return int(flags.FLAGS["verbosity"].value or 0) >= 1
+  except (KeyError, flags.Error, TypeError, ValueError):
+    return "-v" in sys.argv[1:] or any(
+        arg.startswith(("--verbosity=", "-v=")) and arg.split("=", 1)[1] not in ("0", "-1")
+        for arg in sys.argv[1:])
+
+
+def _fail(error: BaseException, verbose: bool | None = None) -> None:
+  """Prints `error: <message>` (after the traceback when verbose) and exits with status 2."""
+  if verbose if verbose is not None else _verbose():
+    traceback.print_exception(error)
+  print(f"error: {_message(error)}", file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def _parse_flags(argv):
+  """absl flags parser turning a bad flag value into one `error:` line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    _fail(error, verbose=False)
+
+
+# Errors that mean bad input (config, files, calibration), not a bug of mf_tf.
+_USER_ERRORS = (ValueError, FileNotFoundError)  # CalibrationError is a ValueError.
+
+
+def main(argv, cli: _Flags):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-  if _MODE.value is None:
-    raise app.UsageError("--mode is required; one of: " + ", ".join(MODES))
-  config = _CONFIG.value
-  workdir = os.path.abspath(_WORKDIR.value)
-  os.makedirs(workdir, exist_ok=True)
-  logging.info("mode=%s workdir=%s", _MODE.value, workdir)
-  args = CliArgs(server=_SERVER.value, rig=_RIG.value, images=tuple(_IMAGES.value))
-  _resolve(_MODE.value)(config, workdir, args)
+    _fail(ValueError(f"unexpected positional arguments {argv[1:]}; expected only flags"))
+  if cli.mode.value is None:
+    _fail(ValueError("--mode is required; one of: " + ", ".join(MODES)))
+  config = cli.config.value
+  workdir = os.path.abspath(cli.workdir.value)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    logging.info("mode=%s workdir=%s", cli.mode.value, workdir)
+    args = CliArgs(server=cli.server.value, rig=cli.rig.value, images=tuple(cli.images.value))
+    resolve_mode(cli.mode.value)(config, workdir, args)
+  except _USER_ERRORS as error:
+    _fail(error)
+  except KeyboardInterrupt:
+    # Training loops save a checkpoint before letting the interrupt through.
+    print("error: interrupted", file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_EXIT_CODE)
+
+
+def cli_main() -> None:
+  """The `python -m mf_tf.main` entry point."""
+  try:
+    cli = _define_flags()
+  except (AttributeError, KeyError) as error:
+    _fail(_unknown_key_error(error))
+  except (ValueError, TypeError, flags.Error) as error:
+    # A bad --config / --config.* value found while defining the config flag.
+    _fail(error)
+  app.run(lambda argv: main(argv, cli), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_main()

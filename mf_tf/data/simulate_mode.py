@@ -3,6 +3,11 @@ r"""`--mode=simulate`: write a synthetic multi-view dataset for a rig, plus a co
   python -m mf_tf.main --mode=simulate --workdir=/tmp/mf_tf
   python -m mf_tf.main --mode=simulate --config=configs/default.py:smoke --workdir=/tmp/mf_tf \
       --config.world.rig=h36m
+  python -m mf_tf.main --mode=simulate --workdir=/tmp/mf_tf \
+      --config.world.rig=target --config.rig.target=my_rig.json
+
+The simulated rig is config.world.rig alone (default "pretrain"): setting config.rig.target does
+not change it unless world.rig is "target", as in the last command.
 
 Config read (configs/default.py):
   seed, joint_set, heatmap_size, image_size;
@@ -47,6 +52,10 @@ def resolve_rig(config):
   """The rig named by config.world.rig (an alias of config.rig.*, a built-in name or a path)."""
   spec = str(config.world.rig)
   if spec in RIG_ALIASES:
+    others = ", ".join(f"config.rig.{alias}={config.rig[alias]!r}" for alias in RIG_ALIASES
+                       if alias != spec)
+    logging.info("simulate: world.rig=%r is config.rig.%s=%r (not simulated: %s; choose with "
+                 "--config.world.rig)", spec, spec, str(config.rig[spec]), others)
     spec = str(config.rig[spec])
   return rigs_lib.get_rig(spec)
 

@@ -25,7 +25,10 @@ Typical frame arrays (leading dimension N frames; V views, J joints, P detector 
 
 A directory is written to a temporary sibling and renamed into place when complete, so readers
 never see half a dataset. `read_meta` validates a directory against what the caller expects
-(rig, joint set) and raises one error naming every mismatch.
+(rig, joint set) and raises one error naming every mismatch. It also counts the records of every
+shard (from the TFRecord framing: 12-byte headers, no payload read) against meta.json's
+"shard_frames", so a shard truncated on a record boundary, which TFRecordDataset reads without
+complaint, raises `DatasetIntegrityError` instead of silently dropping frames.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 from typing import Iterable, Mapping
 
@@ -56,6 +60,53 @@ IMAGE_ENCODINGS = ("png", "raw")
 
 class DatasetMismatchError(ValueError):
   """A stored dataset does not match what the caller expects (rig, joint set, heatmap size)."""
+
+
+class DatasetIntegrityError(ValueError):
+  """A stored dataset's shards do not hold what its meta.json lists (truncated or replaced)."""
+
+
+# TFRecord framing: uint64 length, uint32 masked CRC of the length, data, uint32 CRC of the data.
+_RECORD_HEADER_BYTES = 12
+_RECORD_FOOTER_BYTES = 4
+
+
+def count_records(path: str) -> int:
+  """Number of records in a TFRecord file, from its framing alone (payloads are skipped).
+
+  Args:
+    path: An uncompressed TFRecord file.
+
+  Returns:
+    The number of complete records.
+
+  Raises:
+    DatasetIntegrityError: the file ends inside a record (truncated mid-record).
+  """
+  size = os.path.getsize(path)
+  count, offset = 0, 0
+  with open(path, "rb") as stream:
+    while offset < size:
+      header = stream.read(_RECORD_HEADER_BYTES)
+      if len(header) < _RECORD_HEADER_BYTES:
+        break
+      (length,) = struct.unpack("<Q", header[:8])
+      offset += _RECORD_HEADER_BYTES + length + _RECORD_FOOTER_BYTES
+      if offset > size:
+        break
+      stream.seek(offset)
+      count += 1
+  if offset != size:
+    raise DatasetIntegrityError(
+        f"TFRecord file {path} ends inside record {count} ({size} bytes, the record needs "
+        f"{offset}): expected complete records; the file is truncated")
+  return count
+
+
+def expected_shard_frames(num_frames: int, shard_size: int) -> list[int]:
+  """Frames per shard written by `ShardWriter`: full shards, then the remainder."""
+  num_shards = -(-int(num_frames) // int(shard_size))
+  return [min(int(shard_size), int(num_frames) - i * int(shard_size)) for i in range(num_shards)]
 
 
 def shard_name(index: int, count: int) -> str:
@@ -254,6 +305,7 @@ class ShardWriter:
         "num_frames": self.num_frames,
         "shard_size": self.shard_size,
         "shards": [shard_name(i, self.num_shards) for i in range(self.num_shards)],
+        "shard_frames": expected_shard_frames(self.num_frames, self.shard_size),
         "arrays": self._specs,
         "detector": self.detector_params,
         "extra": self.extra_meta,
@@ -330,8 +382,28 @@ def _rig_differences(stored: Rig, expected: Rig, atol: float = 1e-6) -> list[str
   return problems
 
 
+def _check_shard_counts(data_dir: str, meta: dict, shard_paths: list[str]) -> None:
+  """Raises DatasetIntegrityError unless every shard holds the records meta.json lists."""
+  meta_path = os.path.join(data_dir, META_FILE)
+  expected = meta.get("shard_frames")
+  if expected is None:  # Written before per-shard counts were stored: ShardWriter's layout.
+    expected = expected_shard_frames(meta["num_frames"], meta["shard_size"])
+  if len(expected) != len(shard_paths) or sum(expected) != meta["num_frames"]:
+    raise DatasetIntegrityError(
+        f"{meta_path}: {len(shard_paths)} shards with frame counts {expected} (sum "
+        f"{sum(expected)}), expected one count per shard summing to num_frames="
+        f"{meta['num_frames']}")
+  for path, count in zip(shard_paths, expected):
+    found = count_records(path)
+    if found != count:
+      raise DatasetIntegrityError(
+          f"dataset {data_dir}: shard {os.path.basename(path)} holds {found} records, expected "
+          f"{count} (meta.json: {meta['num_frames']} frames in {len(shard_paths)} shards); the "
+          "shard is truncated or was replaced: write the dataset again")
+
+
 def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
-              heatmap_size: int | None = None) -> dict:
+              heatmap_size: int | None = None, *, check_shards: bool = True) -> dict:
   """Reads and validates a dataset directory's meta.json.
 
   Args:
@@ -339,12 +411,16 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
     rig: Expected rig (None: accept any). Cameras must match in order, names and parameters.
     joint_set: Expected JointSet or name (None: accept any).
     heatmap_size: Expected heatmap side (None: accept any).
+    check_shards: Count every shard's records against meta.json (reads only the 12-byte record
+      headers).
 
   Returns:
     The meta dict, with "shard_paths" (absolute paths) added.
 
   Raises:
     FileNotFoundError: meta.json, rig.json or a listed shard is missing.
+    DatasetIntegrityError: a shard holds fewer or more records than meta.json lists, or ends
+      inside a record.
     DatasetMismatchError: the dataset does not match the expectations (one message listing every
       mismatch).
   """
@@ -367,6 +443,8 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
   if missing:
     raise FileNotFoundError(
         f"dataset {data_dir}: shards listed in meta.json are missing: {missing}")
+  if check_shards:
+    _check_shard_counts(data_dir, meta, shard_paths)
   problems = []
   if joint_set is not None:
     expected = joints_lib.get_joint_set(joint_set)

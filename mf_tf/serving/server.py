@@ -11,8 +11,10 @@ It reads `models.config` for the model names and base paths and loads the latest
 with `tf.saved_model.load` (a SavedModel holds graphs and tensors only: loading runs no Python code
 from the file). Bad requests get a gRPC error status with a message naming the bad value, never a
 crash: NOT_FOUND for an unknown model, version or signature, INVALID_ARGUMENT for missing, extra
-or ill-typed inputs and for inputs that fail the signature's own checks (view count, image size,
-value range, NaN).
+or ill-typed inputs, for an input whose TensorProto declares a shape but carries no values (it
+would otherwise decode as all zeros), and for inputs that fail the signature's own checks (view
+count, image size, value range, NaN). A request of more than `max_batch` frames (default
+MAX_BATCH_FRAMES) is answered RESOURCE_EXHAUSTED from the declared shapes, before any decoding.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ DEFAULT_SIGNATURE = "serving_default"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 GRPC_OPTIONS = (("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES))
+# Frames (leading batch axis) per request: bounds the memory and latency of one call (16 frames of
+# 4 views at 256 px are 12.6 MB of uint8 images); clients split larger batches.
+MAX_BATCH_FRAMES = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,15 +125,29 @@ def _input_specs(function) -> dict[str, tf.TensorSpec]:
   return dict(kwargs)
 
 
+def _declared_shape(proto) -> list[int]:
+  return [int(dim.size) for dim in proto.tensor_shape.dim]
+
+
+def _carries_values(proto) -> bool:
+  """Whether a TensorProto holds any values (tensor_content or one of the typed *_val lists)."""
+  return any(field.name == "tensor_content" or field.name.endswith("_val")
+             for field, _ in proto.ListFields())
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   """The Predict RPC of TF Serving's PredictionService over loaded SavedModels.
 
   Args:
     models: Model name -> LoadedModel.
+    max_batch: Most frames (leading batch axis of batched inputs) one request may carry.
   """
 
-  def __init__(self, models: dict[str, LoadedModel]):
+  def __init__(self, models: dict[str, LoadedModel], max_batch: int = MAX_BATCH_FRAMES):
+    if int(max_batch) < 1:
+      raise ValueError(f"max_batch={max_batch}, expected an integer >= 1")
     self.models = dict(models)
+    self.max_batch = int(max_batch)
 
   def _resolve(self, request, context):
     spec = request.model_spec
@@ -155,9 +174,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
       context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                     f"signature {signature_name!r} takes inputs {sorted(specs)}, "
                     f"got {sorted(given)}")
+    # Limits first, from the declared shapes alone: nothing is decoded for a refused request.
+    for key, spec in specs.items():
+      shape = _declared_shape(request.inputs[key])
+      if spec.shape.rank and spec.shape[0] is None and shape and shape[0] > self.max_batch:
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"input {key!r} holds {shape[0]} frames (shape {shape}), at most "
+                      f"{self.max_batch} per request; split the batch")
     inputs = {}
     for key, spec in specs.items():
       proto = request.inputs[key]
+      shape = _declared_shape(proto)
+      if int(np.prod(shape)) > 0 and not _carries_values(proto):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"input {key!r} declares shape {shape} but carries no values; expected "
+                      "tensor_content or typed values (e.g. from tf.make_tensor_proto)")
       try:
         array = tf.make_ndarray(proto)
       except Exception as error:  # A malformed TensorProto: report it, do not crash.
@@ -224,7 +255,8 @@ class RunningServer:
 
 
 def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0,
-                 base_dir: str | None = None, max_workers: int = 2) -> RunningServer:
+                 base_dir: str | None = None, max_workers: int = 2,
+                 max_batch: int = MAX_BATCH_FRAMES) -> RunningServer:
   """Loads the models of a models.config and serves them on `host:port` (0: an ephemeral port).
 
   Args:
@@ -233,11 +265,12 @@ def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0
     port: TCP port, 0 for a free one chosen by the OS.
     base_dir: See `load_models`.
     max_workers: Threads answering requests.
+    max_batch: Most frames per request (larger ones get RESOURCE_EXHAUSTED).
 
   Returns:
     The running server.
   """
-  servicer = PredictionServicer(load_models(models_config_path, base_dir))
+  servicer = PredictionServicer(load_models(models_config_path, base_dir), max_batch)
   server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
                        options=GRPC_OPTIONS)
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)

@@ -91,3 +91,17 @@ def test_small_run_without_images_and_epipolar_sheet(tmp_path):
   again = tfrecord.load_arrays(os.path.join(str(tmp_path / "again"), "simulate", "h36m"))
   for key, value in arrays.items():
     np.testing.assert_array_equal(again[key], value)
+
+
+def test_world_rig_target_simulates_the_target_rig_file(tmp_path):
+  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "my_rig.json"
+  rig = rigs.ring_rig(3, seed=2, name="my_rig")
+  calibration.save_rig_file(rig, path)
+  _run(tmp_path, **{"rig.target": str(path), "world.rig": "target",
+                    "world.render_images": False, "world.num_frames": 4, "world.shard_size": 2,
+                    "world.sheet_views": 3})
+  out = os.path.join(str(tmp_path), "simulate", "my_rig")
+  meta = tfrecord.read_meta(out, rig=rig)  # The stored rig is the file's, camera for camera.
+  assert meta["rig_name"] == "my_rig" and meta["num_views"] == 3
+  assert sorted(os.listdir(os.path.join(str(tmp_path), "simulate"))) == ["my_rig"]

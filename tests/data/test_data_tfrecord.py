@@ -149,5 +149,47 @@ def test_real_panoptic_poses_to_frames_and_back(tmp_path, shared_data):
   out = tfrecord.write_shards(frames, str(tmp_path / "real"), 4, seq["rig"], "coco19", 32)
   batch = next(iter(pipeline.make_dataset(out, 6, render_heatmaps=False)))
   assert np.all(np.isfinite(batch["target_heatmaps"].numpy()))
-  np.testing.assert_array_equal(batch["target_weights"].numpy() > 0, frames["visibility"] > 0)
+  np.testing.assert_array_equal(batch["target_weights"].numpy() > 0, frames["visibility"][:6] > 0)
   assert batch["image_paths"].numpy()[0, 2].decode() == seq["image_paths"][0, 2]
+
+
+def _keep_first_records(path, count):
+  """Rewrites a TFRecord file with only its first `count` records (a record-boundary cut)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  records = list(tf.data.TFRecordDataset(path).take(count).as_numpy_iterator())
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+
+
+def test_shard_cut_on_a_record_boundary_is_named(tmp_path, rig3):
+  from mf_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  out = tfrecord.write_shards(_frames(num_frames=16, images=False), str(tmp_path / "ds"), 8, rig3,
+                              "h36m17", 16, detector_params={"sigma": 2.0, "noise_level": 0.05})
+  meta = json.load(open(os.path.join(out, "meta.json")))
+  assert meta["shard_frames"] == [8, 8]
+  shard = tfrecord.shard_name(1, 2)
+  _keep_first_records(os.path.join(out, shard), 4)  # Read silently as 12 of 16 frames before.
+  expected = f"shard {shard} holds 4 records, expected 8"
+  with pytest.raises(tfrecord.DatasetIntegrityError, match=expected):
+    tfrecord.load_arrays(out)
+  with pytest.raises(tfrecord.DatasetIntegrityError, match=expected):
+    pipeline.make_dataset(out, batch_size=4)
+  # Datasets written before per-shard counts were stored are checked against the writer's layout.
+  del meta["shard_frames"]
+  with open(os.path.join(out, "meta.json"), "w") as stream:
+    json.dump(meta, stream)
+  with pytest.raises(tfrecord.DatasetIntegrityError, match=expected):
+    tfrecord.read_meta(out)
+
+
+def test_shard_cut_inside_a_record_is_named(tmp_path, rig3):
+  out = tfrecord.write_shards(_frames(num_frames=4, images=False), str(tmp_path / "ds"), 2, rig3,
+                              "h36m17", 16)
+  path = os.path.join(out, tfrecord.shard_name(0, 2))
+  assert tfrecord.count_records(path) == 2
+  with open(path, "r+b") as stream:
+    stream.truncate(os.path.getsize(path) - 10)
+  with pytest.raises(tfrecord.DatasetIntegrityError,
+                     match=r"shard-00000-of-00002.*inside record 1"):
+    tfrecord.read_meta(out)

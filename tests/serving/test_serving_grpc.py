@@ -126,3 +126,33 @@ def test_predict_mode_writes_keypoints_json(running, tmp_path):
   assert [view["image"] for view in result["views"]] == paths
   assert np.asarray(result["views"][0]["keypoints_image"]).shape == (NUM_JOINTS, 2)
   assert np.asarray(result["joints_3d_mm"]).shape == (NUM_JOINTS, 3)
+
+
+def _call(running, request):
+  with grpc.insecure_channel(running.address) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+      stub.Predict(request, timeout=60)
+  return info.value
+
+
+def test_declared_shape_without_data_is_invalid(running):
+  request = _raw_request()
+  request.inputs["images"].ClearField("tensor_content")  # Decoded as all-zero images before.
+  assert list(request.inputs["images"].tensor_shape.dim)
+  error = _call(running, request)
+  assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert ("input 'images' declares shape [1, 3, 64, 64, 3] but carries no values"
+          in error.details()), error.details()
+
+
+@pytest.mark.parametrize("with_data", [True, False])
+def test_batch_over_the_limit_is_refused_before_any_work(running, with_data):
+  frames = server.MAX_BATCH_FRAMES + 1
+  request = _raw_request(inputs={"images": _images(frames)})
+  if not with_data:  # The declared shape alone is enough: refused before decoding.
+    request.inputs["images"].ClearField("tensor_content")
+  error = _call(running, request)
+  assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+  assert f"input 'images' holds {frames} frames" in error.details(), error.details()
+  assert f"at most {server.MAX_BATCH_FRAMES} per request" in error.details()
