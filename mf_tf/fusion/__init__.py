@@ -4,4 +4,5 @@
   ops         fusion matrices, paper Eq. 1, temperature softmax, fusion loss, top-k (pure)
   layers      Keras layers: AffineFusion, NaiveFusion, NoFusion, MaterializedFusion (thin)
   calibrated  epipolar-line theta from a calibrated rig (MetaFuse^0)
+  epipolar_fusion  MetaFuse^0 for per-frame geometry (person crops) without dense matrices
 """

@@ -1,0 +1,1 @@
+"""Command-line modes: config -> explicit library calls (one file per mode)."""
