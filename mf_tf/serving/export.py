@@ -57,7 +57,7 @@ from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import Rig, ordered_pairs
 from mf_tf.geometry.triangulation import triangulate_dlt
 from mf_tf.serving import model_config
-from mf_tf.serving.tflite import Untracked, graph_variables
+from mf_tf.serving.graph_utils import Untracked, graph_variables
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_IMAGES_FLOAT = "serving_float32"
@@ -235,7 +235,7 @@ class ExportModule(tf.Module):
         self._serve_float32, input_signature=[tf.TensorSpec([None] * 5, tf.float32, "images")])
     self.serve_heatmaps = tf.function(
         self._serve_heatmaps, input_signature=[tf.TensorSpec([None] * 5, tf.float32, "heatmaps")])
-    # The captured tf.Variables as SavedModel nodes of their own (see tflite.Untracked).
+    # The captured tf.Variables as SavedModel nodes of their own (see graph_utils).
     self.graph_variables = graph_variables([self.serve, self.serve_float32, self.serve_heatmaps])
 
   def signatures(self) -> dict:

@@ -31,6 +31,8 @@ import tensorflow as tf
 from absl import logging
 
 from mf_tf.data.codec import HeatmapCodec
+from mf_tf.serving import export as export_lib
+from mf_tf.serving.graph_utils import Untracked, graph_variables
 
 QUANT_TYPES = ("fp32", "fp16", "int8")
 
@@ -54,31 +56,6 @@ class BackboneModule(tf.Module):
 
   def _serve(self, images):
     return {"heatmaps": self._keras.backbone(images, training=False)}
-
-
-class Untracked:
-  """Holds Keras objects on a tf.Module without making them part of its SavedModel.
-
-  Keras 3 variables wrap tf.Variables. A module that tracks a Keras model saves every weight
-  twice (the Keras variable and the tf.Variable it wraps), and the TFLite converter cannot freeze
-  the wrapped ones (it leaves READ_VARIABLE ops reading uninitialized resources: NaN outputs).
-  Modules here hold Keras objects in this untracked holder and track `graph_variables` instead,
-  as `keras.export.ExportArchive` does.
-  """
-
-  def __init__(self, **objects):
-    self.__dict__.update(objects)
-
-
-def graph_variables(functions) -> list:
-  """The tf.Variables captured by traced tf.functions, each once, to track on a tf.Module."""
-  seen, variables = set(), []
-  for function in functions:
-    for variable in function.get_concrete_function().variables:
-      if id(variable) not in seen:
-        seen.add(id(variable))
-        variables.append(variable)
-  return variables
 
 
 def export_backbone_saved_model(backbone, path: str, batch_size: int = 1) -> str:
@@ -227,8 +204,6 @@ def load_images(pattern: str, image_size: int, limit: int) -> np.ndarray:
 def run(config, workdir: str, args) -> None:
   """`--mode=tflite`: backbone -> SavedModel -> fp32/fp16/int8 .tflite; prints the report."""
   del args
-  from mf_tf.serving import export as export_lib  # The backbone source is shared with export.
-
   backbone = export_lib.load_backbone(config, workdir)
   image_size = int(backbone.input_shape[1])
   out_dir = os.path.join(export_lib.export_dir(config, workdir), "tflite")
