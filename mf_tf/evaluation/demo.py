@@ -4,19 +4,23 @@ r"""End-to-end demo on the embedded synthetic world: `--mode=demo`.
   python -m mf_tf.main --mode=demo --config=configs/default.py:smoke --workdir=/tmp/mf_demo_s
 
 Stages (config.demo; nothing is downloaded):
-  1. Meta-train MetaFuse (MAML over ordered camera pairs) on frames of the pretraining rig
-     (config.rig.pretrain, the 20-camera Panoptic dome) -> <out>/meta_params.npz.
-  2. Finetune theta on K = config.demo.shots labelled frames of the new rig (config.rig.target,
-     the Human3.6M rig, never seen in pretraining), omega_base frozen (paper Sec. 4.3), with
-     `mf_tf.train.finetune`; the checkpoint goes to <workdir>/finetune/<rig> (what
-     --mode=evaluate and --mode=export read).
+  1. Meta-train MetaFuse as in the paper (MAML over ordered camera pairs, MSE) on frames of the
+     pretraining rig (config.rig.pretrain, the 20-camera Panoptic dome) -> <out>/
+     meta_params_paper.npz (with config.demo.paper_row, or meta_params.npz when
+     config.demo.metafuse_init="shared").
+  2. Finetune on K = config.demo.shots labelled frames of the new rig (config.rig.target, the
+     Human3.6M rig, never seen in pretraining) with `mf_tf.train.finetune`. MetaFuse^K starts
+     from config.demo.metafuse_init: "self_calibrated" (default, measured best): every pair's
+     epipolar geometry estimated from the K frames' labelled joints (robust eight-point), the
+     line base, a smooth theta residual finetuned with the config's loss and kept only if the
+     validation JDR improves; "shared": the paper's meta-learned init. The checkpoint goes to
+     <workdir>/finetune/<rig> (what --mode=evaluate and --mode=export read).
   3. Evaluate on held-out test frames of the new rig: No-Fusion, MetaFuse^0 (calibrated from
-     the rig, no data) and MetaFuse^K; print the table, write results.{json,md}. With
-     config.demo.calibrated_variant also MetaFuse^K-calibrated ("metafuse_calibrated", a
-     departure from the paper for calibrated rigs): meta-training starts every pair task from
-     its calibrated theta plus a meta-learned shared residual (omega_base from the line base),
-     and the new rig's pairs start from their calibrated theta plus that residual
-     (<out>/meta_params_calibrated.npz).
+     the rig, no data), MetaFuse^K, and with config.demo.paper_row MetaFuse^K (paper); print the
+     table, write results.{json,md}. With config.demo.calibrated_variant also
+     MetaFuse^K-calibrated ("metafuse_calibrated"): meta-training starts every pair task from
+     its calibrated theta plus a meta-learned shared residual, and the new rig's pairs start
+     from their calibrated theta plus that residual (<out>/meta_params_calibrated.npz).
   4. Figures: the comparison bars (methods.png), and a paper-Figure-6 heatmap figure
      (figure6.png): one occluded joint in one view, ground truth, initial and fused heatmaps, and
      the heatmap warped from each other view, W_{u->v} h_u, whose ridge is the epipolar line.
@@ -76,6 +80,11 @@ class DemoSettings:
   export_top_k: int
   progress: bool
   calibrated_variant: bool = False
+  metafuse_init: str = "self_calibrated"
+  paper_row: bool = True
+  loss: str = "ce"
+  selection: str = "val_jdr"
+  theta_grid: int = 4
 
 
 def settings_from_config(config) -> DemoSettings:
@@ -90,7 +99,7 @@ def settings_from_config(config) -> DemoSettings:
       support_size=int(demo.support_size), query_size=int(demo.query_size),
       inner_lr=float(demo.inner_lr), inner_steps=1, outer_lr=float(demo.outer_lr),
       first_order=bool(demo.first_order), temperature=loss_t,
-      target_sigma=sigma, seed=int(config.seed))
+      target_sigma=sigma, seed=int(config.seed), loss=str(config.fusion.loss))
   return DemoSettings(
       joint_set=str(config.joint_set), heatmap_size=size,
       temperature=float(config.fusion.temperature), target_sigma=sigma, seed=int(config.seed),
@@ -111,10 +120,16 @@ def settings_from_config(config) -> DemoSettings:
       export_backbone=str(demo.export_backbone),
       export_backbone_weights=str(demo.export_backbone_weights),
       export_top_k=int(config.export.top_k), progress=bool(demo.progress),
-      calibrated_variant=bool(demo.get("calibrated_variant", False)))
+      calibrated_variant=bool(demo.calibrated_variant), metafuse_init=str(demo.metafuse_init),
+      paper_row=bool(demo.paper_row), loss=str(config.fusion.loss),
+      selection=str(config.finetune.selection), theta_grid=int(config.finetune.theta_grid))
 
 
-def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "shared"):
+DEMO_INITS = ("self_calibrated", "shared")
+
+
+def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "shared",
+                   file_name: str | None = None):
   """Meta-trains on the pretraining rig; theta_init "shared" (paper) or "calibrated"."""
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   frames = world.simulate_frames(rig, settings.pretrain_frames, settings.seed, settings.joint_set,
@@ -134,6 +149,7 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "s
     params = metatrain.metatrain_fusion(pool, rig.pairs, settings.maml,
                                         progress=settings.progress)
     path = os.path.join(out_dir, "meta_params.npz")
+  path = os.path.join(out_dir, file_name) if file_name else path
   metatrain.save_meta_params(params, path, {"rig": rig.name, "steps": settings.maml.num_steps,
                                             "heatmap_size": settings.heatmap_size,
                                             "theta_init": theta_init})
@@ -241,9 +257,19 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
     {"results": {method: result}, "paths": {...}, "timings": {...}, "example": {...}}.
   """
   os.makedirs(out_dir, exist_ok=True)
+  if settings.metafuse_init not in DEMO_INITS:
+    raise ValueError(f"demo metafuse_init={settings.metafuse_init!r}, expected one of "
+                     f"{DEMO_INITS}")
   timings = {}
   start = time.time()
-  meta, pretrain_rig = _pretrain_meta(settings, out_dir)
+  pretrain_rig = rigs_lib.get_rig(settings.pretrain_rig)
+  paper_maml = dataclasses.replace(settings.maml, loss="mse")
+  meta = paper_meta = None
+  if settings.metafuse_init == "shared":
+    meta, _ = _pretrain_meta(settings, out_dir)
+  if settings.paper_row and settings.metafuse_init != "shared":
+    paper_meta, _ = _pretrain_meta(dataclasses.replace(settings, maml=paper_maml), out_dir,
+                                   file_name="meta_params_paper.npz")
   timings["metatrain_s"] = time.time() - start
 
   rig = rigs_lib.get_rig(settings.target_rig)
@@ -260,20 +286,39 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
   poses = world.simulate_frames(rig, settings.limb_frames, settings.seed, return_heatmaps=False,
                                 **common)
   limb_lengths = pictorial.mean_limb_lengths(poses["joints3d"], settings.joint_set)
-  layer = finetune_lib.make_fusion_layer("metafuse", rig, settings.heatmap_size, init=meta,
-                                         temperature=settings.temperature, name="metafuse")
-  logging.info("demo: finetuning theta on %d labelled frames of %s (%d views), about %d steps",
-               settings.shots, rig.name, rig.num_views, settings.finetune.steps)
+  line = dict(temperature=settings.temperature, line_width_px=settings.line_width_px,
+              line_value=settings.line_value)
+  method = "self_calibrated" if settings.metafuse_init == "self_calibrated" else "metafuse"
+  layer = finetune_lib.make_fusion_layer(method, rig, settings.heatmap_size, init=meta,
+                                         labels=train["joints2d"], name="metafuse",
+                                         theta_grid=settings.theta_grid, **line)
+  logging.info("demo: finetuning theta on %d labelled frames of %s (%d views), about %d steps "
+               "(init: %s)", settings.shots, rig.name, rig.num_views, settings.finetune.steps,
+               settings.metafuse_init)
+  recipe = dict(target_sigma=settings.target_sigma, seed=settings.seed,
+                progress=settings.progress, head_size_px=train["head_size"])
   history = benchmark.finetune(layer, train["heatmaps"], train["joints2d"], settings.finetune,
-                               target_sigma=settings.target_sigma, seed=settings.seed,
-                               progress=settings.progress, label=f"finetune {rig.name}")
+                               label=f"finetune {rig.name}", loss=settings.loss,
+                               selection=settings.selection, **recipe)
   losses = history["loss"]
   checkpoint = finetune_lib.save_finetuned(
       layer, rig, checkpoint_dir,
-      {"method": "metafuse", "shots": settings.shots, "heatmap_size": settings.heatmap_size,
+      {"method": method, "shots": settings.shots, "heatmap_size": settings.heatmap_size,
        "temperature": settings.temperature, "epochs": history["epochs"],
-       "loss": losses[-1], "val_loss": min(history["val_loss"]), "source": "demo"})
+       "loss": losses[-1], "val_loss": min(history["val_loss"]), "source": "demo",
+       "kept_start": history["restored_init"], "val_jdr": history["best_val_jdr"]})
   timings["finetune_s"] = time.time() - start
+
+  paper_layer = None
+  if paper_meta is not None:
+    start = time.time()
+    paper_layer = finetune_lib.make_fusion_layer(
+        "metafuse", rig, settings.heatmap_size, init=paper_meta, name="metafuse_paper",
+        temperature=settings.temperature)
+    benchmark.finetune(paper_layer, train["heatmaps"], train["joints2d"], settings.finetune,
+                       label=f"finetune (paper) {rig.name}", loss="mse", selection="val_loss",
+                       **recipe)
+    timings["paper_row_s"] = time.time() - start
 
   calibrated_variant = None
   if settings.calibrated_variant:
@@ -281,11 +326,11 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
     meta_cal, _ = _pretrain_meta(settings, out_dir, theta_init="calibrated")
     calibrated_variant = finetune_lib.make_fusion_layer(
         "metafuse_calibrated", rig, settings.heatmap_size, init=meta_cal,
-        temperature=settings.temperature, name="metafuse_calibrated")
+        name="metafuse_calibrated", theta_grid=settings.theta_grid, **line)
     history_cal = benchmark.finetune(
         calibrated_variant, train["heatmaps"], train["joints2d"], settings.finetune,
-        target_sigma=settings.target_sigma, seed=settings.seed, progress=settings.progress,
-        label=f"finetune metafuse_calibrated {rig.name}")
+        label=f"finetune metafuse_calibrated {rig.name}", loss=settings.loss,
+        selection=settings.selection, **recipe)
     timings["calibrated_variant_s"] = time.time() - start
     logging.info("demo: metafuse_calibrated kept its init: %s", history_cal["restored_init"])
 
@@ -298,6 +343,8 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
           settings.line_value),
       shots_name: layer.materialize(),
   }
+  if paper_layer is not None:
+    methods[f"{shots_name} (paper)"] = paper_layer.materialize()
   if calibrated_variant is not None:
     methods[f"{shots_name}-calibrated"] = calibrated_variant.materialize()
   results = {}

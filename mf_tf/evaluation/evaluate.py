@@ -114,7 +114,7 @@ def _inside(joints2d, height, width):
 def evaluate_fusion(fusion_layer, frames: dict, rig, joint_set, temperature: float = 0.2, *,
                     limb_lengths=None, head_size=None,
                     pictorial_options: pictorial.PictorialOptions = pictorial.PictorialOptions(),
-                    batch_size: int = 16) -> dict:
+                    batch_size: int = 16, outlier_px: float | None = None) -> dict:
   """JDR and MPJPE of one fusion method on frames with ground truth.
 
   Args:
@@ -128,8 +128,11 @@ def evaluate_fusion(fusion_layer, frames: dict, rig, joint_set, temperature: flo
     limb_lengths: [J] mean limb lengths of TRAINING poses (`pictorial.mean_limb_lengths`);
       None: `default_limb_lengths(joint_set)`.
     head_size: Optional scalar or [N, V] head size in heatmap px overriding frames["head_size"].
-    pictorial_options: `pictorial.PictorialOptions`.
+    pictorial_options: `pictorial.PictorialOptions`; None skips the RPSM (its MPJPE is nan).
     batch_size: Frames per fusion call.
+    outlier_px: Robust triangulation (`triangulate_heatmap_joints`): views reprojecting farther
+      than this many heatmap px are dropped; None: plain weighted DLT. "mpjpe_triangulation_mm"
+      uses it; "mpjpe_dlt_mm" is always the plain DLT.
 
   Returns:
     The result dict (module docstring). A joint counts in the 2D metrics in the views where its
@@ -164,8 +167,12 @@ def evaluate_fusion(fusion_layer, frames: dict, rig, joint_set, temperature: flo
   jdr = metrics.jdr(coords, joints2d, head, valid)
   split = metrics.jdr_split(coords, joints2d, head, visibility, valid)
 
-  triangulated = triangulate.triangulate_heatmap_joints(coords, scores, rig, (height, width))
-  if num_frames:
+  plain = triangulate.triangulate_heatmap_joints(coords, scores, rig, (height, width))
+  triangulated = plain if outlier_px is None else triangulate.triangulate_heatmap_joints(
+      coords, scores, rig, (height, width), outlier_px)
+  if pictorial_options is None:  # 2D and DLT only (studies; RPSM is the slow part).
+    estimated = np.full_like(triangulated, np.nan)
+  elif num_frames:
     center = triangulated[:, joint_set.root]
     estimated = pictorial.rpsm(fused, rig, joint_set, limb_lengths, center, pictorial_options)
   else:
@@ -177,6 +184,7 @@ def evaluate_fusion(fusion_layer, frames: dict, rig, joint_set, temperature: flo
       "jdr_visible": split["visible"],
       "jdr_occluded": split["occluded"],
       "mpjpe_triangulation_mm": metrics.mpjpe(triangulated, joints3d),
+      "mpjpe_dlt_mm": metrics.mpjpe(plain, joints3d),
       "mpjpe_pictorial_mm": metrics.mpjpe(estimated, joints3d),
       "num_frames": int(num_frames),
   }

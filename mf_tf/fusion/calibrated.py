@@ -22,6 +22,7 @@ import numpy as np
 
 from mf_tf.fusion import ops
 from mf_tf.geometry import epipolar
+from mf_tf.geometry import self_calibration
 from mf_tf.geometry.rig import Rig
 
 # Translation (normalized units) that moves the whole base outside the map: a row of zeros.
@@ -91,6 +92,34 @@ def calibrated_base(heatmap_size, width_px: float = 1.0, value: float = 1.0) -> 
 def calibrated_parameters(rig: Rig, heatmap_size, width_px: float = 1.0, value: float = 1.0):
   """(omega_base [H, W], theta [P, HW, 6]) of MetaFuse^0 for `AffineFusion.assign_parameters`."""
   return calibrated_base(heatmap_size, width_px, value), calibrated_theta(rig, heatmap_size)
+
+
+def self_calibrated_theta(joints2d, num_views: int, heatmap_size, *, valid=None,
+                          return_info: bool = False, **kwargs):
+  """Epipolar-line theta of an uncalibrated rig, estimated from labelled joints.
+
+  The self-calibrated counterpart of `calibrated_theta`, for a rig given without calibration: the
+  pair fundamental matrices come from `self_calibration.estimate_pair_fundamentals` (robust
+  normalized eight-point on the labelled joints) instead of the cameras.
+
+  Args:
+    joints2d: [K, V, J, 2] labelled joints in heatmap pixels (undistorted), NaN if unlabelled.
+    num_views: V.
+    heatmap_size: int or (H, W), the heatmap the joints' coordinates refer to.
+    valid: None or [K, V, J] mask of usable labels.
+    return_info: Also return the info dict of `estimate_pair_fundamentals` (with "fundamental").
+    **kwargs: Keyword arguments of `self_calibration.robust_fundamental`.
+
+  Returns:
+    float32 [V (V - 1), H*W, 6] theta for `ops.line_base` (pairs order); with return_info,
+    (theta, info).
+  """
+  fundamental, info = self_calibration.estimate_pair_fundamentals(joints2d, num_views,
+                                                                  valid=valid, **kwargs)
+  theta = theta_from_fundamental(fundamental, heatmap_size)
+  if return_info:
+    return theta, {**info, "fundamental": fundamental}
+  return theta
 
 
 def row_line_distance(fundamental: np.ndarray, heatmap_size, row_argmax: np.ndarray):

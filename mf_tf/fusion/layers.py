@@ -126,6 +126,12 @@ class AffineFusion(_FusionLayer):
     base_init: "line" (`ops.line_base`, a horizontal epipolar-line prior) or "zeros".
     base_scale: Peak value of the "line" init. Small, so fusion starts close to the identity.
     theta_init: "translation" (`ops.translation_theta`) or "identity" (`ops.identity_theta`).
+    theta_grid: 0 (the paper): theta is one free 6-vector per (pair, target pixel), trained
+      directly. g >= 2: a smooth residual field: `theta` is frozen (the starting point, e.g. the
+      meta-learned or calibrated init) and what trains is `theta_residual` [P, g * g, 6] on a
+      g x g grid, interpolated bilinearly to every pixel (`ops.theta_field_basis`), so
+      theta_i = theta[i] + sum_k B[i, k] theta_residual[k]. Few labelled frames touch only the
+      pixels near joints; the field moves every pixel's theta with them.
     **kwargs: Passed to `keras.layers.Layer`.
 
   Call arguments:
@@ -137,7 +143,7 @@ class AffineFusion(_FusionLayer):
 
   def __init__(self, num_views, heatmap_size, temperature=ops.DEFAULT_TEMPERATURE,
                train_base=True, base_init="line", base_scale=0.05, theta_init="translation",
-               **kwargs):
+               theta_grid=0, **kwargs):
     super().__init__(num_views, heatmap_size, temperature, **kwargs)
     self._require_geometry()
     if base_init not in ("line", "zeros"):
@@ -148,6 +154,9 @@ class AffineFusion(_FusionLayer):
     self.base_init = base_init
     self.base_scale = float(base_scale)
     self.theta_init = theta_init
+    self.theta_grid = int(theta_grid)
+    if self.theta_grid == 1 or self.theta_grid < 0:
+      raise ValueError(f"theta_grid={theta_grid}, expected 0 (per-pixel theta) or >= 2")
 
   def _build_weights(self):
     if self.base_init == "line":
@@ -161,7 +170,18 @@ class AffineFusion(_FusionLayer):
         initializer=keras.initializers.Constant(base), trainable=self.train_base)
     self.theta = self.add_weight(
         name="theta", shape=(self.num_pairs, self.num_pixels, 6),
-        initializer=keras.initializers.Constant(theta), trainable=True)
+        initializer=keras.initializers.Constant(theta), trainable=not self.theta_grid)
+    if self.theta_grid:
+      self._theta_basis = tf.constant(ops.theta_field_basis(self.heatmap_size, self.theta_grid))
+      self.theta_residual = self.add_weight(
+          name="theta_residual", shape=(self.num_pairs, self.theta_grid ** 2, 6),
+          initializer="zeros", trainable=True)
+
+  def effective_theta(self):
+    """[P, HW, 6] the theta the fusion uses (`theta`, plus the smooth residual field)."""
+    if not self.theta_grid:
+      return self.theta
+    return self.theta + tf.einsum("nk,pkc->pnc", self._theta_basis, self.theta_residual)
 
   def freeze_base(self):
     """Stops training omega_base (paper Sec. 4.3: finetune theta only)."""
@@ -181,14 +201,14 @@ class AffineFusion(_FusionLayer):
                                        self.name))
 
   def _check_parameters(self):
-    for name, value in (("omega_base", self.omega_base), ("theta", self.theta)):
+    for name, value in (("omega_base", self.omega_base), ("theta", self.effective_theta())):
       if not np.all(np.isfinite(value.numpy())):
         raise ValueError(f"{self.name}: {name} holds NaN or Inf; expected finite values")
 
   def fusion_matrices(self):
     """[P, HW, HW] current fusion matrices."""
     return ops.affine_matrices(ops.check_finite(self.omega_base, "omega_base"),
-                               ops.check_finite(self.theta, "theta"))
+                               ops.check_finite(self.effective_theta(), "theta"))
 
   def _fuse(self, heatmaps):
     return ops.fuse(heatmaps, tf.cast(self.fusion_matrices(), heatmaps.dtype))
@@ -205,7 +225,7 @@ class AffineFusion(_FusionLayer):
     """
     self._check_parameters()
     omega_base = tf.convert_to_tensor(self.omega_base)
-    theta = tf.convert_to_tensor(self.theta)
+    theta = tf.convert_to_tensor(self.effective_theta())
     chunks = []  # One pair at a time: a 4-view rig at 64 x 64 would otherwise need > 20 GB.
     for pair in range(int(theta.shape[0])):
       matrix = _affine_matrices_compiled(omega_base, theta[pair:pair + 1])
@@ -222,7 +242,8 @@ class AffineFusion(_FusionLayer):
   def get_config(self):
     config = super().get_config()
     config.update({"train_base": self.train_base, "base_init": self.base_init,
-                   "base_scale": self.base_scale, "theta_init": self.theta_init})
+                   "base_scale": self.base_scale, "theta_init": self.theta_init,
+                   "theta_grid": self.theta_grid})
     return config
 
 
@@ -373,9 +394,3 @@ class MaterializedFusion(_FusionLayer):
     config["top_k"] = self.top_k
     return config
 
-
-FUSION_LAYERS = {
-    "affine": AffineFusion,
-    "naive": NaiveFusion,
-    "none": NoFusion,
-}

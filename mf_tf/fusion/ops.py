@@ -272,39 +272,94 @@ def peak_normalized_softmax(heatmaps: tf.Tensor, temperature: float = DEFAULT_TE
   return tf.exp((heatmaps - peak) / temperature)
 
 
-def fusion_loss(fused: tf.Tensor, target: tf.Tensor, weights: tf.Tensor | None = None,
-                temperature: float = DEFAULT_TEMPERATURE) -> tf.Tensor:
-  """Paper Eq. 3 with the temperature softmax: MSE between softmax_T(fused) and the target.
+LOSSES = ("mse", "ce")
 
-  The paper applies "softmax with T = 0.2 to every channel of the fused heatmap" and trains with
-  "MSE to the ground-truth heatmaps" without stating the normalization. Choice made here: the
-  softmax (which sums to 1) is rescaled to the target channel's mass, prediction =
-  softmax_T(fused) * sum(target), and compared with the peak-1 Gaussian target unchanged. Then
+
+def fusion_loss(fused: tf.Tensor, target: tf.Tensor, weights: tf.Tensor | None = None,
+                temperature: float = DEFAULT_TEMPERATURE, kind: str = "mse") -> tf.Tensor:
+  """Paper Eq. 3 with the temperature softmax: a per-channel loss of softmax_T(fused).
+
+  kind="mse" (the paper's "MSE to the ground-truth heatmaps"; its normalization is not stated).
+  Choice made here: the softmax (which sums to 1) is rescaled to the target channel's mass,
+  prediction = softmax_T(fused) * sum(target), and compared with the peak-1 Gaussian target:
     * the prediction keeps the argmax of the fused heatmap (the 2D estimate);
     * the optimum is fused = T * log(target) + c, i.e. the softmax equals the normalized target;
     * probability mass competes across pixels: a wrong peak is pushed down, the true one up
       (rescaling to peak 1 instead, exp((f - max f) / T), sharpens a wrong argmax; rejected);
     * magnitudes are O(1): the squared error is SUMMED over pixels (about 2 * pi * sigma^2 for a
-      peak in the wrong place, independent of heatmap size) and averaged over all B * V * J
-      channels, each multiplied by its weight (visibility; an all-zero target contributes 0).
+      peak in the wrong place, independent of heatmap size).
+  kind="ce": cross-entropy between the normalized target q = target / sum(target) and
+  softmax_T(fused), -sum_i q_i log softmax_T(fused)_i, minus the target's entropy (so a perfect
+  prediction scores 0). Same optimum as "mse"; the gradient does not vanish when the softmax puts
+  almost no mass near the true joint (the MSE gradient there is about the small predicted mass).
+
+  Either way the per-channel value is averaged over all B * V * J channels, each multiplied by
+  its weight (visibility; an all-zero target contributes 0).
 
   Args:
     fused: [B, V, H, W, J] fused heatmaps (pre-softmax).
     target: [B, V, H, W, J] Gaussian targets with peak 1.
     weights: [B, V, J] per-channel weights (0 drops a channel), or None for all ones.
     temperature: Softmax temperature T.
+    kind: "mse" or "ce" (`LOSSES`).
 
   Returns:
     Scalar loss (float32 unless the inputs are float64).
   """
+  if kind not in LOSSES:
+    raise ValueError(f"fusion loss kind={kind!r}, expected one of {LOSSES}")
   fused = tf.convert_to_tensor(fused)
   target = tf.cast(target, fused.dtype)
   mass = tf.reduce_sum(target, axis=[-3, -2], keepdims=True)
-  prediction = softmax_temperature(fused, temperature) * mass
-  per_channel = tf.reduce_sum(tf.square(prediction - target), axis=[-3, -2])  # [B, V, J]
+  if kind == "mse":
+    prediction = softmax_temperature(fused, temperature) * mass
+    per_channel = tf.reduce_sum(tf.square(prediction - target), axis=[-3, -2])  # [B, V, J]
+  else:
+    shape = tf.shape(fused)
+    rank = fused.shape.rank
+    flat_shape = tf.concat([shape[:rank - 3], [-1, shape[rank - 1]]], 0)
+    log_p = tf.nn.log_softmax(tf.reshape(fused, flat_shape) / temperature, axis=-2)
+    q = tf.math.divide_no_nan(target, mass)
+    q_flat = tf.reshape(q, flat_shape)
+    entropy = -tf.reduce_sum(tf.math.multiply_no_nan(tf.math.log(q_flat), q_flat), axis=-2)
+    per_channel = -tf.reduce_sum(q_flat * log_p, axis=-2) - entropy
   if weights is not None:
     per_channel = per_channel * tf.cast(weights, fused.dtype)
   return tf.reduce_mean(per_channel)
+
+
+def theta_field_basis(heatmap_size, grid_size: int) -> np.ndarray:
+  """Bilinear interpolation from a coarse g x g grid of thetas to every target pixel.
+
+  A smooth theta field (`AffineFusion(theta_grid=g)`): theta at target pixel i is
+  sum_k B[i, k] theta_grid[k], with the g x g grid nodes spanning the map corner to corner
+  (align_corners). The true epipolar theta varies smoothly with the target pixel, so a few
+  labelled frames, which touch only the pixels near joints, move the whole field.
+
+  Args:
+    heatmap_size: int or (H, W).
+    grid_size: g >= 2 nodes per side.
+
+  Returns:
+    float32 [H * W, g * g]; rows sum to 1.
+  """
+  height, width = heatmap_hw(heatmap_size)
+  grid_size = int(grid_size)
+  if grid_size < 2:
+    raise ValueError(f"theta grid_size={grid_size}, expected >= 2")
+
+  def axis_weights(count):  # [count, g] 1-D linear interpolation weights.
+    position = np.linspace(0.0, grid_size - 1.0, count) if count > 1 else np.zeros(1)
+    low = np.clip(np.floor(position).astype(int), 0, grid_size - 2)
+    frac = position - low
+    weights = np.zeros((count, grid_size))
+    weights[np.arange(count), low] = 1.0 - frac
+    weights[np.arange(count), low + 1] += frac
+    return weights
+
+  rows, cols = axis_weights(height), axis_weights(width)
+  return np.einsum("ra,cb->rcab", rows, cols).reshape(height * width,
+                                                      grid_size * grid_size).astype(np.float32)
 
 
 def heatmap_argmax(heatmaps: tf.Tensor) -> tf.Tensor:

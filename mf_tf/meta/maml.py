@@ -80,7 +80,7 @@ def pair_matrices(matrix: tf.Tensor) -> tf.Tensor:
 
 
 def pair_loss(matrix: tf.Tensor, heatmaps: tf.Tensor, target: tf.Tensor, weights: tf.Tensor,
-              temperature: float) -> tf.Tensor:
+              temperature: float, loss: str = "mse") -> tf.Tensor:
   """Fusion loss of one pair task (paper Eq. 1 and 3 on the target view).
 
   Args:
@@ -94,11 +94,11 @@ def pair_loss(matrix: tf.Tensor, heatmaps: tf.Tensor, target: tf.Tensor, weights
     Scalar loss.
   """
   fused = ops.fuse(heatmaps, pair_matrices(matrix))[:, 1:]  # [N, 1, H, W, J]
-  return ops.fusion_loss(fused, target[:, None], weights[:, None], temperature)
+  return ops.fusion_loss(fused, target[:, None], weights[:, None], temperature, loss)
 
 
 def task_losses(omega_base: tf.Tensor, theta: tf.Tensor, split: TaskSplit,
-                temperature: float) -> tf.Tensor:
+                temperature: float, loss: str = "mse") -> tf.Tensor:
   """Per-task losses of a task batch with per-task parameters.
 
   The fusion matrices of all tasks come from one batched `ops.affine_matrices` call; Eq. 1 and the
@@ -118,7 +118,7 @@ def task_losses(omega_base: tf.Tensor, theta: tf.Tensor, split: TaskSplit,
     raise ValueError("the number of tasks must be static (known at trace time)")
   matrices = ops.affine_matrices(omega_base, theta[:, None])[:, 0]  # [T, HW, HW]
   return tf.stack([pair_loss(matrices[task], split.heatmaps[task], split.target[task],
-                             split.weights[task], temperature) for task in range(num_tasks)])
+                             split.weights[task], temperature, loss) for task in range(num_tasks)])
 
 
 def tile_params(params: MetaParams, num_tasks, *, theta_offset=None) -> MetaParams:
@@ -138,6 +138,7 @@ def tile_params(params: MetaParams, num_tasks, *, theta_offset=None) -> MetaPara
 
 def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_steps: int,
           temperature: float, first_order: bool = False, train_omega: bool = True,
+          loss: str = "mse",
           theta_offset=None) -> tuple[MetaParams, tf.Tensor]:
   """Inner loop (Eq. 4-5): per-task gradient steps from shared or per-task parameters.
 
@@ -150,6 +151,7 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
     temperature: Softmax temperature T.
     first_order: Treat inner gradients as constants (no second-order terms in the outer gradient).
     train_omega: Also adapt omega_base (Eq. 5); False adapts theta only.
+    loss: `ops.fusion_loss` kind ("mse" or "ce").
     theta_offset: Optional [T, HW, 6] added to shared params' theta (calibrated variant, module
       docstring); only with shared params.
 
@@ -167,7 +169,7 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
   for _ in range(int(inner_steps)):
     with tf.GradientTape() as tape:
       tape.watch(fast)
-      losses = task_losses(fast.omega_base, fast.theta, support, temperature)
+      losses = task_losses(fast.omega_base, fast.theta, support, temperature, loss)
       total = tf.reduce_sum(losses)  # Task t's slice of the gradient is dL_t / d params_t.
     # The sampler's gather gives omega an IndexedSlices gradient; densify it for the update.
     grad_omega, grad_theta = (tf.convert_to_tensor(g) for g in
@@ -184,7 +186,7 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
 def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, inner_lr: float,
                    inner_steps: int, temperature: float, first_order: bool = False,
                    loss_scale: float | None = None, theta_offset=None,
-                   train_omega: bool = True) -> tuple[MetaParams, dict]:
+                   train_omega: bool = True, loss: str = "mse") -> tuple[MetaParams, dict]:
   """Outer gradient of the MAML objective (Eq. 6) for one batch of tasks.
 
   Args:
@@ -202,6 +204,7 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
       residual (module docstring).
     train_omega: The inner steps also adapt omega_base (Eq. 5); False adapts theta only (as
       finetuning on a new rig does). The outer step updates both either way.
+    loss: `ops.fusion_loss` kind ("mse" or "ce"), inner and outer.
 
   Returns:
     grads: `MetaParams` of gradients, same shapes as `params`.
@@ -213,8 +216,9 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
     tape.watch(params)
     adapted, support_losses = adapt(params, support, inner_lr=inner_lr, inner_steps=inner_steps,
                                     temperature=temperature, first_order=first_order,
-                                    train_omega=train_omega, theta_offset=theta_offset)
-    query_after = task_losses(adapted.omega_base, adapted.theta, query, temperature)
+                                    train_omega=train_omega, theta_offset=theta_offset,
+                                    loss=loss)
+    query_after = task_losses(adapted.omega_base, adapted.theta, query, temperature, loss)
     if loss_scale is None:
       objective = tf.reduce_mean(query_after)
     else:
@@ -224,7 +228,7 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
   num_tasks = tf.shape(query.heatmaps)[0]
   tiled = tile_params(MetaParams(*(tf.stop_gradient(p) for p in params)), num_tasks,
                       theta_offset=theta_offset)
-  query_before = task_losses(tiled.omega_base, tiled.theta, query, temperature)
+  query_before = task_losses(tiled.omega_base, tiled.theta, query, temperature, loss)
   metrics = {"support_loss": tf.reduce_mean(support_losses),
              "query_loss_before": tf.reduce_mean(query_before),
              "query_loss_after": tf.reduce_mean(query_after)}
@@ -233,7 +237,7 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
 
 def evaluate_adaptation(params: MetaParams, support: TaskSplit, query: TaskSplit, *,
                         inner_lr: float, inner_steps: int, temperature: float,
-                        theta_offset=None) -> dict:
+                        theta_offset=None, loss: str = "mse") -> dict:
   """Per-task query losses before and after `inner_steps` inner steps (no outer gradient).
 
   `theta_offset` [T, HW, 6]: the calibrated variant's per-task theta (module docstring).
@@ -244,9 +248,11 @@ def evaluate_adaptation(params: MetaParams, support: TaskSplit, query: TaskSplit
   params = MetaParams(*(tf.convert_to_tensor(p) for p in params))
   adapted, support_losses = adapt(params, support, inner_lr=inner_lr, inner_steps=inner_steps,
                                   temperature=temperature, first_order=True,
-                                  theta_offset=theta_offset)
+                                  theta_offset=theta_offset, loss=loss)
   tiled = tile_params(params, tf.shape(query.heatmaps)[0], theta_offset=theta_offset)
   return {"support_loss": support_losses,
-          "query_loss_before": task_losses(tiled.omega_base, tiled.theta, query, temperature),
+          "query_loss_before": task_losses(tiled.omega_base, tiled.theta, query, temperature,
+                                           loss),
           "query_loss_after": task_losses(tf.stop_gradient(adapted.omega_base),
-                                          tf.stop_gradient(adapted.theta), query, temperature)}
+                                          tf.stop_gradient(adapted.theta), query, temperature,
+                                          loss)}

@@ -24,6 +24,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from mf_tf.data import codec as codec_lib
@@ -34,23 +35,108 @@ from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import Rig
 from mf_tf.train import summaries
 
-METHODS = ("metafuse", "affine", "naive", "calibrated", "metafuse_calibrated")
+METHODS = ("metafuse", "affine", "naive", "calibrated", "metafuse_calibrated",
+           "self_calibrated", "metafuse_self_calibrated")
+# Methods whose theta comes from the labelled joints of the K frames (`labels`).
+LABEL_GEOMETRY_METHODS = ("self_calibrated", "metafuse_self_calibrated")
 
 
 class _FusionFit(keras.Model):
-  """Training wrapper: heatmaps -> fused, loss = `ops.fusion_loss` with per-joint weights."""
+  """Training wrapper: heatmaps -> fused, loss = `ops.fusion_loss` with per-joint weights.
 
-  def __init__(self, fusion, temperature, **kwargs):
+  With `proximal` > 0 the mean squared distance of the trainable weights from their starting
+  values, times `proximal`, is added (a pull towards the pretrained or calibrated init).
+  """
+
+  def __init__(self, fusion, temperature, loss="mse", proximal=0.0, **kwargs):
     super().__init__(**kwargs)
     self.fusion = fusion
     self.temperature = float(temperature)
+    self.loss_kind = loss
+    self.proximal = float(proximal)
+    self._anchors = [tf.constant(v.numpy()) for v in fusion.trainable_variables]
 
   def call(self, heatmaps):
     return self.fusion(heatmaps)
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
     target, weights = y
-    return ops.fusion_loss(y_pred, target, weights, self.temperature)
+    loss = ops.fusion_loss(y_pred, target, weights, self.temperature, self.loss_kind)
+    if self.proximal > 0:
+      loss += self.proximal * tf.add_n([tf.reduce_mean(tf.square(v - a)) for v, a in zip(
+          self.fusion.trainable_variables, self._anchors)])
+    return loss
+
+
+def detection_rate(fused, joints2d, threshold_px: float, temperature: float) -> float:
+  """Percentage of labelled joints whose decoded 2D estimate lies within `threshold_px`.
+
+  The finetuning selection criterion (JDR on validation frames): decoded as evaluation does
+  (temperature softmax, then `HeatmapCodec.decode`); joints outside the map or non-finite are
+  not counted.
+
+  Args:
+    fused: [N, V, H, W, J] fused heatmaps (pre-softmax).
+    joints2d: [N, V, J, 2] true joints, heatmap px.
+    threshold_px: Detection radius, heatmap px (half the head size): a scalar or [N, V]
+      (per frame and view; nan drops the view).
+    temperature: Read-out softmax temperature.
+
+  Returns:
+    JDR in percent (nan when no joint is labelled).
+  """
+  fused = tf.convert_to_tensor(fused, tf.float32)
+  size = int(fused.shape[2])
+  coords, _ = codec_lib.HeatmapCodec(size).decode(ops.softmax_temperature(fused, temperature))
+  joints2d = np.asarray(joints2d, np.float64)
+  threshold = np.broadcast_to(np.asarray(threshold_px, np.float64)[..., None]
+                              if np.ndim(threshold_px) == 2 else threshold_px, joints2d.shape[:-1])
+  valid = np.all(np.isfinite(joints2d) & (joints2d >= -0.5) & (joints2d < size - 0.5), axis=-1)
+  valid &= np.isfinite(threshold)
+  error = np.linalg.norm(coords.numpy().astype(np.float64) - np.nan_to_num(joints2d), axis=-1)
+  if not valid.any():
+    return float("nan")
+  return float(100.0 * np.mean(error[valid] <= threshold[valid]))
+
+
+class _SelectByValidation(keras.callbacks.Callback):
+  """Keeps the best of {initial parameters, every epoch} by validation JDR (ties: lower loss).
+
+  The initial parameters are a candidate, so finetuning never ends below its starting point on
+  the validation frames. Stops after `patience` epochs without a new best.
+  """
+
+  def __init__(self, layer, heatmaps, joints2d, threshold_px, temperature, patience,
+               initial_jdr, initial_loss, criterion):
+    super().__init__()
+    self.layer, self.heatmaps, self.joints2d = layer, heatmaps, joints2d
+    self.threshold_px, self.read_temperature = threshold_px, temperature
+    self.patience, self.criterion = patience, criterion
+    self.best = (initial_jdr, -initial_loss) if criterion == "val_jdr" else (-initial_loss,)
+    self.best_epoch = 0  # 0: the initial parameters.
+    self.best_weights = [w.copy() for w in layer.get_weights()]
+    self.jdr = []
+    self._wait = 0
+
+  def on_epoch_end(self, epoch, logs=None):
+    fused = self.layer(self.heatmaps)
+    jdr = detection_rate(fused, self.joints2d, self.threshold_px, self.read_temperature)
+    self.jdr.append(jdr)
+    logs = {} if logs is None else logs
+    loss = float(logs.get("val_loss", np.inf))
+    logs["val_jdr"] = jdr
+    score = (jdr, -loss) if self.criterion == "val_jdr" else (-loss,)
+    if score > self.best:
+      self.best, self.best_epoch = score, epoch + 1
+      self.best_weights = [w.copy() for w in self.layer.get_weights()]
+      self._wait = 0
+    else:
+      self._wait += 1
+      if self._wait > self.patience:
+        self.model.stop_training = True
+
+  def on_train_end(self, logs=None):
+    self.layer.set_weights(self.best_weights)
 
 
 def validate_rig(rig: Rig) -> None:
@@ -76,6 +162,7 @@ def select_shots(num_available: int, shots: int, seed: int) -> np.ndarray:
 def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
                       temperature: float = ops.DEFAULT_TEMPERATURE,
                       line_width_px: float = 1.0, line_value: float = 0.3,
+                      theta_grid: int = 0, labels=None,
                       name: str = "fusion") -> keras.layers.Layer:
   """The fusion layer of `method` for `rig`, initialized for finetuning.
 
@@ -87,7 +174,12 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
       its calibrated theta (`calibrated.calibrated_theta` of the rig) + init.theta (the
       meta-learned residual delta [HW, 6]);
       "calibrated": `AffineFusion` from the rig's epipolar geometry (MetaFuse^0), omega_base
-      frozen; "naive": `NaiveFusion`, matrices from `init` ([P0, HW, HW] pretrained; taken pair by
+      frozen; "self_calibrated": the same for a rig given WITHOUT usable calibration: every
+      pair's fundamental matrix is estimated from the labelled joints `labels` (robust
+      normalized eight-point, `calibrated.self_calibrated_theta`);
+      "metafuse_self_calibrated": "metafuse_calibrated" with the self-calibrated theta in place
+      of the calibrated one (no calibration needed: the K labels give the geometry, meta-training
+      the residual and the base); "naive": `NaiveFusion`, matrices from `init` ([P0, HW, HW] pretrained; taken pair by
       pair when P0 = P, else every pair starts from their mean) or zeros when init is None.
     rig: The new rig (V >= 2).
     heatmap_size: H = W.
@@ -95,6 +187,9 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
     temperature: Softmax temperature T.
     line_width_px: Calibrated init: line cross-section std in px.
     line_value: Calibrated init: line peak.
+    labels: "self_calibrated": [K, V, J, 2] labelled joints of the K frames, heatmap px.
+    theta_grid: AffineFusion methods: 0 trains the per-pixel theta (the paper); g >= 2 trains a
+      smooth g x g residual field on top of the initial theta (`AffineFusion`).
     name: Layer name.
 
   Returns:
@@ -118,11 +213,26 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
         matrices = np.repeat(matrices.mean(axis=0, keepdims=True), pairs, axis=0)
       layer.matrices.assign(matrices)
     return layer
-  layer = fusion_layers.AffineFusion(num_views, size, temperature, train_base=False, name=name)
+  layer = fusion_layers.AffineFusion(num_views, size, temperature, train_base=False,
+                                     theta_grid=theta_grid, name=name)
   layer.build(shape)
   if method == "calibrated":
     layer.assign_parameters(*calibrated_lib.calibrated_parameters(rig, size, line_width_px,
                                                                   line_value))
+    return layer
+  label_theta = None
+  if method in LABEL_GEOMETRY_METHODS:
+    if labels is None:
+      raise ValueError(f"method {method!r} needs the labelled joints (labels=[K, V, J, 2])")
+    labels = np.asarray(labels, np.float64)
+    if labels.ndim != 4 or labels.shape[1] != num_views or labels.shape[-1] != 2:
+      raise ValueError(f"labels have shape {labels.shape}, expected [K, {num_views}, J, 2] for "
+                       f"rig {rig.name!r}")
+    inside = np.all((labels >= -0.5) & (labels < size - 0.5), axis=-1)
+    label_theta = calibrated_lib.self_calibrated_theta(labels, num_views, size, valid=inside)
+  if method == "self_calibrated":
+    layer.assign_parameters(calibrated_lib.calibrated_base(size, line_width_px, line_value),
+                            label_theta)
     return layer
   if init is None:
     raise ValueError(f"method {method!r} needs the pretrained (omega_base, theta) init")
@@ -131,19 +241,35 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
     theta = np.repeat(theta[None], layer.num_pairs, axis=0)
   if method == "metafuse_calibrated":
     theta = calibrated_lib.calibrated_theta(rig, size) + theta
+  elif method == "metafuse_self_calibrated":
+    theta = label_theta + theta
   layer.assign_parameters(omega, theta)
   return layer
+
+
+SELECTIONS = ("val_jdr", "val_loss")
 
 
 def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sigma: float,
                     learning_rate: float = 5e-3, epochs: int = 30, batch_size: int = 8,
                     validation_fraction: float = 0.2, patience: int = 5, seed: int = 0,
                     log_dir: str | None = None, progress: bool = True,
-                    jit_compile: bool = True, loss_temperature: float | None = None) -> dict:
-  """Finetunes a fusion layer in place on K labelled frames (paper Sec. 4.3).
+                    jit_compile: bool = True, loss_temperature: float | None = None,
+                    loss: str = "mse", proximal: float = 0.0, selection: str = "val_jdr",
+                    head_size_px: float | None = None) -> dict:
+  """Trains a fusion layer in place on labelled frames with Keras `fit` (paper Sec. 4.3).
 
-  `AffineFusion` trains theta only (its omega_base must be frozen, `train_base=False`);
-  `NaiveFusion` trains its matrices.
+  The one fusion training loop of mf_tf: few-shot finetuning (MetaFuse^K, AffineFuse^K,
+  NaiveFuse^K, calibrated variants) and NaiveFuse training on a whole rig's frames use it.
+  `AffineFusion` trains theta only (its omega_base must be frozen, `train_base=False`; with
+  `theta_grid` its smooth residual field); `NaiveFusion` trains its matrices.
+
+  Model selection: the initial parameters and the parameters after every epoch are candidates;
+  the one with the best validation criterion is kept (`selection`): "val_jdr" (default) the
+  detection rate of the held-out frames (ties broken by the lower validation loss), "val_loss"
+  the validation loss. Since the starting point is a candidate, finetuning never ends below it
+  on the validation frames; `restored_init` says when the starting point was kept. Training
+  stops after `patience` epochs without a new best.
 
   Args:
     layer: From `make_fusion_layer` (built, V views, H x H heatmaps).
@@ -154,23 +280,26 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
     learning_rate: Adam learning rate (paper: 5e-3).
     epochs: Maximum epochs.
     batch_size: Frames per step.
-    validation_fraction: Share of the K frames held out for val_loss / EarlyStopping (at least
-      one frame each side).
-    patience: EarlyStopping patience in epochs (best weights restored).
+    validation_fraction: Share of the K frames held out for selection (at least one frame
+      each side).
+    patience: Epochs without a new best before stopping.
     seed: Seed of the train/validation split and shuffling.
     log_dir: Optional TensorBoard directory.
     progress: Keras progress bar.
     jit_compile: Compile the train step with XLA.
     loss_temperature: Softmax temperature of the training loss; None: the layer's temperature
-      (the read-out temperature). See `config.fusion.loss_temperature`.
-
-  The initial parameters count as a candidate for early stopping: when no epoch reaches a lower
-  validation loss than the starting point, the starting parameters are restored (a few labelled
-  frames must never make the fusion worse on held-out frames than where it started).
+      (the read-out temperature).
+    loss: `ops.fusion_loss` kind, "mse" or "ce".
+    proximal: Weight of the squared distance of the trained weights from their start.
+    selection: "val_jdr" or "val_loss".
+    head_size_px: Head size for the validation JDR (detected within half of it), heatmap px:
+      a scalar or [K, V] per frame and view (e.g. the frames' "head_size"; <= 0 or nan drops
+      the view); None: CrossView's 0.1 of the side (25.6 px at 256 px input).
 
   Returns:
-    {"epochs": int, "loss": [...], "val_loss": [...], "initial_val_loss": float,
-    "restored_init": bool}.
+    {"epochs": int, "loss": [...], "val_loss": [...], "val_jdr": [...],
+    "initial_val_loss": float, "initial_val_jdr": float, "best_epoch": int (0: the initial
+    parameters), "restored_init": bool, "selection": str}.
   """
   heatmaps = np.asarray(heatmaps, np.float32)
   joints2d = np.asarray(joints2d, np.float32)
@@ -185,6 +314,12 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   if epochs < 1 or batch_size < 1 or patience < 0:
     raise ValueError(f"epochs={epochs}, batch_size={batch_size}, patience={patience}: expected "
                      "epochs, batch_size >= 1 and patience >= 0")
+  if selection not in SELECTIONS:
+    raise ValueError(f"finetune selection={selection!r}, expected one of {SELECTIONS}")
+  if loss not in ops.LOSSES:
+    raise ValueError(f"finetune loss={loss!r}, expected one of {ops.LOSSES}")
+  if not proximal >= 0:
+    raise ValueError(f"finetune proximal={proximal}, expected >= 0")
   if isinstance(layer, fusion_layers.AffineFusion) and layer.omega_base.trainable:
     raise ValueError("finetuning trains theta only: build the AffineFusion with "
                      "train_base=False (paper Sec. 4.3)")
@@ -201,14 +336,26 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   temperature = layer.temperature if loss_temperature is None else float(loss_temperature)
   if not temperature > 0:
     raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
-  model = _FusionFit(layer, temperature, name="fusion_finetune")
+  if head_size_px is None:
+    threshold = 0.05 * heatmaps.shape[2]
+  else:
+    head = np.asarray(head_size_px, np.float64)
+    if head.ndim not in (0, 2) or (head.ndim == 2 and head.shape != heatmaps.shape[:2]):
+      raise ValueError(f"head_size_px has shape {head.shape}, expected a scalar or "
+                       f"{heatmaps.shape[:2]} [K, V]")
+    threshold = 0.5 * np.where(head > 0, head, np.nan)
+    threshold = threshold[val] if threshold.ndim == 2 else float(threshold)
+  model = _FusionFit(layer, temperature, loss, proximal, name="fusion_finetune")
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
   val_data = (heatmaps[val], (target[val], weights[val]))
-  initial_weights = [w.copy() for w in layer.get_weights()]
-  initial_val = float(ops.fusion_loss(layer(heatmaps[val]), target[val], weights[val],
-                                      temperature))
-  callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience,
-                                             restore_best_weights=True)]
+  initial_fused = layer(heatmaps[val])
+  initial_val = float(ops.fusion_loss(initial_fused, target[val], weights[val], temperature,
+                                      loss))
+  initial_jdr = detection_rate(initial_fused, joints2d[val], threshold, layer.temperature)
+  selector = _SelectByValidation(layer, heatmaps[val], joints2d[val], threshold,
+                                 layer.temperature, patience, initial_jdr, initial_val,
+                                 selection)
+  callbacks = [selector]
   if log_dir:
     callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
   keras.utils.set_random_seed(seed)
@@ -216,16 +363,21 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                       validation_data=val_data,
                       epochs=epochs, batch_size=batch_size, shuffle=True,
                       callbacks=callbacks, verbose=1 if progress else 0)
-  val_losses = [float(v) for v in history.history["val_loss"]]
-  restored_init = not min(val_losses) < initial_val
+  restored_init = selector.best_epoch == 0
+  best_jdr = initial_jdr if restored_init else selector.jdr[selector.best_epoch - 1]
   if restored_init:
-    layer.set_weights(initial_weights)
-    logging.info("finetune: no epoch improved the validation loss %.4f of the initial "
-                 "parameters; kept them", initial_val)
+    logging.info("finetune: no epoch beat the initial parameters on the validation frames "
+                 "(%s; JDR %.1f%%, loss %.4f); kept them", selection, initial_jdr, initial_val)
+  else:
+    logging.info("finetune: kept epoch %d of %d (validation JDR %.1f%% -> %.1f%%)",
+                 selector.best_epoch, len(selector.jdr), initial_jdr, best_jdr)
   return {"epochs": len(history.history["loss"]),
           "loss": [float(v) for v in history.history["loss"]],
-          "val_loss": val_losses, "initial_val_loss": initial_val,
-          "restored_init": bool(restored_init)}
+          "val_loss": [float(v) for v in history.history["val_loss"]],
+          "val_jdr": [float(v) for v in selector.jdr],
+          "initial_val_loss": initial_val, "initial_val_jdr": initial_jdr,
+          "best_val_jdr": float(best_jdr), "best_epoch": int(selector.best_epoch),
+          "restored_init": bool(restored_init), "selection": selection}
 
 
 def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict) -> str:
@@ -273,13 +425,14 @@ def default_init_path(method: str, workdir: str) -> str:
   """Where the earlier stages write the init of `method`."""
   return {"metafuse": os.path.join(workdir, "metatrain", "meta_params.npz"),
           "metafuse_calibrated": os.path.join(workdir, "metatrain", "meta_params.npz"),
+          "metafuse_self_calibrated": os.path.join(workdir, "metatrain", "meta_params.npz"),
           "affine": os.path.join(workdir, "pretrain", "affine.npz"),
           "naive": os.path.join(workdir, "pretrain", "naive.npz")}.get(method, "")
 
 
 def load_init(method: str, path: str):
-  """The pretrained init of `method` from `path` (None for "calibrated")."""
-  if method == "calibrated":
+  """The pretrained init of `method` from `path` (None for methods that need none)."""
+  if method in ("calibrated", "self_calibrated"):
     return None
   if method == "naive":
     if not os.path.isfile(path):
@@ -327,7 +480,9 @@ def run(config, workdir: str, args) -> str:
   layer = make_fusion_layer(method, rig, size, init=load_init(method, init_path),
                             temperature=float(config.fusion.temperature),
                             line_width_px=float(config.fusion.line_width_px),
-                            line_value=float(config.fusion.line_value))
+                            line_value=float(config.fusion.line_value),
+                            theta_grid=0 if method == "naive" else int(section.theta_grid),
+                            labels=joints2d)
   rig_dir = os.path.join(workdir, "finetune", rig.name)
   history = finetune_fusion(
       layer, heatmaps, joints2d,
@@ -336,7 +491,11 @@ def run(config, workdir: str, args) -> str:
       batch_size=int(section.batch_size), validation_fraction=float(section.validation_fraction),
       patience=int(section.patience), seed=int(config.seed),
       log_dir=os.path.join(rig_dir, "tensorboard"),
-      loss_temperature=float(config.fusion.get("loss_temperature", config.fusion.temperature)))
+      loss_temperature=float(config.fusion.loss_temperature), loss=str(config.fusion.loss),
+      selection=str(section.selection), proximal=float(section.proximal))
+  logging.info("finetune: kept %s", "the starting parameters" if history["restored_init"] else
+               f"epoch {history['best_epoch']} (validation JDR {history['initial_val_jdr']:.1f}% "
+               f"-> {history['best_val_jdr']:.1f}%)")
   save_finetuned(layer, rig, rig_dir, {"method": method, "shots": int(shots),
                                        "heatmap_size": size, "init": init_path,
                                        "temperature": float(config.fusion.temperature),

@@ -9,20 +9,40 @@ run resumed from a checkpoint ends with the same parameters as an uninterrupted 
 outer gradient with one XLA-compiled function, and applies Adam. Under a tf.distribute strategy
 the tasks are split evenly over replicas; each replica's gradient is scaled by
 1 / tasks_per_step, so the optimizer's all-reduce (sum) gives the mean over all tasks.
+
+Checkpoints (<workdir>/checkpoints/ckpt-N) are verified on resume:
+
+  * Each checkpoint has a sidecar `ckpt-N.run.json` holding the `MamlSettings` and a fingerprint
+    of the data (pool frame count and content hash, the training pairs, the init). Resuming with
+    other settings or data is refused with one error listing every difference (old -> new);
+    `restart=True` (config.metatrain.restart) discards the checkpoints and starts over. num_steps
+    may grow (the task batch of a step does not depend on it), but not below the checkpoint's step.
+  * An unreadable (e.g. truncated) latest checkpoint is skipped with a warning naming it, and the
+    previous intact one is used; if none is intact, `CheckpointError` names them all.
+  * SIGINT / SIGTERM during training let the current step finish, save a checkpoint of it and then
+    stop (KeyboardInterrupt / SystemExit(128 + SIGTERM)); a second signal stops at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import glob
+import hashlib
 import json
 import os
+import shutil
+import signal
+import threading
+import zipfile
 from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from google.protobuf import text_format
 
 from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
@@ -32,6 +52,13 @@ from mf_tf.train import summaries
 
 META_PARAMS_FILE = "meta_params.npz"
 THETA_INITS = ("shared", "calibrated")
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_NAME = "ckpt"  # Checkpoint prefixes: <workdir>/checkpoints/ckpt-<step>.
+RUN_INFO_SUFFIX = ".run.json"  # Sidecar of each checkpoint prefix: settings + data fingerprint.
+
+
+class CheckpointError(ValueError):
+  """A meta-training checkpoint or meta-parameters file is unreadable or belongs to another run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +78,7 @@ class MamlSettings:
     target_sigma: Std of the Gaussian targets in heatmap px.
     seed: Seed of task draws.
     inner_omega: The inner steps adapt omega_base too (paper Eq. 5); False: theta only.
+    loss: `ops.fusion_loss` kind, "mse" or "ce" (the same as finetuning uses).
   """
 
   num_steps: int = 100
@@ -65,6 +93,7 @@ class MamlSettings:
   target_sigma: float = 2.0
   seed: int = 0
   inner_omega: bool = True
+  loss: str = "mse"
 
   def __post_init__(self):
     maml.validate_hyperparameters(self.inner_lr, self.inner_steps, self.temperature)
@@ -126,9 +155,12 @@ def pair_theta_offsets(theta_by_pair, pairs, num_views: int) -> np.ndarray:
 def save_meta_params(params: maml.MetaParams, path: str, metadata: dict | None = None) -> None:
   """Writes omega_base [H, W] and theta_init [HW, 6] (and JSON metadata) to an `.npz` file."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, omega_base=np.asarray(params.omega_base, np.float32),
-           theta=np.asarray(params.theta, np.float32),
-           metadata=np.asarray(json.dumps(metadata or {})))
+  tmp = f"{path}.tmp-{os.getpid()}"  # Renamed into place: readers never see half a file.
+  with open(tmp, "wb") as stream:
+    np.savez(stream, omega_base=np.asarray(params.omega_base, np.float32),
+             theta=np.asarray(params.theta, np.float32),
+             metadata=np.asarray(json.dumps(metadata or {})))
+  os.replace(tmp, path)
 
 
 def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
@@ -136,9 +168,21 @@ def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"meta-parameters file {path!r} does not exist (run "
                             "--mode=metatrain or --mode=pretrain first)")
-  with np.load(path) as data:
-    omega, theta = data["omega_base"], data["theta"]
-    metadata = json.loads(data["metadata"].item()) if "metadata" in data.files else {}
+  try:
+    with np.load(path) as data:
+      missing = [key for key in ("omega_base", "theta") if key not in data.files]
+      if missing:
+        raise CheckpointError(f"meta-parameters file {path!r} lacks arrays {missing}; it holds "
+                              f"{data.files}, expected omega_base and theta")
+      omega, theta = data["omega_base"], data["theta"]
+      metadata = json.loads(data["metadata"].item()) if "metadata" in data.files else {}
+  except (zipfile.BadZipFile, EOFError, OSError, ValueError, json.JSONDecodeError) as error:
+    if isinstance(error, CheckpointError):
+      raise
+    raise CheckpointError(
+        f"meta-parameters file {path!r} is unreadable ({type(error).__name__}: {error}); "
+        "expected the .npz written by --mode=metatrain or --mode=pretrain: the file is truncated "
+        "or corrupt, write it again") from error
   if omega.ndim != 2 or theta.shape != (omega.size, 6):
     raise ValueError(f"{path!r}: omega_base {omega.shape} and theta {theta.shape} are not "
                      "[H, W] and [H*W, 6]")
@@ -182,7 +226,8 @@ class MetaLearner:
     self._gradients = tf.function(functools.partial(
         maml.maml_gradients, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
         temperature=settings.temperature, first_order=settings.first_order,
-        loss_scale=1.0 / settings.tasks_per_step, train_omega=settings.inner_omega),
+        loss_scale=1.0 / settings.tasks_per_step, train_omega=settings.inner_omega,
+        loss=settings.loss),
         jit_compile=True)
     self._step_fn = tf.function(self._distributed_step)
 
@@ -228,12 +273,209 @@ class MetaLearner:
             for key, value in self._step_fn(support, query, theta_offset).items()}
 
 
+def check_loop_settings(num_steps: int, checkpoint_every: int) -> None:
+  """Raises ValueError unless num_steps >= 1 and checkpoint_every >= 1 (integers)."""
+  for name, value in (("num_steps", num_steps), ("checkpoint_every", checkpoint_every)):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+      raise ValueError(f"metatrain {name}={value!r}, expected an integer >= 1")
+
+
+# Arrays larger than this are hashed on a strided sample (dense pools are gigabytes).
+_HASH_FULL_BYTES = 64 << 20
+_HASH_STRIDE = 7
+
+
+def _hash_arrays(*arrays) -> str:
+  digest = hashlib.sha256()
+  for array in arrays:
+    if array is None:
+      digest.update(b"none;")
+      continue
+    array = np.asarray(array)
+    digest.update(f"{array.dtype.str}{array.shape};".encode())
+    if array.nbytes > _HASH_FULL_BYTES:
+      array = array.reshape(-1)[::_HASH_STRIDE]
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def data_fingerprint(pool: tasks_lib.FramePool, pairs, init: maml.MetaParams,
+                     theta_by_pair=None) -> dict:
+  """What a meta-training run trains on, to tell a checkpoint of other data on resume.
+
+  Args:
+    pool: The frame pool.
+    pairs: [P, 2] training pairs.
+    init: Initial meta-parameters.
+    theta_by_pair: Calibrated variant's per-pair theta, or None.
+
+  Returns:
+    JSON-ready dict: pool frame count and shape, SHA-256 prefixes of the pool arrays, the pairs
+    and the init (arrays over 64 MiB are hashed on every 7th value).
+  """
+  return {
+      "pool_frames": pool.num_frames,
+      "pool_views": pool.num_views,
+      "pool_joints": pool.num_joints,
+      "heatmap_size": int(pool.heatmap_size),
+      "pool_sha256": _hash_arrays(pool.joints2d, pool.visibility, pool.heatmaps, pool.peaks,
+                                  pool.amplitudes, pool.noise_seed,
+                                  np.asarray([pool.detector_sigma, pool.detector_noise])),
+      "pairs_sha256": _hash_arrays(np.asarray(pairs, np.int64)),
+      "init": "calibrated" if theta_by_pair is not None else "shared",
+      "init_sha256": _hash_arrays(init.omega_base, init.theta, theta_by_pair),
+  }
+
+
+def _run_info(settings: MamlSettings, fingerprint: dict) -> dict:
+  return {"settings": dataclasses.asdict(settings), "data": fingerprint}
+
+
+def run_differences(stored: dict, current: dict, step: int) -> list[str]:
+  """Each setting or data property that differs between two run infos, as "name: old -> new".
+
+  num_steps differs only when the new value is below `step` (the checkpoint's step): the task
+  batch of a step does not depend on num_steps, so a longer run continues honestly.
+  """
+  problems = []
+  for section in ("settings", "data"):
+    old, new = stored.get(section) or {}, current[section]
+    for key in sorted(set(old) | set(new)):
+      before, after = old.get(key, "(absent)"), new.get(key, "(absent)")
+      if section == "settings" and key == "num_steps":
+        if isinstance(after, int) and after < step:
+          problems.append(f"num_steps: {before} -> {after} (below the checkpoint's step {step})")
+        continue
+      if isinstance(before, list):
+        before = tuple(before)
+      if isinstance(after, list):
+        after = tuple(after)
+      if before != after:
+        problems.append(f"{key}: {before} -> {after}")
+  return problems
+
+
+def _write_json_atomic(path: str, value: dict) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as stream:
+    json.dump(value, stream, indent=1)
+  os.replace(tmp, path)
+
+
+def _checkpoint_files(prefix: str) -> list[str]:
+  return sorted(glob.glob(glob.escape(prefix) + ".data-*")) + [prefix + ".index"]
+
+
+def _restore_intact(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
+                    run_info: dict) -> str | None:
+  """Restores the newest readable checkpoint of `manager` after checking its run info.
+
+  Returns:
+    The restored checkpoint prefix, or None when there is no checkpoint.
+
+  Raises:
+    CheckpointError: no checkpoint is readable, or the restored one was written with other
+      settings or data (every difference listed).
+  """
+  prefixes = list(manager.checkpoints)
+  if not prefixes:  # No (readable) state file: the checkpoints on disk, by step.
+    found = glob.glob(os.path.join(glob.escape(manager.directory), f"{CHECKPOINT_NAME}-*.index"))
+    prefixes = sorted((path[:-len(".index")] for path in found),
+                      key=lambda prefix: int(prefix.rsplit("-", 1)[1]) if
+                      prefix.rsplit("-", 1)[1].isdigit() else -1)
+  unreadable = []
+  for prefix in reversed(prefixes):
+    try:
+      checkpoint.restore(prefix).assert_existing_objects_matched()
+    except (IndexError, ValueError, AssertionError, tf.errors.OpError) as error:
+      reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+      unreadable.append(f"{prefix} ({reason})")
+      logging.warning("metatrain: checkpoint %s is unreadable (%s; files %s); falling back to the "
+                      "previous checkpoint", prefix, reason, _checkpoint_files(prefix))
+      continue
+    step = int(checkpoint.step.numpy())
+    info_path = prefix + RUN_INFO_SUFFIX
+    try:
+      with open(info_path) as stream:
+        stored = json.load(stream)
+    except (OSError, json.JSONDecodeError) as error:
+      logging.warning("metatrain: %s is missing or unreadable (%s): cannot verify that "
+                      "checkpoint %s was written with the current settings and data",
+                      info_path, error, prefix)
+      return prefix
+    problems = run_differences(stored, run_info, step)
+    if problems:
+      raise CheckpointError(
+          f"checkpoint {prefix} (step {step}) was written with other settings or data: "
+          + "; ".join(problems) + ". Use the same settings to resume it, or pass restart=True "
+          "(--config.metatrain.restart=True) to discard its checkpoints and start over")
+    return prefix
+  if unreadable:
+    raise CheckpointError(
+        f"no intact checkpoint in {manager.directory}: " + "; ".join(unreadable)
+        + ". Pass restart=True (--config.metatrain.restart=True) to start over")
+  return None
+
+
+def _save_checkpoint(manager: tf.train.CheckpointManager, step: int, run_info: dict) -> str:
+  """Saves checkpoint `step` with its run-info sidecar; drops sidecars of deleted checkpoints."""
+  prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{step}")
+  # The sidecar first: a checkpoint never exists without it (a stray sidecar is harmless).
+  os.makedirs(manager.directory, exist_ok=True)
+  _write_json_atomic(prefix + RUN_INFO_SUFFIX, {**run_info, "step": step})
+  saved = manager.save(checkpoint_number=step)
+  kept = set(manager.checkpoints)
+  for path in glob.glob(os.path.join(glob.escape(manager.directory), "*" + RUN_INFO_SUFFIX)):
+    if path[:-len(RUN_INFO_SUFFIX)] not in kept:
+      os.remove(path)
+  logging.info("metatrain: saved checkpoint %s (step %d)", saved, step)
+  return saved
+
+
+@contextlib.contextmanager
+def _deferred_stop_signals():
+  """While active, SIGINT / SIGTERM only record a stop request (the loop stops after its step).
+
+  A second signal stops at once (KeyboardInterrupt / SystemExit). Outside the main thread,
+  signals cannot be handled and nothing changes.
+
+  Yields:
+    A dict whose "signum" is the first signal received, or None.
+  """
+  request = {"signum": None}
+  if threading.current_thread() is not threading.main_thread():
+    yield request
+    return
+
+  def handler(signum, frame):
+    del frame
+    if request["signum"] is not None:
+      raise _stop_exception(signum)
+    request["signum"] = signum
+    logging.warning("metatrain: %s received: finishing the current step, saving a checkpoint, "
+                    "then stopping (send it again to stop at once)", signal.Signals(signum).name)
+
+  previous = {signum: signal.signal(signum, handler)
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield request
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+
+
+def _stop_exception(signum: int) -> BaseException:
+  if signum == signal.SIGINT:
+    return KeyboardInterrupt()
+  return SystemExit(128 + int(signum))
+
+
 def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *,
                      init: maml.MetaParams | None = None, workdir: str | None = None,
                      strategy: tf.distribute.Strategy | None = None, checkpoint_every: int = 50,
                      progress: bool = True,
                      callback: Callable[[int, dict], None] | None = None,
-                     theta_by_pair=None) -> maml.MetaParams:
+                     theta_by_pair=None, restart: bool = False) -> maml.MetaParams:
   """Meta-trains MetaFuse's omega_base and theta initialization (paper Sec. 4.2).
 
   Args:
@@ -241,21 +483,29 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
     pairs: [P, 2] ordered (source, target) view pairs of the pool's rig to draw tasks from.
     settings: `MamlSettings`.
     init: Initial meta-parameters; None: `default_meta_params(pool.heatmap_size)`.
-    workdir: If set, checkpoints (resumed from when present) go to <workdir>/checkpoints and
-      TensorBoard scalars to <workdir>/tensorboard.
+    workdir: If set, checkpoints (resumed from when present, see the module docstring) go to
+      <workdir>/checkpoints and TensorBoard scalars to <workdir>/tensorboard; SIGINT / SIGTERM
+      then save a checkpoint of the last completed step before stopping.
     strategy: tf.distribute strategy (tasks are split over its replicas); None: default.
-    checkpoint_every: Steps between checkpoints (with workdir).
+    checkpoint_every: Steps between checkpoints (with workdir), >= 1.
     progress: Show a progress bar.
     callback: Called as callback(step, metrics) after every step (step counts from 1).
     theta_by_pair: Calibrated variant: [V (V - 1), HW, 6] calibrated theta of every ordered pair
       of the pool's rig (`calibrated_meta_init`); a task's theta starts from its pair's entry plus
       the meta-learned theta, which is then a shared residual delta. None: the paper's shared
       theta init.
+    restart: Discard existing checkpoints in workdir and start from `init`.
 
   Returns:
     The meta-learned `MetaParams` as numpy: omega_base [H, W] and theta [HW, 6] (the init of
     every new pair).
+
+  Raises:
+    ValueError: bad num_steps / checkpoint_every / init shape.
+    CheckpointError: no readable checkpoint, or the checkpoint belongs to other settings or data.
+    KeyboardInterrupt / SystemExit: after SIGINT / SIGTERM (with the checkpoint saved).
   """
+  check_loop_settings(settings.num_steps, checkpoint_every)
   init = init if init is not None else default_meta_params(pool.heatmap_size)
   size = pool.heatmap_size
   if tuple(np.shape(init.omega_base)) != (size, size):
@@ -265,40 +515,68 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
                                   settings.target_sigma, settings.seed)
   learner = MetaLearner(init, settings, strategy)
   manager = writer = None
+  run_info = None
   if workdir:
-    manager = tf.train.CheckpointManager(learner.checkpoint, os.path.join(workdir, "checkpoints"),
-                                         max_to_keep=2)
-    if manager.latest_checkpoint:
-      learner.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-      logging.info("metatrain: resumed from %s at step %d", manager.latest_checkpoint,
-                   int(learner.step))
+    run_info = _run_info(settings, data_fingerprint(pool, pairs, init, theta_by_pair))
+    checkpoint_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    if restart and os.path.isdir(checkpoint_dir):
+      logging.warning("metatrain: restart=True: discarding the checkpoints in %s", checkpoint_dir)
+      shutil.rmtree(checkpoint_dir)
+    try:
+      manager = tf.train.CheckpointManager(learner.checkpoint, checkpoint_dir, max_to_keep=2,
+                                           checkpoint_name=CHECKPOINT_NAME)
+    except (tf.errors.OpError, ValueError, text_format.ParseError) as error:
+      raise CheckpointError(
+          f"checkpoint state file {os.path.join(checkpoint_dir, 'checkpoint')} is unreadable "
+          f"({type(error).__name__}: {error}); pass restart=True "
+          "(--config.metatrain.restart=True) to start over") from error
+    restored = _restore_intact(learner.checkpoint, manager, run_info)
+    if restored:
+      logging.info("metatrain: resumed from %s at step %d", restored, int(learner.step))
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
   start = int(learner.step.numpy())
+  if start >= settings.num_steps:
+    logging.info("metatrain: already at step %d of num_steps=%d: the run is complete, nothing to "
+                 "train", start, settings.num_steps)
+    return learner.params
   bar = keras.utils.Progbar(settings.num_steps, stateful_metrics=None) if progress else None
   if bar is not None and start:
     bar.update(start)
-  for step in range(start, settings.num_steps):
-    pairs_drawn, frames = sampler.draw(step, settings.tasks_per_step)
-    support, query = sampler.make_splits(pairs_drawn, frames)
-    offset = (None if theta_by_pair is None else
-              pair_theta_offsets(theta_by_pair, pairs_drawn, pool.num_views))
-    metrics = learner.train_step(support, query, theta_offset=offset)
-    if not all(np.isfinite(list(metrics.values()))):
-      raise FloatingPointError(f"metatrain step {step}: non-finite losses {metrics}; lower "
-                               "inner_lr or outer_lr")
+  stop_signals = _deferred_stop_signals() if manager is not None else contextlib.nullcontext(
+      {"signum": None})
+  try:
+    with stop_signals as stop:
+      for step in range(start, settings.num_steps):
+        pairs_drawn, frames = sampler.draw(step, settings.tasks_per_step)
+        support, query = sampler.make_splits(pairs_drawn, frames)
+        offset = (None if theta_by_pair is None else
+                  pair_theta_offsets(theta_by_pair, pairs_drawn, pool.num_views))
+        metrics = learner.train_step(support, query, theta_offset=offset)
+        if not all(np.isfinite(list(metrics.values()))):
+          raise FloatingPointError(f"metatrain step {step}: non-finite losses {metrics}; lower "
+                                   "inner_lr or outer_lr")
+        if writer is not None:
+          with writer.as_default(step=step + 1):
+            for key, value in metrics.items():
+              summaries.write_scalar(f"metatrain/{key}", value, step + 1)
+        if bar is not None:
+          bar.update(step + 1, values=list(metrics.items()))
+        saved = False
+        if manager is not None and ((step + 1) % checkpoint_every == 0
+                                    or step + 1 == settings.num_steps):
+          _save_checkpoint(manager, step + 1, run_info)
+          saved = True
+        if stop["signum"] is not None:
+          if not saved:
+            _save_checkpoint(manager, step + 1, run_info)
+          logging.warning("metatrain: stopped by %s after step %d (checkpoint saved; run again "
+                          "to resume)", signal.Signals(stop["signum"]).name, step + 1)
+          raise _stop_exception(stop["signum"])
+        if callback is not None:
+          callback(step + 1, metrics)
+  finally:
     if writer is not None:
-      with writer.as_default(step=step + 1):
-        for key, value in metrics.items():
-          summaries.write_scalar(f"metatrain/{key}", value, step + 1)
-    if bar is not None:
-      bar.update(step + 1, values=list(metrics.items()))
-    if manager is not None and ((step + 1) % checkpoint_every == 0
-                                or step + 1 == settings.num_steps):
-      manager.save(checkpoint_number=step + 1)
-    if callback is not None:
-      callback(step + 1, metrics)
-  if writer is not None:
-    writer.flush()
+      writer.flush()
   return learner.params
 
 
@@ -316,7 +594,7 @@ def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,
                                   settings.target_sigma, seed)
   evaluate = tf.function(functools.partial(
       maml.evaluate_adaptation, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
-      temperature=settings.temperature), jit_compile=True)
+      temperature=settings.temperature, loss=settings.loss), jit_compile=True)
   chunk = settings.tasks_per_step  # One compiled shape; the task axis is unrolled in the step.
   params = maml.MetaParams(*(tf.constant(p) for p in params))
   results = []
@@ -342,7 +620,7 @@ def settings_from_config(config) -> MamlSettings:
       outer_lr=float(section.outer_lr), first_order=bool(section.first_order),
       temperature=float(config.fusion.get("loss_temperature", config.fusion.temperature)),
       target_sigma=common.target_sigma(config.model.target_sigma, config.heatmap_size),
-      seed=int(config.seed))
+      seed=int(config.seed), loss=str(config.fusion.loss))
 
 
 def run(config, workdir: str, args) -> maml.MetaParams:
@@ -357,6 +635,7 @@ def run(config, workdir: str, args) -> maml.MetaParams:
   from mf_tf.train import precompute
 
   settings = settings_from_config(config)
+  check_loop_settings(settings.num_steps, config.metatrain.checkpoint_every)
   pool_path = os.path.join(workdir, precompute.POOL_FILE)
   if os.path.isfile(pool_path):
     pool = tasks_lib.FramePool.load(pool_path)
@@ -394,7 +673,8 @@ def run(config, workdir: str, args) -> maml.MetaParams:
   params = metatrain_fusion(pool, train_pairs, settings, init=init, workdir=out_dir,
                             strategy=common.get_strategy(config.distribute),
                             checkpoint_every=int(config.metatrain.checkpoint_every),
-                            theta_by_pair=theta_by_pair)
+                            theta_by_pair=theta_by_pair,
+                            restart=bool(config.metatrain.get("restart", False)))
   if len(holdout_pairs):
     report["metatrained"] = evaluate_pairs(params, pool, holdout_pairs, settings,
                                            len(holdout_pairs), theta_by_pair=theta_by_pair)

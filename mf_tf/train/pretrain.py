@@ -40,7 +40,7 @@ def select_view_pairs(num_views: int, views) -> np.ndarray:
 def pretrain_affine(pool: tasks_lib.FramePool, pairs, *, steps: int, tasks_per_step: int,
                     frames_per_task: int, learning_rate: float, temperature: float,
                     target_sigma: float, seed: int, init: maml.MetaParams | None = None,
-                    progress: bool = True) -> maml.MetaParams:
+                    progress: bool = True, loss: str = "mse") -> maml.MetaParams:
   """AffineFuse pretraining: Adam on shared (omega_base, theta) over pair tasks, no inner step.
 
   Args:
@@ -55,6 +55,7 @@ def pretrain_affine(pool: tasks_lib.FramePool, pairs, *, steps: int, tasks_per_s
     seed: Task draw seed.
     init: Initial parameters; None: `metatrain.default_meta_params`.
     progress: Progress bar.
+    loss: `ops.fusion_loss` kind, "mse" or "ce".
 
   Returns:
     `MetaParams` (omega_base [H, W], theta [HW, 6]) as numpy.
@@ -70,12 +71,14 @@ def pretrain_affine(pool: tasks_lib.FramePool, pairs, *, steps: int, tasks_per_s
   theta = tf.Variable(np.asarray(init.theta, np.float32))
   optimizer = keras.optimizers.Adam(learning_rate)
   optimizer.build([omega, theta])
+  loss_kind = loss
 
   @tf.function(jit_compile=True)
   def step(split):
     with tf.GradientTape() as tape:
       tiled = maml.tile_params(maml.MetaParams(omega, theta), split.heatmaps.shape[0])
-      loss = tf.reduce_mean(maml.task_losses(tiled.omega_base, tiled.theta, split, temperature))
+      loss = tf.reduce_mean(maml.task_losses(tiled.omega_base, tiled.theta, split, temperature,
+                                             loss_kind))
     grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, [omega, theta])]
     optimizer.apply_gradients(zip(grads, [omega, theta]))
     return loss
@@ -94,7 +97,7 @@ def pretrain_affine(pool: tasks_lib.FramePool, pairs, *, steps: int, tasks_per_s
 
 def pretrain_naive(pool: tasks_lib.FramePool, views, *, epochs: int, batch_size: int,
                    learning_rate: float, temperature: float, target_sigma: float, seed: int,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, loss: str = "mse") -> np.ndarray:
   """NaiveFuse pretraining: free matrices of the selected views' pairs, Keras fit on all frames.
 
   Returns:
@@ -114,7 +117,7 @@ def pretrain_naive(pool: tasks_lib.FramePool, views, *, epochs: int, batch_size:
   finetune_lib.finetune_fusion(layer, heatmaps, joints2d, target_sigma=target_sigma,
                                learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
                                validation_fraction=0.1, patience=max(epochs, 1), seed=seed,
-                               progress=progress)
+                               progress=progress, loss=loss, selection="val_loss")
   return layer.matrices.numpy()
 
 
@@ -146,7 +149,8 @@ def run(config, workdir: str, args) -> str:
   views = tuple(config.pretrain.views)
   pairs = select_view_pairs(pool.num_views, views)
   sigma = common.target_sigma(config.model.target_sigma, pool.heatmap_size)
-  temperature = float(config.fusion.temperature)
+  temperature = float(config.fusion.loss_temperature)  # The training loss's, as every mode.
+  loss = str(config.fusion.loss)
   section = config.pretrain
   out_dir = os.path.join(workdir, "pretrain")
   os.makedirs(out_dir, exist_ok=True)
@@ -155,7 +159,7 @@ def run(config, workdir: str, args) -> str:
     params = pretrain_affine(pool, pairs, steps=steps, tasks_per_step=2,
                              frames_per_task=int(section.batch_size),
                              learning_rate=float(section.learning_rate), temperature=temperature,
-                             target_sigma=sigma, seed=int(config.seed))
+                             target_sigma=sigma, seed=int(config.seed), loss=loss)
     path = os.path.join(out_dir, "affine.npz")
     metatrain_lib.save_meta_params(params, path, {"method": "affine", "views": list(views),
                                                   "steps": steps})
@@ -164,7 +168,7 @@ def run(config, workdir: str, args) -> str:
                               batch_size=int(section.batch_size),
                               learning_rate=float(section.learning_rate),
                               temperature=temperature, target_sigma=sigma,
-                              seed=int(config.seed))
+                              seed=int(config.seed), loss=loss)
     path = os.path.join(out_dir, "naive.npz")
     np.savez(path, matrices=matrices, views=np.asarray(views))
   logging.info("pretrain %s -> %s", method, path)

@@ -11,6 +11,7 @@ from mf_tf.data import world
 from mf_tf.data.codec import HeatmapCodec
 from mf_tf.evaluation import evaluate
 from mf_tf.evaluation import pictorial
+from mf_tf.evaluation import triangulate
 from mf_tf.fusion import layers
 from mf_tf.geometry import rigs
 
@@ -122,3 +123,27 @@ def test_evaluate_mode_smoke(tmp_path):
   config.evaluate.checkpoint = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
     evaluate.run(config, str(tmp_path), args=None)
+
+
+def test_robust_triangulation_drops_the_view_that_disagrees():
+  rig = rigs.get_rig("h36m")
+  size = 64
+  point = np.array([[[100.0, -200.0, 900.0]]])  # [1, 1, 3] mm
+  coords = []
+  for camera in rig.cameras:
+    uv, _ = camera.project(point[0])
+    coords.append(uv * [size / camera.width, size / camera.height])
+  coords = np.stack(coords)[None]  # [1, V, 1, 2]
+  exact = triangulate.triangulate_heatmap_joints(coords, None, rig, size)
+  np.testing.assert_allclose(exact, point, atol=1e-3)
+  wrong = coords.copy()
+  wrong[0, 2, 0] += [6.0, -4.0]  # One gross 2D error (a distractor peak).
+  plain = triangulate.triangulate_heatmap_joints(wrong, None, rig, size)
+  robust = triangulate.triangulate_heatmap_joints(wrong, None, rig, size, outlier_px=2.0)
+  assert np.linalg.norm(plain - point) > 50.0
+  np.testing.assert_allclose(robust, point, atol=1e-3)
+  # Agreeing views are all kept: the robust result equals the plain one.
+  np.testing.assert_allclose(
+      triangulate.triangulate_heatmap_joints(coords, None, rig, size, outlier_px=2.0), exact)
+  with pytest.raises(ValueError, match="outlier_px"):
+    triangulate.triangulate_heatmap_joints(coords, None, rig, size, outlier_px=0.0)

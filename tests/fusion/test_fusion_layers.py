@@ -94,3 +94,26 @@ def test_freeze_base_and_train_base_false(data):
   layer.freeze_base()
   assert [w.name for w in layer.trainable_weights] == ["theta"]
   assert layers.AffineFusion.from_config(layer.get_config()).train_base is False
+
+
+def test_affine_fusion_smooth_theta_field(data, tmp_path):
+  inputs, targets = data
+  run_layer_test(layers.AffineFusion, {"num_views": 3, "heatmap_size": _SIZE, "theta_grid": 3},
+                 inputs, target_data=targets, tmp_path=tmp_path)
+  layer = layers.AffineFusion(3, _SIZE, theta_grid=3, train_base=False)
+  layer.build((None, 3, _SIZE, _SIZE, 1))
+  # Only the g x g residual trains; at zero residual the layer is the per-pixel one.
+  assert [v.name for v in layer.trainable_variables] == ["theta_residual"]
+  assert tuple(layer.theta_residual.shape) == (6, 9, 6)
+  plain = layers.AffineFusion(3, _SIZE, train_base=False)
+  plain.build((None, 3, _SIZE, _SIZE, 1))
+  np.testing.assert_allclose(layer(inputs), plain(inputs), atol=1e-6)
+  # A constant residual shifts every pixel's theta by the same amount.
+  shift = np.zeros((6, 9, 6), np.float32)
+  shift[..., 2] = 0.25
+  layer.theta_residual.assign(shift)
+  np.testing.assert_allclose(layer.effective_theta().numpy()[..., 2],
+                             layer.theta.numpy()[..., 2] + 0.25, atol=1e-6)
+  np.testing.assert_allclose(layer.materialize()(inputs), layer(inputs), atol=1e-5)
+  with pytest.raises(ValueError, match="theta_grid=1"):
+    layers.AffineFusion(3, _SIZE, theta_grid=1)

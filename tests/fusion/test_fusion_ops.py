@@ -136,3 +136,56 @@ def test_sparse_fusion_chunked_accumulation_matches(monkeypatch):
   xla = tf.function(ops.fuse_sparse, jit_compile=True)(heatmaps, values, indices).numpy()
   np.testing.assert_allclose(chunked, whole, atol=1e-5)
   np.testing.assert_allclose(xla, whole, atol=1e-5)
+
+
+def test_cross_entropy_loss_is_zero_at_its_optimum_and_matches_a_direct_formula():
+  rng = np.random.default_rng(3)
+  target = np.exp(-rng.uniform(0.0, 4.0, size=(2, 3, 5, 4, 2)))  # Positive, peak <= 1.
+  temperature = 0.2
+  optimum = temperature * np.log(target)  # softmax_T(optimum) = target / sum(target).
+  assert float(ops.fusion_loss(optimum, target, None, temperature, "ce")) == pytest.approx(
+      0.0, abs=1e-9)
+  fused = rng.normal(size=target.shape)
+  flat_f = fused.reshape(2, 3, 20, 2) / temperature
+  log_p = flat_f - np.log(np.exp(flat_f).sum(axis=2, keepdims=True))
+  q = target.reshape(2, 3, 20, 2) / target.reshape(2, 3, 20, 2).sum(axis=2, keepdims=True)
+  weights = rng.uniform(0.0, 1.0, size=(2, 3, 2))
+  expected = np.mean((np.sum(q * (np.log(q) - log_p), axis=2)) * weights)  # KL(q || p).
+  np.testing.assert_allclose(float(ops.fusion_loss(fused, target, weights, temperature, "ce")),
+                             expected, rtol=1e-9)
+  with pytest.raises(ValueError, match="kind='l1'"):
+    ops.fusion_loss(fused, target, None, temperature, "l1")
+
+
+def test_cross_entropy_gradient_matches_finite_differences_and_ignores_empty_targets():
+  rng = np.random.default_rng(4)
+  target = np.exp(-rng.uniform(0.0, 3.0, size=(1, 2, 3, 3, 2)))
+  target[0, 1, :, :, 1] = 0.0  # An all-zero target (joint outside the map) contributes 0.
+  fused = tf.Variable(rng.normal(size=target.shape))
+  with tf.GradientTape() as tape:
+    loss = ops.fusion_loss(fused, target, None, 0.5, "ce")
+  grad = tape.gradient(loss, fused).numpy()
+  assert np.all(grad[0, 1, :, :, 1] == 0.0) and np.isfinite(float(loss))
+  eps = 1e-6
+  for index in [(0, 0, 1, 2, 0), (0, 1, 0, 0, 0), (0, 0, 2, 2, 1)]:
+    step = np.zeros(target.shape)
+    step[index] = eps
+    numeric = (float(ops.fusion_loss(fused.numpy() + step, target, None, 0.5, "ce"))
+               - float(ops.fusion_loss(fused.numpy() - step, target, None, 0.5, "ce"))) / (2 * eps)
+    assert grad[index] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_theta_field_basis_interpolates_bilinearly_between_grid_nodes():
+  basis = ops.theta_field_basis((5, 7), 3)
+  assert basis.shape == (35, 9)
+  np.testing.assert_allclose(basis.sum(axis=1), 1.0, atol=1e-6)
+  # Corners and the centre are grid nodes: one weight of exactly 1.
+  for pixel, node in ((0, 0), (6, 2), (28, 6), (34, 8), (2 * 7 + 3, 4)):
+    np.testing.assert_allclose(basis[pixel], np.eye(9)[node], atol=1e-6)
+  # A field linear in the pixel position is reproduced exactly at every pixel.
+  node_y, node_x = np.meshgrid(np.linspace(0, 4, 3), np.linspace(0, 6, 3), indexing="ij")
+  rows, cols = np.mgrid[:5, :7]
+  np.testing.assert_allclose(basis @ (2 * node_x - node_y).ravel(), (2 * cols - rows).ravel(),
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="grid_size=1"):
+    ops.theta_field_basis(8, 1)

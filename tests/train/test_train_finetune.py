@@ -94,3 +94,57 @@ def test_finetune_mode_rejects_bad_config(tmp_path, default_config):
   config.finetune.shots = 1
   with pytest.raises(ValueError, match="shots"):
     finetune.run(config, str(tmp_path), None)
+
+
+def test_finetuning_never_ends_below_its_start_on_validation_jdr(rig):
+  # The calibrated init at line_value 0.3 is far from the MSE optimum (loss ~5x No-Fusion's)
+  # although its 2D estimates are good: training on that loss damps the fusion and loses
+  # detections. Selection by validation JDR keeps whichever candidate detects most.
+  size = 16
+  frames = world.simulate_frames(rig, 16, 7, heatmap_size=size)
+  layer = finetune.make_fusion_layer("calibrated", rig, size)
+  start = [w.copy() for w in layer.get_weights()]
+  history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
+                                     target_sigma=0.5, epochs=6, batch_size=4, patience=6,
+                                     learning_rate=5e-2, progress=False,
+                                     head_size_px=frames["head_size"], seed=1)
+  assert history["selection"] == "val_jdr" and len(history["val_jdr"]) >= 1
+  assert history["best_val_jdr"] >= history["initial_val_jdr"]
+  assert history["best_val_jdr"] == max([history["initial_val_jdr"]] + history["val_jdr"])
+  if history["restored_init"]:
+    for before, after in zip(start, layer.get_weights()):
+      np.testing.assert_array_equal(before, after)
+  # The kept parameters really score best_val_jdr on the validation frames.
+  order = np.random.default_rng(1).permutation(16)
+  val = order[:3]
+  jdr = finetune.detection_rate(layer(frames["heatmaps"][val]), frames["joints2d"][val],
+                                0.5 * frames["head_size"][val], layer.temperature)
+  assert jdr == pytest.approx(history["best_val_jdr"])
+
+
+def test_detection_rate_counts_joints_within_half_the_head_size():
+  size = 8
+  heatmaps = np.zeros((1, 2, size, size, 2), np.float32)
+  heatmaps[0, :, 3, 4, :] = 10.0  # Every channel peaks at (x=4, y=3).
+  joints = np.array([[[[4.0, 3.0], [6.0, 3.0]], [[4.0, 4.0], [np.nan, np.nan]]]])
+  # Errors 0, 2, 1 (the NaN joint is not counted); radius 1.5 detects 2 of 3.
+  assert finetune.detection_rate(heatmaps, joints, 1.5, 0.2) == pytest.approx(200.0 / 3)
+  # Per view: radius 0.5 in both views detects only the exact joint.
+  assert finetune.detection_rate(heatmaps, joints, np.array([[0.5, 0.5]]), 0.2) == pytest.approx(
+      100.0 / 3)
+  assert finetune.detection_rate(heatmaps, joints, np.array([[0.5, 1.0]]), 0.2) == pytest.approx(
+      200.0 / 3)
+
+
+def test_self_calibrated_init_from_labels_matches_the_calibrated_fusion(rig):
+  size = 16
+  frames = world.simulate_frames(rig, 30, 3, heatmap_size=size)
+  calibrated = finetune.make_fusion_layer("calibrated", rig, size)
+  self_calibrated = finetune.make_fusion_layer("self_calibrated", rig, size,
+                                               labels=frames["joints2d"])
+  # The self-calibrated lines come from the labelled joints only; fused maps agree closely.
+  test = world.simulate_frames(rig, 4, 4, heatmap_size=size)["heatmaps"]
+  a, b = calibrated(test).numpy(), self_calibrated(test).numpy()
+  assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
+  with pytest.raises(ValueError, match="labels"):
+    finetune.make_fusion_layer("self_calibrated", rig, size)

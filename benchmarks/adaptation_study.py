@@ -1,0 +1,311 @@
+r"""Few-shot rig adaptation study: which training choices make K labelled frames pay off.
+
+  python benchmarks/adaptation_study.py --workdir=/tmp/mf_study
+  python benchmarks/adaptation_study.py --workdir=/tmp/mf_study --rows=paper,default --shots=10
+
+Every row is one change of the finetuning recipe (loss, selection criterion, theta
+parameterization, proximal term, NaiveFuse schedule, triangulation); every row runs on the same
+seeds, the same pretrained models and the same held-out rigs (4 of the 6 held-out Panoptic
+cameras, Human3.6M, Shelf, and a procedural 4-camera ring the pretraining never saw). Columns
+are JDR / occluded JDR / MPJPE (triangulation) of No-Fusion, NaiveFuse^K, AffineFuse^K,
+MetaFuse^K, MetaFuse^0 (calibrated, no labels) and MetaFuse^0->K (the calibrated init
+finetuned), averaged over the rigs, plus each rig's numbers in study.json.
+
+Pretraining (MetaFuse by MAML, AffineFuse by Adam, NaiveFuse per view count) uses
+configs/benchmark.py's default settings and is cached in the workdir, so rows can be added and
+rerun cheaply. The RPSM is skipped (2D and DLT only): it does not depend on the recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from mf_tf.evaluation import benchmark
+from mf_tf.evaluation import evaluate
+from mf_tf.evaluation import pictorial
+from mf_tf.geometry import rigs as rigs_lib
+from mf_tf.meta import maml
+from mf_tf.train import finetune as finetune_lib
+from mf_tf.train import metatrain
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "/tmp/mf_study", "Pretrained models (cached) and study.json.")
+flags.DEFINE_list("rows", None, "Rows to run (default: all of ROWS).")
+flags.DEFINE_list("rigs", ["panoptic_heldout6", "h36m", "shelf", "ring4"], "Held-out rigs.")
+flags.DEFINE_integer("shots", 50, "K labelled frames.")
+flags.DEFINE_integer("test_frames", 60, "Test frames per rig.")
+flags.DEFINE_integer("full_frames", 400, "Training frames of NaiveFuse^full.")
+flags.DEFINE_integer("seed", 0, "Base seed.")
+flags.DEFINE_string("out", "study.json", "Results file in the workdir (rows are merged in).")
+flags.DEFINE_list("report", None, "Only print the tables of these result files (merged).")
+flags.DEFINE_list("methods", ["naive", "affine", "metafuse", "calibrated"],
+                  "Finetuned methods.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """One row: how every method is finetuned on K frames and read out in 3D."""
+  loss: str = "mse"
+  selection: str = "val_loss"
+  theta_grid: int = 0
+  proximal: float = 0.0
+  learning_rate: float = 5e-3
+  steps: int = 40
+  naive_learning_rate: float = 1e-4
+  naive_steps: int = 40
+  outlier_px: float | None = None
+  pretrain_loss: str = "mse"  # Loss of MetaFuse / AffineFuse pretraining.
+  line_value: float = 0.3  # Calibrated line peak (MetaFuse^0, self-calibrated, calibrated meta).
+  full: bool = False  # Also train NaiveFuse^full (all training frames) with the naive schedule.
+
+
+_PAPER = Recipe()  # The recipe before this study: MSE, early stopping on validation loss.
+ROWS = {
+    "paper": _PAPER,
+    "sel_jdr": dataclasses.replace(_PAPER, selection="val_jdr"),
+    "ce": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce"),
+    "grid4": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4),
+    "grid8": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=8),
+    "grid4_ce": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce"),
+    "grid4_lr2": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4,
+                                     learning_rate=2e-2),
+    "prox": dataclasses.replace(_PAPER, selection="val_jdr", proximal=1.0),
+    "naive_lr": dataclasses.replace(_PAPER, selection="val_jdr", naive_learning_rate=1e-3,
+                                    full=True),
+    "naive_paper_full": dataclasses.replace(_PAPER, full=True),
+    "robust3d": dataclasses.replace(_PAPER, selection="val_jdr", outlier_px=2.0),
+    "grid4_ce_lv01": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce",
+                                         line_value=0.1),
+    "ce_all": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce",
+                                  line_value=0.1, pretrain_loss="ce"),
+    "naive_ce_lr3": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce",
+                                        naive_learning_rate=1e-3, full=True),
+    "naive_ce_lr2": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce",
+                                        naive_learning_rate=1e-2, full=True),
+    "ce_all_pixel": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce", line_value=0.1,
+                                        pretrain_loss="ce"),
+}
+
+
+def _settings(seed: int) -> benchmark.BenchmarkSettings:
+  spec = importlib.util.spec_from_file_location("mf_tf_benchmark_config",
+                                                os.path.join(_CONFIGS, "benchmark.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # configs/ is a folder of config files, not a package.
+  config = module.get_config()
+  config.seed = seed
+  return benchmark.settings_from_config(config)
+
+
+def _pretrained(settings, view_counts, workdir, loss: str, line_value: float) -> dict:
+  """Pretrained models, cached as npz files in the workdir (per training loss).
+
+  Returns:
+    {"metafuse", "affine", "metafuse_calibrated": MetaParams, "naive": {V: matrices}}.
+  """
+  from mf_tf.data import world  # pylint: disable=import-outside-toplevel
+  from mf_tf.meta import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
+  maml_settings = dataclasses.replace(settings.maml, loss=loss)
+  rig = rigs_lib.get_rig(settings.pretrain_rig)
+  pool = None
+
+  def frame_pool():
+    nonlocal pool
+    if pool is None:
+      frames = benchmark.simulate(rig, settings.pretrain_frames, settings.seed, settings,
+                                  dense=False)
+      pool = tasks_lib.FramePool.from_frames(frames, settings.heatmap_size, settings.detector)
+    return pool
+
+  def cached(name, make):
+    path = os.path.join(workdir, f"{name}.npz")
+    if not os.path.isfile(path):
+      start = time.time()
+      metatrain.save_meta_params(make(), path, {"loss": loss})
+      logging.info("study: pretrained %s in %.0f s", name, time.time() - start)
+    return metatrain.load_meta_params(path)[0]
+
+  out = {"metafuse": cached(f"metafuse_{loss}", lambda: metatrain.metatrain_fusion(
+      frame_pool(), rig.pairs, maml_settings, progress=False))}
+  out["affine"] = cached(f"affine_{loss}", lambda: benchmark.pretrain_affine(
+      frame_pool(), rig.pairs, maml_settings, settings.affine_pretrain))
+
+  def calibrated_meta():
+    init, theta_by_pair = metatrain.calibrated_meta_init(rig, settings.heatmap_size,
+                                                         settings.line_width_px, line_value)
+    return metatrain.metatrain_fusion(frame_pool(), rig.pairs, maml_settings, init=init,
+                                      progress=False, theta_by_pair=theta_by_pair)
+
+  out["metafuse_calibrated"] = cached(f"metafuse_cal_{loss}_{line_value}", calibrated_meta)
+  out["naive"] = {}
+  for views in view_counts:
+    path = os.path.join(workdir, f"naive_{views}.npz")
+    if not os.path.isfile(path):
+      subset = rig.subset(range(views))
+      frames = benchmark.simulate(subset, settings.pretrain_frames, settings.seed + 17, settings)
+      layer = benchmark.naive_layer(None, views, settings.heatmap_size, settings.temperature,
+                                    f"naive_pretrain_{views}")
+      benchmark.finetune(layer, frames["heatmaps"], frames["joints2d"], settings.naive_pretrain,
+                         target_sigma=settings.target_sigma, seed=settings.seed,
+                         selection="val_loss")
+      np.savez(path, matrices=layer.matrices.numpy())
+    with np.load(path) as data:
+      out["naive"][views] = data["matrices"]
+  del world
+  return out
+
+
+def _rig(name: str):
+  if name == "ring4":  # Procedural: never part of any pretraining.
+    return rigs_lib.ring_rig(4, radius_mm=5200.0, height_mm=1900.0, seed=11)
+  rig = rigs_lib.get_rig(name)
+  return rig.subset(range(4)) if name == "panoptic_heldout6" else rig
+
+
+def _summary(result: dict) -> dict:
+  return {key: round(float(result[key]), 2) for key in (
+      "jdr_mean", "jdr_occluded", "mpjpe_triangulation_mm", "mpjpe_dlt_mm")}
+
+
+def run_row(recipe: Recipe, rig, frames, pretrained, settings, methods, shots, seed):
+  """{method label: summary} for one recipe on one rig."""
+  train, test, full = frames
+  size = settings.heatmap_size
+  evaluate_kwargs = dict(pictorial_options=None, outlier_px=recipe.outlier_px,
+                         batch_size=settings.eval_batch_size)
+  out = {}
+
+  def record(label, layer):
+    out[label] = _summary(evaluate.evaluate_fusion(layer, test, rig, settings.joint_set,
+                                                   settings.temperature, **evaluate_kwargs))
+
+  record("no_fusion", None)
+  record("metafuse^0", benchmark.calibrated_layer(rig, size, settings.temperature,
+                                                  settings.line_width_px, recipe.line_value))
+  inits = {"metafuse": pretrained["metafuse"], "affine": pretrained["affine"],
+           "naive": pretrained["naive"][rig.num_views], "calibrated": None,
+           "self_calibrated": None, "metafuse_calibrated": pretrained["metafuse_calibrated"]}
+  labels = train["joints2d"][:shots]
+  if "self_calibrated" in methods:  # No labelled frame is used beyond the K frames' 2D joints.
+    record("selfcal^0", finetune_lib.make_fusion_layer(
+        "self_calibrated", rig, size, temperature=settings.temperature, labels=labels,
+        line_width_px=settings.line_width_px, line_value=recipe.line_value).materialize())
+  for method in methods:
+    naive = method == "naive"
+    layer = finetune_lib.make_fusion_layer(
+        method, rig, size, init=inits[method], temperature=settings.temperature,
+        line_width_px=settings.line_width_px, line_value=recipe.line_value,
+        theta_grid=0 if naive else recipe.theta_grid, labels=labels, name=f"{method}_{shots}")
+    fit = benchmark.FitSettings(recipe.naive_steps if naive else recipe.steps,
+                                recipe.naive_learning_rate if naive else recipe.learning_rate)
+    history = benchmark.finetune(layer, train["heatmaps"][:shots], train["joints2d"][:shots],
+                                 fit, target_sigma=settings.target_sigma, seed=seed,
+                                 loss=recipe.loss, selection=recipe.selection,
+                                 proximal=0.0 if naive else recipe.proximal,
+                                 head_size_px=train["head_size"][:shots])
+    label = {"calibrated": "metafuse^0->K", "self_calibrated": "selfcal^0->K",
+             "metafuse_calibrated": "metacal^K"}.get(method, f"{method}^K")
+    record(label, layer if naive else layer.materialize())
+    out[label]["kept_init"] = history["restored_init"]
+  if recipe.full:
+    layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=settings.temperature,
+                                           name="naive_full")
+    steps = max(300, recipe.naive_steps)
+    benchmark.finetune(layer, full["heatmaps"], full["joints2d"],
+                       benchmark.FitSettings(steps, recipe.naive_learning_rate), seed=seed,
+                       target_sigma=settings.target_sigma, loss=recipe.loss,
+                       selection=recipe.selection, head_size_px=full["head_size"])
+    record("naive^full", layer)
+  return out
+
+
+def main(argv):
+  del argv
+  if FLAGS.report:
+    study = {}
+    for path in FLAGS.report:
+      with open(path) as stream:
+        for row, by_rig in json.load(stream).items():
+          study.setdefault(row, {}).update(by_rig)
+    print(markdown(study))
+    return
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  settings = _settings(FLAGS.seed)
+  rigs = [_rig(name) for name in FLAGS.rigs]
+  rows = FLAGS.rows or list(ROWS)
+  view_counts = sorted({r.num_views for r in rigs})
+  pretrained = {}
+  for row in rows:
+    key = (ROWS[row].pretrain_loss, ROWS[row].line_value)
+    if key not in pretrained:
+      pretrained[key] = _pretrained(settings, view_counts, FLAGS.workdir, *key)
+  path = os.path.join(FLAGS.workdir, FLAGS.out)
+  study = {}
+  if os.path.isfile(path):
+    with open(path) as stream:
+      study = json.load(stream)
+  for index, rig in enumerate(rigs):
+    seed = FLAGS.seed + 1000 * (index + 1)
+    frames = (benchmark.simulate(rig, max(FLAGS.shots, FLAGS.full_frames), seed, settings),
+              benchmark.simulate(rig, FLAGS.test_frames, seed + 1, settings), None)
+    frames = (frames[0], frames[1], frames[0])
+    for row in rows:
+      row_start = time.time()
+      recipe = ROWS[row]
+      result = run_row(recipe, rig, frames, pretrained[(recipe.pretrain_loss, recipe.line_value)],
+                       settings, FLAGS.methods,
+                       FLAGS.shots, seed)
+      result["seconds"] = round(time.time() - row_start, 1)
+      study.setdefault(row, {})[rig.name] = result
+      logging.info("study %s on %s: %s", row, rig.name, json.dumps(result))
+      with open(path + ".tmp", "w") as stream:
+        json.dump(study, stream, indent=1)
+      os.replace(path + ".tmp", path)
+  print(markdown(study))
+
+
+def markdown(study: dict) -> str:
+  """Rows x methods tables (JDR / occluded JDR / MPJPE tri): the mean over the rigs a row ran
+  on (their count in brackets), then one table per rig."""
+  methods = ["no_fusion", "naive^K", "affine^K", "metafuse^K", "metafuse^0", "metafuse^0->K",
+             "selfcal^0", "selfcal^0->K", "metacal^K", "naive^full"]
+  rigs = sorted({rig for by_rig in study.values() for rig in by_rig})
+  out = [_table(study, methods, rigs, "mean over rigs")]
+  for rig in rigs:
+    out.append(_table({row: {rig: by_rig[rig]} for row, by_rig in study.items() if rig in by_rig},
+                      methods, [rig], rig))
+  return "\n\n".join(out)
+
+
+def _table(study, methods, rigs, title):
+  lines = [f"### {title}", "", "| row | " + " | ".join(methods) + " |",
+           "|---" * (len(methods) + 1) + "|"]
+  for row, by_rig in study.items():
+    cells = []
+    for method in methods:
+      values = [r[method] for rig, r in by_rig.items()
+                if rig in rigs and isinstance(r, dict) and method in r]
+      if not values:
+        cells.append("")
+        continue
+      mean = {k: np.mean([v[k] for v in values]) for k in ("jdr_mean", "jdr_occluded",
+                                                           "mpjpe_triangulation_mm")}
+      cells.append(f"{mean['jdr_mean']:.1f} / {mean['jdr_occluded']:.1f} / "
+                   f"{mean['mpjpe_triangulation_mm']:.0f}")
+    lines.append(f"| {row} ({len(by_rig)}) | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  app.run(main)
