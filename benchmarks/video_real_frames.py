@@ -1,6 +1,6 @@
 r"""Real Panoptic frames: 3D reconstruction with and without epipolar fusion of the crop heatmaps.
 
-  python -m benchmarks.video_real_frames [--frames_dir=../shared/data/panoptic/demo] \
+  python -m benchmarks.video_real_frames [--frames_dir=tests/fixtures/panoptic_demo] \
       [--line_value=0.1] [--threshold_px=20] [--overlays=/tmp/overlays]
 
 BlazePose runs once per view and instant; the same detections then go through
@@ -26,7 +26,7 @@ from mf_tf.models import blazepose  # noqa: E402
 from mf_tf.modes import video  # noqa: E402
 
 _DEFAULT_FRAMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               os.pardir, "shared", "data", "panoptic", "demo")
+                               "tests", "fixtures", "panoptic_demo")
 
 
 def main() -> None:

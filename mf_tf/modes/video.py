@@ -1,8 +1,8 @@
 r"""--mode=video: multi-person 3D poses from synchronized real frames of a calibrated rig.
 
   python -m mf_tf.main --mode=video --workdir=/tmp/video \
-      --config.video.frames_dir=../shared/data/panoptic/demo \
-      --config.video.rig=../shared/data/panoptic/demo/camera_parameters.json
+      --config.video.frames_dir=tests/fixtures/panoptic_demo \
+      --config.video.rig=tests/fixtures/panoptic_demo/camera_parameters.json
 
 Input: `frames_dir` holds one subfolder per camera, named as the rig's cameras (e.g. 00_03), each
 with one image per instant (.jpg / .jpeg / .png). An instant's key is the file name without its

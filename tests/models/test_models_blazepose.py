@@ -2,6 +2,7 @@
 the real models on real Panoptic frames (skipped when the model cache is empty)."""
 
 import hashlib
+import pathlib
 import zipfile
 
 import numpy as np
@@ -245,8 +246,8 @@ def model(model_paths):
 
 
 @pytest.fixture(scope="module")
-def demo_frames(shared_data):
-  demo = shared_data / "panoptic" / "demo"
+def demo_frames(repo_root):
+  demo = pathlib.Path(repo_root) / "tests" / "fixtures" / "panoptic_demo"
   rig = calibration.read_panoptic(demo / "camera_parameters.json", "hd", list(_DEMO_CAMERAS))
   images = [blazepose.read_image(str(demo / name / f"{name}_00004500.jpg"))
             for name in _DEMO_CAMERAS]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -17,11 +18,8 @@ _CAMERAS = ("00_03", "00_06", "00_12", "00_13", "00_23")
 
 
 @pytest.fixture(scope="module")
-def demo(shared_data):
-  path = shared_data / "panoptic" / "demo"
-  if not (path / "camera_parameters.json").is_file():
-    pytest.skip(f"Panoptic demo frames missing under {path}")
-  return path
+def demo(repo_root):
+  return pathlib.Path(repo_root) / "tests" / "fixtures" / "panoptic_demo"  # In the repository.
 
 
 @pytest.fixture(scope="module")
