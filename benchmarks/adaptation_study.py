@@ -93,6 +93,8 @@ ROWS = {
                                         naive_learning_rate=1e-3, full=True),
     "naive_ce_lr2": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce",
                                         naive_learning_rate=1e-2, full=True),
+    "default": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce",
+                                   line_value=0.1, pretrain_loss="ce", naive_learning_rate=1e-3),
     "ce_all_pixel": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce", line_value=0.1,
                                         pretrain_loss="ce"),
 }

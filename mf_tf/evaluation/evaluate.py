@@ -266,20 +266,27 @@ def pictorial_options_from_config(section) -> pictorial.PictorialOptions:
       sampling=str(section.sampling))
 
 
-def build_methods(names, config, workdir: str, rig, heatmap_size: int) -> dict:
+def build_methods(names, config, workdir: str, rig, heatmap_size: int,
+                  rig_source: str | None = None) -> dict:
   """{name: fusion layer or None} of the methods named in `names`.
 
   Args:
     names: Sequence of "no_fusion" (None), "calibrated" (MetaFuse^0: the rig's epipolar theta
       and line base, no training; `mf_tf.fusion.calibrated`) and "finetuned" (the rig's
-      finetuned fusion, loaded with one call to `mf_tf.train.finetune.load_finetuned`).
+      finetuned fusion, loaded with `mf_tf.train.common.load_finetuned_for`, which refuses a
+      checkpoint whose stored rig has other cameras than `rig`).
     config: The experiment config (fusion and evaluate sections).
-    workdir: Work directory; the finetuned checkpoint defaults to <workdir>/finetune/<rig>.
+    workdir: Work directory; the finetuned checkpoint defaults to <workdir>/finetune/<rig.name>.
     rig: The evaluated `Rig`.
     heatmap_size: Heatmap side in pixels.
+    rig_source: How the rig was given (built-in name or rig file), for messages; None: its name.
+
+  Raises:
+    RigMismatchError: The finetuned checkpoint was trained for another calibration.
   """
   from mf_tf.fusion import calibrated
   from mf_tf.fusion import layers
+  from mf_tf.train import common  # Checkpoints are resolved as the training modes write them.
 
   methods = {}
   for name in names:
@@ -292,10 +299,11 @@ def build_methods(names, config, workdir: str, rig, heatmap_size: int) -> dict:
           rig, heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
       methods[name] = layer.materialize()  # Matrices computed once, not per batch.
     elif name == "finetuned":
-      checkpoint = config.evaluate.checkpoint or os.path.join(workdir, "finetune", rig.name)
+      checkpoint = config.evaluate.checkpoint or common.finetuned_rig_dir(
+          os.path.join(workdir, "finetune"), rig)
       if os.path.exists(checkpoint):
-        from mf_tf.train import finetune  # The finetuning stage owns its checkpoint format.
-        methods[name] = finetune.load_finetuned(checkpoint)[0]  # (layer, rig, meta)
+        methods[name] = common.load_finetuned_for(
+            checkpoint, rig, rig.name if rig_source is None else rig_source)[0]
       elif config.evaluate.checkpoint:
         raise FileNotFoundError(f"config.evaluate.checkpoint={checkpoint!r} does not exist")
       else:
@@ -310,9 +318,9 @@ def run(config, workdir: str, args) -> dict:
   """--mode=evaluate: writes <workdir>/evaluate/<rig>/results.{json,md}."""
   del args  # No CLI-only flags are used.
   from mf_tf.data import world
-  from mf_tf.geometry import rigs
+  from mf_tf.train import common  # Rigs are resolved as the training modes resolve them.
 
-  rig = rigs.get_rig(config.rig.target)
+  rig = common.load_rig(config.rig.target)  # A built-in name or a rig file ("name": rig.name).
   joint_set = joints_lib.get_joint_set(config.joint_set)
   section = config.evaluate
   seed = int(config.seed) + int(section.seed_offset)
@@ -325,7 +333,8 @@ def run(config, workdir: str, args) -> dict:
   options = pictorial_options_from_config(section)
   results = {}
   names = [name.strip() for name in str(section.methods).split(",") if name.strip()]
-  methods = build_methods(names, config, workdir, rig, int(config.heatmap_size))
+  methods = build_methods(names, config, workdir, rig, int(config.heatmap_size),
+                          rig_source=str(config.rig.target))
   for name, layer in methods.items():
     results[name] = evaluate_fusion(layer, frames, rig, joint_set, config.fusion.temperature,
                                     limb_lengths=limb_lengths, pictorial_options=options,

@@ -4,7 +4,11 @@
         --images=view0.jpg,view1.jpg,view2.jpg,view3.jpg --workdir=/tmp/mf_tf
 
 One image per view, in the rig's camera order, each the camera's whole frame: it is resized
-(anisotropically) to the model's S x S input, the same convention as the heatmaps. Prints the
+(anisotropically) to the served model's S x S input, the same convention as the heatmaps. S is
+read from the served model's export record (`assets.extra/export_config.json` of its latest
+version under `config.export.dir`, default `<workdir>/export`); the exported signatures declare
+any image size (the size is checked inside the graph, with a message naming it), so TF Serving's
+GetModelMetadata cannot give it. Without that record, S is `config.image_size`. Prints the
 keypoints (image pixels of each camera), scores and, for a calibrated rig, the 3D joints (mm) as
 JSON and writes them to `<workdir>/predict/<rig>.json`.
 """
@@ -21,6 +25,7 @@ from absl import logging
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from mf_tf.serving import model_config
 from mf_tf.serving.server import GRPC_OPTIONS
 
 # Signature name -> its single input name (see mf_tf/serving/export.py).
@@ -94,6 +99,30 @@ def load_views(paths, image_size: int) -> np.ndarray:
   return tf.stack(views).numpy()
 
 
+def served_image_size(export_dir: str, rig_name: str) -> int | None:
+  """The image side S of the latest version of `rig_name` exported under `export_dir`.
+
+  Args:
+    export_dir: The export root (holding `<rig_name>/<version>/`).
+    rig_name: Served model name.
+
+  Returns:
+    S from the version's `assets.extra/export_config.json`, or None when there is no exported
+    version or record.
+
+  Raises:
+    ValueError: The record's image_size is not a positive integer.
+  """
+  record = model_config.read_export_config(os.path.join(export_dir, rig_name))
+  if record is None or "image_size" not in record:
+    return None
+  size = record["image_size"]
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f"export record of {rig_name!r} under {export_dir!r} has image_size "
+                     f"{size!r}, expected a positive integer")
+  return size
+
+
 def keypoints_json(outputs: dict[str, np.ndarray], rig_name: str, image_paths) -> dict:
   """Per-view keypoints (camera image pixels), scores and 3D joints of one frame, JSON-ready."""
   result = {
@@ -115,7 +144,17 @@ def run(config, workdir: str, args) -> None:
     raise ValueError("--mode=predict needs --rig=NAME (the served model name)")
   if not args.images:
     raise ValueError("--mode=predict needs --images=view0.jpg,view1.jpg,... (one per view)")
-  images = load_views(args.images, config.image_size)
+  export_dir = config.export.get("dir") or os.path.join(workdir, "export")
+  image_size = served_image_size(export_dir, args.rig)
+  if image_size is None:
+    image_size = int(config.image_size)
+    logging.warning("no export record of %r under %s (set --config.export.dir to the served "
+                    "export folder); resizing images to config.image_size=%d", args.rig,
+                    export_dir, image_size)
+  elif image_size != int(config.image_size):
+    logging.info("served model %r takes %d px images (config.image_size is %d); resizing to %d",
+                 args.rig, image_size, int(config.image_size), image_size)
+  images = load_views(args.images, image_size)
   outputs = predict(args.server, args.rig, images, timeout=config.export.client_timeout_s)
   result = keypoints_json(outputs, args.rig, list(args.images))
   text = json.dumps(result, indent=1)

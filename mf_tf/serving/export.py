@@ -32,8 +32,10 @@ baked in as constants; keypoints are undistorted in TF before triangulation. Inp
 inside the graph (view count, image size, value range, NaN), so a bad request fails with
 InvalidArgument and a message naming the bad value. A version is written to a temporary folder
 beside its final place and renamed, so a running server never sees half a model; models.config is
-replaced atomically. The SavedModel holds graphs and tensors only: loading it runs no Python code
-from the file.
+replaced atomically. Temporary folders left by a killed export are removed by the next export of
+the rig. Folders are written 0755 and files 0644 whatever the umask, so a TF Serving container
+running as another user can read them. The SavedModel holds graphs and tensors only: loading it
+runs no Python code from the file.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -65,7 +69,14 @@ SIGNATURE_HEATMAPS = "heatmaps"
 ASSETS_EXTRA = model_config.ASSETS_EXTRA
 WARMUP_FILE = model_config.WARMUP_FILE
 RIG_FILE = "rig.json"
-EXPORT_CONFIG_FILE = "export_config.json"
+EXPORT_CONFIG_FILE = model_config.EXPORT_CONFIG_FILE
+TEMP_PREFIX = ".tmp-"  # Not a number: TF Serving ignores a version folder while it is written.
+# `.tmp-<version>-<pid>-<random>`: the pid of the export writing it.
+_TEMP_OWNER = re.compile(r"^\.tmp-[0-9]+-([0-9]+)-")
+# A temporary folder whose name holds no pid is left by a killed export once it is this old.
+STALE_TEMP_AGE_S = 600.0
+DIR_MODE = 0o755  # Readable and searchable by a TF Serving container running as another user.
+FILE_MODE = 0o644
 
 
 # ----------------------------------------------------------------------------- TF geometry
@@ -338,10 +349,86 @@ class ExportModule(tf.Module):
     return self._from_heatmaps(self._check_heatmaps(heatmaps))
 
 
-# ----------------------------------------------------------------------------- fusion
-
-
 # ----------------------------------------------------------------------------- files
+
+
+def _pid_alive(pid: int) -> bool:
+  """Whether a process `pid` exists on this host."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # It exists, owned by another user.
+    return True
+  return True
+
+
+def remove_stale_temporaries(model_dir: str, max_age_s: float = STALE_TEMP_AGE_S,
+                             now: float | None = None) -> list[str]:
+  """Removes the temporary version folders of `model_dir` that no running export owns.
+
+  A `.tmp-*` folder is stale when the pid in its name (`.tmp-<version>-<pid>-...`) is not a
+  running process on this host, or, for a name without a pid, when it was last modified more
+  than `max_age_s` ago. A folder of a running export is kept however old it is.
+
+  Args:
+    model_dir: `<export_dir>/<rig_name>`.
+    max_age_s: Age in seconds past which a folder without a pid is stale.
+    now: Current time (seconds since the epoch); None: `time.time()`.
+
+  Returns:
+    The folders removed.
+  """
+  if not os.path.isdir(model_dir):
+    return []
+  now = time.time() if now is None else float(now)
+  removed = []
+  for entry in sorted(os.listdir(model_dir)):
+    path = os.path.join(model_dir, entry)
+    if not entry.startswith(TEMP_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
+      continue
+    owner = _TEMP_OWNER.match(entry)
+    if owner:
+      pid = int(owner.group(1))
+      if _pid_alive(pid):
+        continue
+      reason = f"its export (pid {pid}) is no longer running"
+    else:
+      try:
+        age = now - os.stat(path).st_mtime
+      except FileNotFoundError:  # Renamed into place or removed meanwhile.
+        continue
+      if age <= max_age_s:
+        continue
+      reason = f"no pid in its name and last modified {age:.0f} s ago (> {max_age_s:.0f} s)"
+    shutil.rmtree(path, ignore_errors=True)
+    logging.warning("removed stale temporary export folder %s: %s", path, reason)
+    removed.append(path)
+  return removed
+
+
+def make_dirs_readable(path: str) -> None:
+  """Creates `path` and its missing parents with mode 0755, whatever the umask."""
+  missing = []
+  folder = os.path.abspath(path)
+  while not os.path.isdir(folder):
+    missing.append(folder)
+    folder = os.path.dirname(folder)
+  os.makedirs(path, exist_ok=True)
+  for folder in missing:
+    os.chmod(folder, DIR_MODE)
+
+
+def make_tree_readable(root: str) -> None:
+  """Sets folders under `root` (itself included) to 0755 and files to 0644; links are left."""
+  os.chmod(root, DIR_MODE)
+  for folder, dirs, files in os.walk(root):
+    for name in dirs:
+      if not os.path.islink(os.path.join(folder, name)):
+        os.chmod(os.path.join(folder, name), DIR_MODE)
+    for name in files:
+      if not os.path.islink(os.path.join(folder, name)):
+        os.chmod(os.path.join(folder, name), FILE_MODE)
 
 
 def warmup_log(rig_name: str, num_views: int, image_size: int, batch_size: int = 1):
@@ -367,13 +454,17 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
     export_config: Settings and provenance, saved as `assets.extra/export_config.json`.
     warmup: Also write `assets.extra/tf_serving_warmup_requests`.
 
+  Stale temporary folders of killed exports are removed first (`remove_stale_temporaries`);
+  the version is written 0755 / 0644 (`make_tree_readable`).
+
   Returns:
     The final version folder.
 
   Raises:
     FileExistsError: `version` already exists (versions are immutable once served).
   """
-  os.makedirs(model_dir, exist_ok=True)
+  make_dirs_readable(model_dir)
+  remove_stale_temporaries(model_dir)
   if version is None:
     version = (model_config.latest_version(model_dir) or 0) + 1
   if int(version) < 1:
@@ -381,8 +472,9 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
   final = os.path.join(model_dir, str(int(version)))
   if os.path.exists(final):
     raise FileExistsError(f"version folder {final!r} already exists; versions are immutable")
-  # A name that is not a number: TF Serving ignores the folder while it is being written.
-  temp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=model_dir)
+  # A name that is not a number, so TF Serving ignores the folder while it is being written, and
+  # that holds this process's pid, so a later export can tell whether its writer still runs.
+  temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{int(version)}-{os.getpid()}-", dir=model_dir)
   try:
     tf.saved_model.save(module, temp, signatures=module.signatures())
     extra = os.path.join(temp, ASSETS_EXTRA)
@@ -394,6 +486,7 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
       model_config.write_warmup_requests(
           os.path.join(extra, WARMUP_FILE),
           [warmup_log(module.rig_name, module.num_views, module.image_size)])
+    make_tree_readable(temp)  # mkdtemp makes 0700; the umask may strip the files' read bits.
     os.rename(temp, final)
   except BaseException:
     shutil.rmtree(temp, ignore_errors=True)
@@ -419,6 +512,7 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
     The version folder written.
   """
   model_config.check_model_name(rig.name)
+  make_dirs_readable(export_dir)
   module = ExportModule(backbone, fusion, rig, sigma=sigma, triangulate=triangulate)
   record = dict(export_config or {})
   record.update(rig=rig.name, num_views=module.num_views, image_size=module.image_size,
@@ -464,37 +558,63 @@ def load_backbone(config, workdir: str):
   return build_backbone(config.model.backbone, config.image_size, num_joints, weights=path)
 
 
-def load_fusion(config, workdir: str, rig_name: str):
+def load_fusion(config, workdir: str, rig_spec: str):
   """(AffineFusion, Rig) of one rig, from `config.export.fusion_source`.
 
-  "finetuned": `mf_tf.train.finetune.load_finetuned(<config.export.finetuned_dir>/<rig>)`;
+  The rig is given as --config.rig.target is: a built-in rig name or a canonical rig file, whose
+  "name" field names the rig (the served model and the finetuned checkpoint folder
+  `<config.export.finetuned_dir>/<rig name>`, default `<workdir>/finetune/<rig name>`). A name
+  that is neither names a finetuned rig's folder, whose stored rig.json gives the rig.
+
+  "finetuned": `mf_tf.train.finetune.load_finetuned` of the rig's folder, refused when the
+  checkpoint's stored rig has other cameras than the given rig (`common.check_finetuned_rig`).
   "calibrated": MetaFuse^0, theta and base from the rig's calibration (no labelled frame).
+
+  Raises:
+    FileNotFoundError: "finetuned" and no checkpoint for the rig.
+    ValueError: An unknown fusion source or rig; RigMismatchError (a ValueError) when the
+      checkpoint was finetuned for another calibration.
   """
   from mf_tf.fusion import calibrated
   from mf_tf.fusion.layers import AffineFusion
   from mf_tf.geometry import rigs
+  from mf_tf.train import common  # Rigs and checkpoints are resolved as the training modes do.
 
   source = config.export.fusion_source
-  if source == "finetuned":
-    from mf_tf.train.finetune import load_finetuned  # Only this path needs the training code.
-
-    root = config.export.finetuned_dir or os.path.join(workdir, "finetune")
-    rig_dir = os.path.join(root, rig_name)
-    if not os.path.isdir(rig_dir):
-      raise FileNotFoundError(
-          f"no finetuned fusion for rig {rig_name!r} at {rig_dir!r}; run --mode=finetune first "
-          "or export MetaFuse^0 with --config.export.fusion_source=calibrated")
-    fusion, rig, _ = load_finetuned(rig_dir)
-    return fusion, rig
+  if source not in ("finetuned", "calibrated"):
+    raise ValueError(f"config.export.fusion_source is {source!r}, expected 'finetuned' or "
+                     "'calibrated'")
+  root = config.export.finetuned_dir or os.path.join(workdir, "finetune")
+  known = os.path.isfile(rig_spec) or rig_spec in rigs.list_rigs()
+  target = common.load_rig(rig_spec) if known else None
+  rig_dir = (common.finetuned_rig_dir(root, target) if target is not None
+             else os.path.join(root, rig_spec))
+  unknown = "" if known else (f"; {rig_spec!r} is neither a rig file nor a built-in rig, one of "
+                              f"{rigs.list_rigs()}")
   if source == "calibrated":
-    rig = rigs.get_rig(rig_name)
-    fusion = AffineFusion(rig.num_views, config.heatmap_size, config.fusion.temperature,
+    if target is None:  # A finetuned rig named by its folder: its checkpoint holds the rig.
+      stored = os.path.join(rig_dir, "rig.json")
+      if not os.path.isfile(stored):
+        raise ValueError(f"no rig {rig_spec!r}: no finetuned rig file {stored!r}{unknown}")
+      target = calibration.load_rig_file(stored)
+    fusion = AffineFusion(target.num_views, config.heatmap_size, config.fusion.temperature,
                           name="fusion")
     fusion.assign_parameters(*calibrated.calibrated_parameters(
-        rig, config.heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
+        target, config.heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
+    return fusion, target
+  if not os.path.isdir(rig_dir):
+    name = rig_spec if target is None else target.name
+    raise FileNotFoundError(
+        f"no finetuned fusion for rig {name!r} at {rig_dir!r}{unknown}; run --mode=finetune "
+        f"--config.rig.target={rig_spec} first or export MetaFuse^0 with "
+        "--config.export.fusion_source=calibrated")
+  if target is None:
+    from mf_tf.train.finetune import load_finetuned
+
+    fusion, rig, _ = load_finetuned(rig_dir)
     return fusion, rig
-  raise ValueError(f"config.export.fusion_source is {source!r}, expected 'finetuned' or "
-                   "'calibrated'")
+  fusion, _, _ = common.load_finetuned_for(rig_dir, target, rig_spec)
+  return fusion, target
 
 
 def synthetic_images(config, image_size: int, count: int) -> np.ndarray:
@@ -511,7 +631,11 @@ def synthetic_images(config, image_size: int, count: int) -> np.ndarray:
 
 
 def run(config, workdir: str, args) -> None:
-  """`--mode=export`: one SavedModel version per rig of `config.export.rigs` + models.config."""
+  """`--mode=export`: one SavedModel version per rig of `config.export.rigs` + models.config.
+
+  Each comma-separated entry of `config.export.rigs` (default `config.rig.target`) is a built-in
+  rig name or a rig file (see `load_fusion`); the model is served under the rig's name.
+  """
   del args
   root = export_dir(config, workdir)
   names = [n.strip() for n in (config.export.rigs or config.rig.target).split(",") if n.strip()]

@@ -11,6 +11,7 @@ temporary folders used while a version is being written) is ignored by the serve
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -23,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 MODELS_CONFIG = "models.config"
 ASSETS_EXTRA = "assets.extra"  # Files beside the SavedModel that TF Serving reads or ignores.
 WARMUP_FILE = "tf_serving_warmup_requests"  # In ASSETS_EXTRA; replayed by the server at load.
+EXPORT_CONFIG_FILE = "export_config.json"  # In ASSETS_EXTRA: the export's settings and shapes.
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -52,6 +54,30 @@ def latest_version(model_base_path: str) -> int | None:
   """Highest complete version under `model_base_path`, or None when there is none."""
   found = versions(model_base_path)
   return found[-1] if found else None
+
+
+def read_export_config(model_base_path: str, version: int | None = None) -> dict | None:
+  """The `assets.extra/export_config.json` of one exported version, or None when absent.
+
+  Args:
+    model_base_path: `<export_dir>/<model_name>`.
+    version: Version number; None: the latest complete version (the one TF Serving loads).
+
+  Returns:
+    The record written by the export (rig, num_views, image_size, heatmap_size, ...), or None
+    when there is no such version or file.
+  """
+  version = latest_version(model_base_path) if version is None else int(version)
+  if version is None:
+    return None
+  path = os.path.join(model_base_path, str(version), ASSETS_EXTRA, EXPORT_CONFIG_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    record = json.load(f)
+  if not isinstance(record, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+  return record
 
 
 def exported_models(export_dir: str) -> list[str]:
@@ -118,7 +144,11 @@ def read_models_config(path: str) -> dict[str, str]:
 
 
 def write_text_atomically(path: str, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+  """Writes `text` to a temporary file beside `path`, then renames it over `path` (mode 0644).
+
+  mkstemp creates the file 0600; the server reading it (a TF Serving container) may run as
+  another user, so the file is made readable by all before it replaces `path`.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, temp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
@@ -127,6 +157,7 @@ def write_text_atomically(path: str, text: str) -> None:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(temp_path, 0o644)
     os.replace(temp_path, path)
   except BaseException:
     if os.path.exists(temp_path):

@@ -128,6 +128,24 @@ def test_predict_mode_writes_keypoints_json(running, tmp_path):
   assert np.asarray(result["joints_3d_mm"]).shape == (NUM_JOINTS, 3)
 
 
+def test_predict_mode_resizes_to_the_served_image_size(running, exported, tmp_path):
+  paths = []
+  for view, image in enumerate(_images(seed=4)):
+    path = str(tmp_path / f"view{view}.png")
+    tf.io.write_file(path, tf.io.encode_png(tf.image.resize(image, [90, 120]).numpy().astype(
+        np.uint8)))
+    paths.append(path)
+  # Another image size than the served model's 64 px: the export record decides.
+  config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE // 2, "export": {
+      "client_timeout_s": 60.0, "dir": exported["dir"]}})
+  assert client.served_image_size(exported["dir"], "toy3") == IMAGE_SIZE
+  args = types.SimpleNamespace(server=running.address, rig="toy3", images=tuple(paths))
+  client.run(config, str(tmp_path), args)
+  with open(tmp_path / "predict" / "toy3.json") as f:
+    result = json.load(f)
+  assert np.asarray(result["views"][2]["keypoints_image"]).shape == (NUM_JOINTS, 2)
+
+
 def _call(running, request):
   with grpc.insecure_channel(running.address) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
