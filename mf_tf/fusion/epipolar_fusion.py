@@ -48,6 +48,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from mf_tf.fusion import ops
 from mf_tf.geometry.rig import ordered_pairs
 
 DEFAULT_LINE_WIDTH_PX = 1.0  # As the calibrated MetaFuse^0 (config.fusion.line_width_px).
@@ -66,7 +67,7 @@ def default_num_lines(heatmap_size, num_lines: int | None = None) -> int:
   """Pencil lines per pair: `num_lines` when given, else LINES_PER_PIXEL x the heatmap side."""
   if num_lines is not None:
     return int(num_lines)
-  return max(2, round(LINES_PER_PIXEL * max(_hw(heatmap_size))))
+  return max(2, round(LINES_PER_PIXEL * max(ops.heatmap_hw(heatmap_size))))
 
 
 def band_layout(heatmap_size, line_width_px: float) -> tuple[float, int, int, int]:
@@ -76,7 +77,7 @@ def band_layout(heatmap_size, line_width_px: float) -> tuple[float, int, int, in
   the major axis needs support sqrt(2) pixels on each side, hence rows floor(q) - half ..
   floor(q) + half + 1 around its minor coordinate q.
   """
-  height, width = _hw(heatmap_size)
+  height, width = ops.heatmap_hw(heatmap_size)
   support = BAND_SUPPORT_SIGMAS * float(line_width_px)
   half = int(math.ceil(support * math.sqrt(2.0)))
   return support, half, 2 * half + 2, max(height, width)
@@ -112,7 +113,7 @@ def line_plan(fundamental, heatmap_size, *, line_width_px: float = DEFAULT_LINE_
         pixel interpolates, its V - 1 source views in `ordered_pairs` order;
       target_weight: [V * H * W, 4 (V - 1)] float32 interpolation weights (0 where no line).
   """
-  height, width = _hw(heatmap_size)
+  height, width = ops.heatmap_hw(heatmap_size)
   sigma = float(line_width_px)
   if not sigma > 0:
     raise ValueError(f"line_width_px={line_width_px}, expected a positive width in pixels")
@@ -344,16 +345,6 @@ def epipolar_fuse(heatmaps, fundamental, *, line_width_px: float = DEFAULT_LINE_
       tf.constant(fundamental), height, width, float(line_width_px), float(line_value),
       num_lines)
   return apply_line_plan(heatmaps, plan, compiled)
-
-
-def _hw(heatmap_size) -> tuple[int, int]:
-  if isinstance(heatmap_size, (int, np.integer)):
-    height = width = int(heatmap_size)
-  else:
-    height, width = (int(s) for s in heatmap_size)
-  if height < 2 or width < 2:
-    raise ValueError(f"heatmap_size must be at least 2x2 pixels, got {heatmap_size!r}")
-  return height, width
 
 
 def _views_for_pairs(num_pairs: int) -> int:

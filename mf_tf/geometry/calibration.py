@@ -36,11 +36,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mf_tf import files
 from mf_tf.geometry.camera import (Camera, CalibrationError, check_distance_mm, check_field,
                                    check_intrinsics, check_rotation)
 from mf_tf.geometry.rig import Rig
@@ -192,20 +192,7 @@ def load_rig_file(path: str | os.PathLike, check_units: bool = True,
 
 def save_rig_file(rig: Rig, path: str | os.PathLike) -> None:
   """Writes a canonical rig JSON file atomically (a temporary file beside it, then os.replace)."""
-  path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  text = _format_rig_json(rig_to_dict(rig))
-  handle, temporary = tempfile.mkstemp(dir=folder, prefix=".rig-", suffix=".json.tmp")
-  try:
-    with os.fdopen(handle, "w") as stream:
-      stream.write(text)
-    os.chmod(temporary, 0o644)  # mkstemp creates 0600; rig files are shared data.
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
+  files.write_atomic(path, _format_rig_json(rig_to_dict(rig)))
 
 
 def _format_rig_json(d: dict) -> str:

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import zipfile
 
+from mf_tf import files
+
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 # One fixed wheel (the models are the same in every platform's wheel): asking pip for this
 # platform explicitly makes the step work the same from any host, e.g. macOS or aarch64 Linux.
@@ -138,22 +140,8 @@ def extract_models(wheel_path: str, cache_dir: str) -> dict[str, str]:
       data = archive.read(member)
       check_sha256(name, data, f"{wheel_path}:{member}")
       contents[name] = data
-  os.makedirs(cache_dir, exist_ok=True)
-  written = {}
-  for name, data in contents.items():
-    path = os.path.join(cache_dir, name)
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir)
-    try:
-      with os.fdopen(handle, "wb") as f:
-        f.write(data)
-      os.chmod(temporary, 0o644)  # mkstemp creates 0600; the models are not secret.
-      os.replace(temporary, path)
-    except BaseException:
-      if os.path.exists(temporary):
-        os.remove(temporary)
-      raise
-    written[name] = path
-  return written
+  return {name: files.write_atomic(os.path.join(cache_dir, name), data)
+          for name, data in contents.items()}
 
 
 def download_wheel(destination: str) -> str:
