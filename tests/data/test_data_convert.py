@@ -49,6 +49,11 @@ def test_mode_convert(tmp_path, annotation_pickle):
   data = h36m.read_h36m_annotations(str(tmp_path / "converted" / "h36m"))
   assert data["image"].shape == (4,) and sorted(data["cameras"]) == [
       "S11/0", "S11/1", "S11/2", "S11/3"]
+  items = annotation_pickle[1]
+  np.testing.assert_array_equal(data["image"], [item["image"] for item in items])
+  np.testing.assert_array_equal(data["joints_2d"], [item["joints_2d"][:, :2] for item in items])
+  np.testing.assert_array_equal(data["joints_3d"], [item["joints_3d"] for item in items])
+  np.testing.assert_array_equal(data["camera_id"], [0, 1, 2, 3])
   config.convert.input = ""
   with pytest.raises(ValueError, match="needs --config.convert.input"):
     convert.run(config, str(tmp_path), args=None)
@@ -66,3 +71,55 @@ def test_pickle_is_confined_to_the_converter(repo_root):
         if "import pickle" in text or "allow_pickle=True" in text:
           users.append(os.path.relpath(os.path.join(folder, name), repo_root))
   assert users == [os.path.join("mf_tf", "data", "convert.py")]
+
+
+def _tiny_camera(shift):
+  return {"R": np.eye(3), "T": np.array([[100.0 + shift], [-50.0], [2000.0]]),
+          "fx": 1100.0 + shift, "fy": 1120.0, "cx": 500.0, "cy": 510.0,
+          "k": np.array([[-0.2], [0.1], [0.01]]), "p": np.array([[1e-3], [-2e-3]]),
+          "w": 640, "h": 480}
+
+
+def test_tiny_annotation_converts_to_exact_arrays(tmp_path):
+  joints = np.arange(17, dtype=np.float64)
+  vis = np.zeros((17, 3))
+  vis[::2, 0] = 1.0  # Only the first column counts.
+  vis[:, 1:] = 7.0
+  items = [
+      {"image": "s_01_act_03_subact_02_ca_01/s_01_act_03_subact_02_ca_01_000042.jpg",
+       "joints_2d": np.stack([joints, 2 * joints, np.full(17, 9.0)], axis=1),  # [17, 3]
+       "joints_3d": np.stack([joints, -joints, joints + 1000.0], axis=1),
+       "joints_vis": vis, "subject": 1, "action": 3, "subaction": 2, "camera_id": 0,
+       "camera": _tiny_camera(0.0), "center": (320.0, 240.0), "scale": (2.0, 2.5),
+       "box": np.array([1.0, 2.0, 3.0, 4.0])},
+      {"image": "s_01_act_03_subact_02_ca_02/s_01_act_03_subact_02_ca_02_000042.jpg",
+       "image_id": 7, "joints_2d": np.stack([joints + 0.5, joints], axis=1),
+       "joints_3d": np.zeros((17, 3)), "joints_vis": np.ones(17), "subject": 1, "action": 3,
+       "subaction": 2, "camera_id": 1, "camera": _tiny_camera(10.0)},
+  ]
+  out = convert.convert_h36m_items(items, str(tmp_path / "tiny"), source="tiny.pkl")
+  data = h36m.read_h36m_annotations(out)
+  np.testing.assert_array_equal(data["image"], [item["image"] for item in items])
+  np.testing.assert_array_equal(data["joints_2d"][0], np.stack([joints, 2 * joints], axis=1))
+  np.testing.assert_array_equal(data["joints_2d"][1], np.stack([joints + 0.5, joints], axis=1))
+  np.testing.assert_array_equal(data["joints_3d"][0], items[0]["joints_3d"])
+  np.testing.assert_array_equal(data["joints_3d"][1], 0.0)
+  np.testing.assert_array_equal(data["joints_vis"][0], vis[:, 0])
+  np.testing.assert_array_equal(data["joints_vis"][1], 1.0)
+  np.testing.assert_array_equal(data["center"][0], [320.0, 240.0])
+  np.testing.assert_array_equal(data["scale"][0], [2.0, 2.5])
+  assert np.isnan(data["center"][1]).all() and np.isnan(data["scale"][1]).all()  # Absent.
+  for key, want in (("subject", [1, 1]), ("action", [3, 3]), ("subaction", [2, 2]),
+                    ("camera_id", [0, 1]), ("image_id", [42, 7])):  # 42: from the file name.
+    np.testing.assert_array_equal(data[key], want, err_msg=key)
+    assert data[key].dtype == np.int64, key
+  assert "box" not in data  # Optional arrays are kept only when every item has them.
+  assert sorted(data["cameras"]) == ["S1/0", "S1/1"]
+  for key, shift in (("S1/0", 0.0), ("S1/1", 10.0)):
+    camera = data["cameras"][key]
+    np.testing.assert_array_equal(camera.K, [[1100.0 + shift, 0, 500.0], [0, 1120.0, 510.0],
+                                             [0, 0, 1]])
+    np.testing.assert_array_equal(camera.R, np.eye(3))
+    np.testing.assert_allclose(camera.t, [-100.0 - shift, 50.0, -2000.0])  # t = -R T.
+    np.testing.assert_allclose(camera.dist, [-0.2, 0.1, 1e-3, -2e-3, 0.01])
+    assert (camera.width, camera.height) == (640, 480)

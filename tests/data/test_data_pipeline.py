@@ -116,7 +116,17 @@ def test_bad_requests(simulated):
     pipeline.make_dataset(compact_dir, 2, rig=rigs.ring_rig(3, seed=4))
   with pytest.raises(FileNotFoundError, match="meta.json"):
     pipeline.make_dataset(compact_dir + "_missing", 2)
-  assert rig.num_views == 3
+  # The rig it was written with is accepted, and is the one the dataset stores.
+  batch = next(pipeline.make_dataset(compact_dir, 2, rig=rig).as_numpy_iterator())
+  assert batch["heatmaps"].shape == (2, rig.num_views, SIZE, SIZE, 17)
+  assert np.abs(batch["heatmaps"]).max() > 0
+  stored = tfrecord.load_rig(compact_dir)
+  assert stored.camera_names == rig.camera_names
+  for got, want in zip(stored.cameras, rig.cameras):
+    for field in ("K", "R", "t", "dist"):
+      np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-9,
+                                 atol=1e-9, err_msg=f"{want.name}.{field}")
+    assert (got.width, got.height) == (want.width, want.height)
 
 
 @pytest.mark.parametrize("encoding", ["png", "raw"])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import sampler
 
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -46,13 +47,38 @@ def test_forward_matches_image_projective_transform(height, width):
   np.testing.assert_allclose(warped.numpy(), reference.numpy()[..., 0], atol=1e-5)
 
 
-def test_far_outside_reads_zero_and_nan_theta_does_not_crash():
+def test_far_outside_reads_zero():
   omega = tf.ones([4, 4], tf.float64)
   theta = tf.constant([[1.0, 0, 5.0, 0, 1, 0], [1.0, 0, -7.0, 0, 1, 3.0],
                        [1.0, 0, 1e12, 0, 1, 0]], tf.float64)
   np.testing.assert_allclose(sampler.warp_base(omega, theta).numpy(), 0.0)
-  out = sampler.warp_base(omega, tf.constant([[np.nan, 0, 0, 0, 1, 0]], tf.float64))
-  assert out.shape == (1, 16)
+
+
+def test_non_finite_theta_gives_nan_rows_and_leaves_the_other_rows_exact():
+  # The pure sampler does not check its inputs (the layers do, below): a transform with a
+  # non-finite parameter yields an all-NaN row, every other row is computed as if it were alone.
+  omega = tf.constant(np.random.default_rng(5).normal(size=(4, 4)))
+  theta = np.array([[1.0, 0, 0.1, 0, 1, 0], [np.nan, 0, 0, 0, 1, 0], [1.0, 0, 0, 0, 1, np.nan],
+                    [0.9, 0.1, 0, 0, 1, 0.2], [np.inf, 0, 0, 0, 1, 0]])
+  out = sampler.warp_base(omega, tf.constant(theta)).numpy()
+  assert out.shape == (5, 16)
+  np.testing.assert_array_equal(np.isnan(out).all(axis=1), [False, True, True, False, True])
+  finite_rows = [0, 3]
+  assert np.isfinite(out[finite_rows]).all()
+  np.testing.assert_array_equal(
+      out[finite_rows], sampler.warp_base(omega, tf.constant(theta[finite_rows])).numpy())
+
+
+def test_fusion_layer_refuses_non_finite_theta():
+  layer = fusion_layers.AffineFusion(num_views=2, heatmap_size=4)
+  layer.build((None, 2, 4, 4, 1))
+  theta = layer.theta.numpy()
+  theta[1, 3, 0] = np.nan
+  with pytest.raises(ValueError, match="theta holds NaN or Inf"):
+    layer.assign_parameters(theta=theta)
+  layer.theta.assign(theta)  # Bypassing the check: computing the matrices still refuses.
+  with pytest.raises(tf.errors.InvalidArgumentError, match="'theta' holds NaN or Inf"):
+    layer.fusion_matrices()
 
 
 def _objective(omega, theta, weights):
