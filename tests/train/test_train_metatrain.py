@@ -50,19 +50,20 @@ def test_killed_run_resumes_to_the_same_parameters(pool, tmp_path):
   class Killed(Exception):
     pass
 
-  def kill_after_four(step, metrics):
+  def kill_after_five(step, metrics):
     del metrics
-    if step == 4:
+    if step == 5:  # Between checkpoints: step 5 ran, the last checkpoint holds step 4.
       raise Killed()
 
   with pytest.raises(Killed):
     metatrain.metatrain_fusion(pool, pairs, settings, workdir=str(tmp_path / "b"),
-                               checkpoint_every=2, progress=False, callback=kill_after_four)
+                               checkpoint_every=2, progress=False, callback=kill_after_five)
   steps = []
   resumed = metatrain.metatrain_fusion(pool, pairs, settings, workdir=str(tmp_path / "b"),
                                        checkpoint_every=2, progress=False,
                                        callback=lambda step, _: steps.append(step))
-  assert steps == [5, 6]  # Steps 1-4 were restored from the checkpoint, not redone.
+  # Steps 1-4 come from the checkpoint; the lost step 5 is redone with the same task draw.
+  assert steps == [5, 6]
   np.testing.assert_allclose(resumed.theta, straight.theta, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(resumed.omega_base, straight.omega_base, rtol=1e-5, atol=1e-6)
   assert not np.allclose(straight.theta, metatrain.default_meta_params(SIZE).theta)
