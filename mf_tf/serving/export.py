@@ -15,6 +15,8 @@ Signatures (V views, S x S images, H x W heatmaps, J joints; B any batch size):
   serving_default   images  uint8   [B, V, S, S, 3]         raw pixels, whole camera frames
   serving_float32   images  float32 [B, V, S, S, 3]         values in [0, 255]
   heatmaps          heatmaps float32 [B, V, H, W, J]        initial heatmaps (skip the backbone)
+  fuse_crops        crop_heatmaps float32 [B, V, C, C, J]   person-crop heatmaps (C = 64), with
+                    crop_affines  float32 [B, V, 3, 3]      undistorted image px -> crop heatmap px
 
 returning
 
@@ -25,6 +27,19 @@ returning
   scores           [B, V, J]         fused heatmap maximum per joint
   initial_keypoints_heatmap [B, V, J, 2], initial_scores [B, V, J]   the same before fusion
   joints_3d        [B, J, 3]         calibrated rigs: DLT triangulation in world millimetres
+
+and, for fuse_crops (real images seen through one rotated square crop per view, e.g.
+`mf_tf.models.blazepose.BlazePose.estimate` given each view's camera),
+
+  joints_2d        [B, V, J, 2]      fused joints, pixels of each camera's image (distorted)
+  scores           [B, V, J]         fused crop heatmap maximum per joint
+  joints_3d        [B, J, 3]         DLT triangulation in world millimetres (when triangulating)
+
+fuse_crops fuses with the calibrated epipolar lines of the exact per-frame crop geometry,
+F_crop = A_v^-T F A_u^-1 per ordered pair (`mf_tf.geometry.crops.crop_fundamental_matrix`), built
+in the graph from the rig's pair fundamental matrices, then evaluated line by line
+(`mf_tf.fusion.epipolar_fusion`). The crop affines act on UNDISTORTED image pixels, as
+`mf_tf.geometry.crops` documents (crops sampled from the undistorted image), so F_crop is exact.
 
 Fusion matrices are materialized once at export (no warping at serve time): dense [P, HW, HW], or
 the top-k entries per row as one sparse [HW, V*HW] matrix per target view. The rig's calibration is
@@ -55,9 +70,12 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from mf_tf.data.codec import HeatmapCodec
+from mf_tf.fusion import epipolar_fusion
 from mf_tf.fusion import ops as fusion_ops
 from mf_tf.fusion.layers import AffineFusion, MaterializedFusion
 from mf_tf.geometry import calibration
+from mf_tf.geometry import camera as camera_lib
+from mf_tf.geometry import epipolar
 from mf_tf.geometry.rig import Rig, ordered_pairs
 from mf_tf.geometry.triangulation import triangulate_dlt
 from mf_tf.serving import model_config
@@ -66,6 +84,8 @@ from mf_tf.serving.graph_utils import Untracked, graph_variables
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_IMAGES_FLOAT = "serving_float32"
 SIGNATURE_HEATMAPS = "heatmaps"
+SIGNATURE_CROPS = "fuse_crops"
+CROP_HEATMAP_SIZE = 64  # Side of a person crop's heatmaps (`mf_tf.models.blazepose`).
 ASSETS_EXTRA = model_config.ASSETS_EXTRA
 WARMUP_FILE = model_config.WARMUP_FILE
 RIG_FILE = "rig.json"
@@ -121,6 +141,63 @@ def undistort_pixels(uv, K, dist, iterations: int = 10):
     x = x - (jyy * fx_res - jxy * fy_res) / det
     y = y - (jxx * fy_res - jxy * fx_res) / det
   return tf.stack([fx * x + skew * y + cx, fy * y + cy], axis=-1)
+
+
+def distort_pixels(uv, K, dist):
+  """Applies Brown-Conrady distortion to undistorted pixel coordinates, in TF.
+
+  The TF counterpart of `mf_tf.geometry.camera.distort_points` and the inverse of
+  `undistort_pixels`, batched over cameras likewise.
+
+  Args:
+    uv: [..., V, N, 2] undistorted pixel coordinates.
+    K: [V, 3, 3] intrinsics.
+    dist: [V, 5] distortion [k1, k2, p1, p2, k3].
+
+  Returns:
+    [..., V, N, 2] distorted pixel coordinates, the dtype of `uv`.
+  """
+  uv = tf.convert_to_tensor(uv)
+  K = tf.cast(K, uv.dtype)
+  dist = tf.cast(dist, uv.dtype)
+  fx, skew, cx = K[:, 0, 0][:, None], K[:, 0, 1][:, None], K[:, 0, 2][:, None]
+  fy, cy = K[:, 1, 1][:, None], K[:, 1, 2][:, None]
+  y = (uv[..., 1] - cy) / fy
+  x = (uv[..., 0] - cx - skew * y) / fx
+  xd, yd = tf.unstack(camera_lib.distort_normalized_tf(tf.stack([x, y], -1), dist), axis=-1)
+  return tf.stack([fx * xd + skew * yd + cx, fy * yd + cy], axis=-1)
+
+
+def crop_fundamental_matrices(fundamental, affines, num_views: int):
+  """Fundamental matrices between the crops of every ordered pair, in TF.
+
+  The TF counterpart of `mf_tf.geometry.crops.crop_fundamental_matrix`, batched over frames:
+  F_crop = A_v^-T F A_u^-1 for the pair (source u -> target v), so that h_v^T F_crop h_u = 0 for
+  crop points h = A x (H&Z 9.2 with the point maps x' = A x).
+
+  Args:
+    fundamental: [P, 3, 3] pair fundamental matrices in undistorted image pixels,
+      x_v^T F x_u = 0, `ordered_pairs` order (P = V (V - 1)).
+    affines: [B, V, 3, 3] crop affines, undistorted image pixels -> crop pixels.
+    num_views: V.
+
+  Returns:
+    [B, P, 3, 3] F_crop, unit Frobenius norm, the dtype of `affines`.
+  """
+  affines = tf.convert_to_tensor(affines)
+  fundamental = tf.cast(fundamental, affines.dtype)
+  pairs = ordered_pairs(num_views)
+  inverse = tf.linalg.inv(affines)  # [B, V, 3, 3]
+  source = tf.gather(inverse, pairs[:, 0], axis=1)  # [B, P, 3, 3]
+  target = tf.gather(inverse, pairs[:, 1], axis=1)
+  crop = tf.linalg.matmul(target, tf.linalg.matmul(fundamental[None], source), transpose_a=True)
+  return crop / tf.norm(crop, axis=[-2, -1], keepdims=True)
+
+
+def apply_affine(affines, points):
+  """Applies [..., 3, 3] affine maps to [..., N, 2] points -> [..., N, 2], in TF."""
+  linear, offset = affines[..., :2, :2], affines[..., :2, 2]
+  return tf.linalg.matvec(linear[..., None, :, :], points) + offset[..., None, :]
 
 
 # ----------------------------------------------------------------------------- sparse fusion
@@ -200,10 +277,17 @@ class ExportModule(tf.Module):
     rig: The rig; its camera order is the view order of every input and output.
     sigma: Gaussian sigma of the heatmap codec, heatmap pixels.
     triangulate: Add `joints_3d` (DLT over every view, with the rig's calibration).
+    line_width_px: fuse_crops: std of the epipolar line's cross-section, crop heatmap pixels.
+    line_value: fuse_crops: peak weight on the line (`mf_tf.fusion.epipolar_fusion`).
+    crop_heatmap_size: fuse_crops: side C of the crop heatmaps.
+    num_lines: fuse_crops: pencil lines per pair; None: `epipolar_fusion.default_num_lines`.
     name: Module name.
   """
 
   def __init__(self, backbone, fusion, rig: Rig, *, sigma: float = 2.0, triangulate: bool = True,
+               line_width_px: float = epipolar_fusion.DEFAULT_LINE_WIDTH_PX,
+               line_value: float = epipolar_fusion.DEFAULT_LINE_VALUE,
+               crop_heatmap_size: int = CROP_HEATMAP_SIZE, num_lines: int | None = None,
                name: str | None = None):
     super().__init__(name=name)
     in_shape, out_shape = tuple(backbone.input_shape), tuple(backbone.output_shape)
@@ -233,6 +317,13 @@ class ExportModule(tf.Module):
     self.top_k = fusion.top_k
     self.triangulate = bool(triangulate)
     self._codec = HeatmapCodec(self.heatmap_size, sigma)
+    if not float(line_width_px) > 0:
+      raise ValueError(f"line_width_px={line_width_px}, expected a positive width in pixels")
+    self.line_width_px = float(line_width_px)
+    self.line_value = float(line_value)
+    self.crop_heatmap_size = int(crop_heatmap_size)
+    self.num_lines = epipolar_fusion.default_num_lines(self.crop_heatmap_size, num_lines)
+    self._crop_codec = HeatmapCodec(self.crop_heatmap_size, sigma)
     cameras = rig.cameras
     self._image_scale = tf.constant(
         [[c.width / self.heatmap_size, c.height / self.heatmap_size] for c in cameras],
@@ -240,14 +331,22 @@ class ExportModule(tf.Module):
     self._K = tf.constant(np.stack([c.K for c in cameras]), tf.float64)
     self._dist = tf.constant(np.stack([c.dist for c in cameras]), tf.float64)
     self._projections = tf.constant(np.stack([c.projection_matrix for c in cameras]), tf.float64)
+    self._pair_fundamental = tf.constant(np.stack([
+        epipolar.fundamental_matrix(cameras[source], cameras[target])
+        for source, target in ordered_pairs(self.num_views)]), tf.float64)  # Undistorted px.
     self.serve = tf.function(
         self._serve_uint8, input_signature=[tf.TensorSpec([None] * 5, tf.uint8, "images")])
     self.serve_float32 = tf.function(
         self._serve_float32, input_signature=[tf.TensorSpec([None] * 5, tf.float32, "images")])
     self.serve_heatmaps = tf.function(
         self._serve_heatmaps, input_signature=[tf.TensorSpec([None] * 5, tf.float32, "heatmaps")])
+    self.serve_crops = tf.function(
+        self._serve_crops, input_signature=[
+            tf.TensorSpec([None] * 5, tf.float32, "crop_heatmaps"),
+            tf.TensorSpec([None] * 4, tf.float32, "crop_affines")])
     # The captured tf.Variables as SavedModel nodes of their own (see graph_utils).
-    self.graph_variables = graph_variables([self.serve, self.serve_float32, self.serve_heatmaps])
+    self.graph_variables = graph_variables(
+        [self.serve, self.serve_float32, self.serve_heatmaps, self.serve_crops])
 
   def signatures(self) -> dict:
     """Signature name -> concrete function, for `tf.saved_model.save`."""
@@ -255,6 +354,7 @@ class ExportModule(tf.Module):
         SIGNATURE_IMAGES: self.serve.get_concrete_function(),
         SIGNATURE_IMAGES_FLOAT: self.serve_float32.get_concrete_function(),
         SIGNATURE_HEATMAPS: self.serve_heatmaps.get_concrete_function(),
+        SIGNATURE_CROPS: self.serve_crops.get_concrete_function(),
     }
 
   # -- input checks: tf.debugging.Assert so that the message carries the offending values.
@@ -295,6 +395,39 @@ class ExportModule(tf.Module):
       heatmaps = tf.identity(heatmaps)
     return tf.ensure_shape(heatmaps, [None, v, h, h, j])
 
+  def _check_crops(self, crop_heatmaps, crop_affines):
+    v, c, j = self.num_views, self.crop_heatmap_size, self.num_joints
+    checks = [
+        self._check_shape(crop_heatmaps, "crop_heatmaps", [v, c, c, j],
+                          "[batch, views, C, C, J]"),
+        self._check_shape(crop_affines, "crop_affines", [v, 3, 3], "[batch, views, 3, 3]"),
+    ]
+    batches = tf.stack([tf.shape(crop_heatmaps, out_type=tf.int64)[0],
+                        tf.shape(crop_affines, out_type=tf.int64)[0]])
+    checks.append(tf.debugging.Assert(
+        tf.equal(batches[0], batches[1]),
+        ["crop_heatmaps and crop_affines must hold the same number of frames; got", batches],
+        name="check_crops_batch"))
+    for tensor, name in ((crop_heatmaps, "crop_heatmaps"), (crop_affines, "crop_affines")):
+      checks.append(tf.debugging.Assert(
+          tf.reduce_all(tf.math.is_finite(tensor)),
+          [f"{name} hold NaN or Inf; expected finite values"], name=f"check_{name}_finite"))
+    with tf.control_dependencies(checks):  # Shapes first: the slices below need [..., 3, 3].
+      affines = tf.cast(crop_affines, tf.float64)
+      bottom = tf.reshape(affines[..., 2, :] - tf.constant([0.0, 0.0, 1.0], tf.float64), [-1])
+      det = tf.reshape(tf.linalg.det(affines[..., :2, :2]), [-1])
+      checks.append(tf.debugging.Assert(
+          tf.logical_and(tf.reduce_all(tf.abs(bottom) <= 1e-6),
+                         tf.reduce_all(tf.abs(det) > 1e-12)),
+          ["crop_affines must be invertible affine maps (last row [0, 0, 1], non-zero 2x2 "
+           "determinant), image px -> crop heatmap px; got last rows - [0, 0, 1] and "
+           "determinants", bottom, det], summarize=16, name="check_crop_affines_affine"))
+    with tf.control_dependencies(checks):
+      crop_heatmaps = tf.identity(crop_heatmaps)
+      crop_affines = tf.identity(crop_affines)
+    return (tf.ensure_shape(crop_heatmaps, [None, v, c, c, j]),
+            tf.ensure_shape(crop_affines, [None, v, 3, 3]))
+
   # -- graph pieces
 
   def _backbone(self, images):
@@ -327,6 +460,44 @@ class ExportModule(tf.Module):
       confidences = tf.maximum(tf.cast(scores, tf.float64), 0.0)
       outputs["joints_3d"] = tf.cast(
           triangulate_dlt(self._projections, uv, confidences), tf.float32)
+    return outputs
+
+  def fuse_crops(self, crop_heatmaps, crop_affines):
+    """Calibrated epipolar fusion of person crops under their per-frame geometry.
+
+    Args:
+      crop_heatmaps: [B, V, C, C, J] float32 with static V, C, J.
+      crop_affines: [B, V, 3, 3] undistorted image px -> crop heatmap px.
+
+    Returns:
+      [B, V, C, C, J] fused crop heatmaps (Eq. 1 of `mf_tf.fusion.epipolar_fusion`).
+    """
+    fundamental = crop_fundamental_matrices(
+        self._pair_fundamental, tf.cast(crop_affines, tf.float64), self.num_views)
+
+    def fuse_frame(frame):
+      heatmaps, frame_fundamental = frame
+      plan = epipolar_fusion.line_plan(
+          frame_fundamental, self.crop_heatmap_size, line_width_px=self.line_width_px,
+          line_value=self.line_value, num_lines=self.num_lines)
+      return epipolar_fusion.apply_line_plan(heatmaps, plan)
+
+    return tf.map_fn(fuse_frame, (crop_heatmaps, fundamental),
+                     fn_output_signature=tf.TensorSpec(crop_heatmaps.shape[1:], tf.float32))
+
+  def _serve_crops(self, crop_heatmaps, crop_affines):
+    """crop_heatmaps [B, V, C, C, J], crop_affines [B, V, 3, 3] -> joints_2d, scores, 3D."""
+    crop_heatmaps, crop_affines = self._check_crops(crop_heatmaps, crop_affines)
+    fused = self.fuse_crops(crop_heatmaps, crop_affines)
+    coords, scores = self._crop_codec.decode(fused)  # [B, V, J, 2] crop heatmap px.
+    uv = apply_affine(tf.linalg.inv(tf.cast(crop_affines, tf.float64)),
+                      tf.cast(coords, tf.float64))  # Undistorted image px.
+    outputs = {"joints_2d": tf.cast(distort_pixels(uv, self._K, self._dist), tf.float32),
+               "scores": scores}
+    if self.triangulate:
+      confidences = tf.maximum(tf.cast(scores, tf.float64), 0.0)
+      outputs["joints_3d"] = tf.cast(triangulate_dlt(self._projections, uv, confidences),
+                                     tf.float32)
     return outputs
 
   def _serve_images(self, images):
@@ -495,13 +666,17 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
 
 
 def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.0,
-               triangulate: bool = True, version: int | None = None,
+               triangulate: bool = True,
+               line_width_px: float = epipolar_fusion.DEFAULT_LINE_WIDTH_PX,
+               line_value: float = epipolar_fusion.DEFAULT_LINE_VALUE,
+               version: int | None = None,
                export_config: dict | None = None, base_path_prefix: str | None = None,
                warmup: bool = True) -> str:
   """Exports one rig's model as `<export_dir>/<rig.name>/<version>/` and rewrites models.config.
 
   Args:
-    backbone, fusion, rig, sigma, triangulate: See `ExportModule`.
+    backbone, fusion, rig, sigma, triangulate, line_width_px, line_value: See `ExportModule`
+      (the last two: the fuse_crops signature's epipolar lines).
     export_dir: Root served by TF Serving.
     version: See `save_version`.
     export_config: Extra settings recorded in `assets.extra/export_config.json`.
@@ -513,14 +688,18 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
   """
   model_config.check_model_name(rig.name)
   make_dirs_readable(export_dir)
-  module = ExportModule(backbone, fusion, rig, sigma=sigma, triangulate=triangulate)
+  module = ExportModule(backbone, fusion, rig, sigma=sigma, triangulate=triangulate,
+                        line_width_px=line_width_px, line_value=line_value)
   record = dict(export_config or {})
   record.update(rig=rig.name, num_views=module.num_views, image_size=module.image_size,
                 heatmap_size=module.heatmap_size, num_joints=module.num_joints, sigma=float(sigma),
                 fusion="dense" if module.top_k is None else "sparse", top_k=module.top_k,
                 temperature=float(fusion.temperature), triangulate=module.triangulate,
+                crop_heatmap_size=module.crop_heatmap_size, line_width_px=module.line_width_px,
+                line_value=module.line_value, num_lines=module.num_lines,
                 exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                signatures=[SIGNATURE_IMAGES, SIGNATURE_IMAGES_FLOAT, SIGNATURE_HEATMAPS])
+                signatures=[SIGNATURE_IMAGES, SIGNATURE_IMAGES_FLOAT, SIGNATURE_HEATMAPS,
+                            SIGNATURE_CROPS])
   path = save_version(module, rig, os.path.join(export_dir, rig.name), version,
                       export_config=record, warmup=warmup)
   model_config.write_models_config(export_dir, base_path_prefix)
@@ -646,6 +825,8 @@ def run(config, workdir: str, args) -> None:
     materialized = fusion.materialize(top_k=top_k)
     path = export_rig(
         backbone, materialized, rig, root, triangulate=bool(config.export.triangulate),
+        line_width_px=float(config.fusion.line_width_px),
+        line_value=float(config.fusion.line_value),
         version=int(config.export.version) or None,
         base_path_prefix=config.export.base_path_prefix or None, warmup=config.export.warmup,
         export_config={"fusion_source": config.export.fusion_source,

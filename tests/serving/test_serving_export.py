@@ -78,7 +78,8 @@ def test_layout_and_models_config(exported):
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
 def test_reload_matches_direct_computation(exported, kind):
   loaded = tf.saved_model.load(exported[f"{kind}_path"])
-  assert set(loaded.signatures) == {"serving_default", "serving_float32", "heatmaps"}
+  assert set(loaded.signatures) == {"serving_default", "serving_float32", "heatmaps",
+                                    "fuse_crops"}
   images = _images()
   want = _direct(exported["backbone"], exported[kind], images)
   got = {k: v.numpy() for k, v in loaded.signatures["serving_default"](

@@ -13,7 +13,8 @@ from serving_test_helpers import HEATMAP_SIZE, IMAGE_SIZE, NUM_JOINTS, NUM_VIEWS
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from mf_tf.serving import client, server
+from mf_tf.geometry import crops
+from mf_tf.serving import client, export, server
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,26 @@ def test_heatmaps_signature_and_output_filter(running):
                        output_filter=["keypoints_heatmap", "scores"])
   assert sorted(got) == ["keypoints_heatmap", "scores"]
   assert got["keypoints_heatmap"].shape == (NUM_VIEWS, NUM_JOINTS, 2)
+
+
+def test_fuse_crops_signature_over_grpc(running):
+  crop = export.CROP_HEATMAP_SIZE
+  rng = np.random.default_rng(5)
+  heatmaps = rng.uniform(0, 1, (2, NUM_VIEWS, crop, crop, NUM_JOINTS)).astype(np.float32)
+  # Upright 300 px crops around each image centre (640 x 480), rotated a little per view.
+  affines = np.stack([crops.roi_affine([320.0, 240.0], 300.0, 0.2 * view, crop)
+                      for view in range(NUM_VIEWS)])
+  affines = np.broadcast_to(affines, (2, NUM_VIEWS, 3, 3)).astype(np.float32)
+  request = _raw_request(signature="fuse_crops",
+                         inputs={"crop_heatmaps": heatmaps, "crop_affines": affines})
+  with grpc.insecure_channel(running.address) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    reply = stub.Predict(request, timeout=60)
+  got = {key: tf.make_ndarray(proto) for key, proto in reply.outputs.items()}
+  assert {key: value.shape for key, value in got.items()} == {
+      "joints_2d": (2, NUM_VIEWS, NUM_JOINTS, 2), "scores": (2, NUM_VIEWS, NUM_JOINTS),
+      "joints_3d": (2, NUM_JOINTS, 3)}
+  assert all(np.all(np.isfinite(value)) for value in got.values())
 
 
 def _raw_request(rig="toy3", signature="serving_default", inputs=None):
