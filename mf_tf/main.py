@@ -148,6 +148,14 @@ def _parse_flags(argv):
     _fail(error, verbose=False)
 
 
+def _check_common(config) -> None:
+  """Validates the settings every mode shares, before any work."""
+  for key in ("heatmap_size", "image_size"):
+    value = config.get(key)
+    if value is not None and (int(value) != value or value < 2):
+      raise ValueError(f"config.{key}={value}, expected an integer >= 2 pixels")
+
+
 # Errors that mean bad input (config, files, calibration), not a bug of mf_tf.
 _USER_ERRORS = (ValueError, FileNotFoundError)  # CalibrationError is a ValueError.
 
@@ -160,6 +168,10 @@ def main(argv, cli: _Flags):
   config = cli.config.value
   workdir = os.path.abspath(cli.workdir.value)
   try:
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise ValueError(f"--workdir={cli.workdir.value} is a file; expected a folder (or a new "
+                       "path)")
+    _check_common(config)
     os.makedirs(workdir, exist_ok=True)
     logging.info("mode=%s workdir=%s", cli.mode.value, workdir)
     args = CliArgs(server=cli.server.value, rig=cli.rig.value, images=tuple(cli.images.value))

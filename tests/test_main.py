@@ -73,3 +73,24 @@ def test_error_of_a_mode_is_one_line_and_traceback_with_verbosity(repo_root, tmp
   assert verbose.returncode == 2
   assert "Traceback" in verbose.stderr
   assert verbose.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--config.heatmap_size=0"], "config.heatmap_size=0, expected an integer >= 2"),
+    (["--config.rig.target={binary}", "--mode=finetune"], "not a UTF-8 JSON text file"),
+    (["--workdir={file}"], "is a file; expected a folder"),
+])
+def test_bad_common_inputs_are_one_line_before_any_work(repo_root, tmp_path, extra, words):
+  binary = tmp_path / "rig.json"
+  binary.write_bytes(b"\x89PNG\x00\xff\xfe")
+  afile = tmp_path / "afile"
+  afile.write_text("not a folder")
+  extra = [arg.format(binary=binary, file=afile) for arg in extra]
+  mode = [] if any(arg.startswith("--mode=") for arg in extra) else ["--mode=simulate"]
+  workdir = [] if any(arg.startswith("--workdir=") for arg in extra) else [
+      f"--workdir={tmp_path / 'w'}"]
+  result = run_cli(repo_root, "--config=configs/default.py:smoke", *mode, *workdir, *extra)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr

@@ -458,10 +458,14 @@ def _load_json(path) -> Any:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"calibration file {os.fspath(path)} does not exist")
   try:
-    with open(path) as stream:
+    with open(path, encoding="utf-8") as stream:
       return json.load(stream)
   except json.JSONDecodeError as error:
     raise CalibrationError(f"{os.fspath(path)}: not valid JSON ({error})") from None
+  except UnicodeDecodeError as error:
+    raise CalibrationError(f"{os.fspath(path)}: not a UTF-8 JSON text file (byte "
+                           f"{error.start}: {error.reason}); expected a rig or calibration "
+                           "JSON file") from None
 
 
 def _require(entry, field: str, where: str):
