@@ -33,7 +33,7 @@ from mf_tf.evaluation import benchmark
 from mf_tf.evaluation import evaluate
 from mf_tf.evaluation import pictorial
 from mf_tf.geometry import rigs as rigs_lib
-from mf_tf.meta import maml
+from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
 
@@ -116,8 +116,6 @@ def _pretrained(settings, view_counts, workdir, loss: str, line_value: float) ->
   Returns:
     {"metafuse", "affine", "metafuse_calibrated": MetaParams, "naive": {V: matrices}}.
   """
-  from mf_tf.data import world  # pylint: disable=import-outside-toplevel
-  from mf_tf.meta import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
   maml_settings = dataclasses.replace(settings.maml, loss=loss)
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   pool = None
@@ -164,7 +162,6 @@ def _pretrained(settings, view_counts, workdir, loss: str, line_value: float) ->
       np.savez(path, matrices=layer.matrices.numpy())
     with np.load(path) as data:
       out["naive"][views] = data["matrices"]
-  del world
   return out
 
 

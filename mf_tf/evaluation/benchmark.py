@@ -414,8 +414,7 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
   if settings.paper_rows and settings.metafuse_init != "shared":
     logging.info("benchmark: MetaFuse meta-training as in the paper, %d steps",
                  settings.maml.num_steps)
-    paper = (meta if settings.maml == paper_maml and settings.metafuse_init == "shared" else
-             metatrain.metatrain_fusion(pool, pairs, paper_maml, progress=progress))
+    paper = metatrain.metatrain_fusion(pool, pairs, paper_maml, progress=progress)
   timings["metafuse_pretrain_s"] = time.time() - start
 
   start = time.time()

@@ -119,12 +119,8 @@ def undistort_pixels(uv, K, dist, iterations: int = 10):
     of `uv`.
   """
   uv = tf.convert_to_tensor(uv)
-  K = tf.cast(K, uv.dtype)
   dist = tf.cast(dist, uv.dtype)
-  fx, skew, cx = K[:, 0, 0][:, None], K[:, 0, 1][:, None], K[:, 0, 2][:, None]
-  fy, cy = K[:, 1, 1][:, None], K[:, 1, 2][:, None]
-  yd = (uv[..., 1] - cy) / fy
-  xd = (uv[..., 0] - cx - skew * yd) / fx
+  xd, yd = _pixels_to_normalized(uv, K)
   k1, k2, p1, p2, k3 = (dist[:, i][:, None] for i in range(5))
   x, y = xd, yd
   for _ in range(iterations):  # Unrolled: a fixed, small number of steps.
@@ -140,7 +136,7 @@ def undistort_pixels(uv, K, dist, iterations: int = 10):
     det = tf.where(tf.abs(det) < 1e-12, tf.ones_like(det) * 1e-12, det)
     x = x - (jyy * fx_res - jxy * fy_res) / det
     y = y - (jxx * fy_res - jxy * fx_res) / det
-  return tf.stack([fx * x + skew * y + cx, fy * y + cy], axis=-1)
+  return _normalized_to_pixels(x, y, K)
 
 
 def distort_pixels(uv, K, dist):
@@ -158,14 +154,30 @@ def distort_pixels(uv, K, dist):
     [..., V, N, 2] distorted pixel coordinates, the dtype of `uv`.
   """
   uv = tf.convert_to_tensor(uv)
-  K = tf.cast(K, uv.dtype)
-  dist = tf.cast(dist, uv.dtype)
-  fx, skew, cx = K[:, 0, 0][:, None], K[:, 0, 1][:, None], K[:, 0, 2][:, None]
-  fy, cy = K[:, 1, 1][:, None], K[:, 1, 2][:, None]
+  x, y = _pixels_to_normalized(uv, K)
+  xd, yd = tf.unstack(camera_lib.distort_normalized_tf(
+      tf.stack([x, y], -1), tf.cast(dist, uv.dtype)), axis=-1)
+  return _normalized_to_pixels(xd, yd, K)
+
+
+def _intrinsics(K, dtype):
+  """fx, skew, cx, fy, cy of [V, 3, 3] intrinsics, each [V, 1] (broadcast over points)."""
+  K = tf.cast(K, dtype)
+  return (K[:, 0, 0][:, None], K[:, 0, 1][:, None], K[:, 0, 2][:, None], K[:, 1, 1][:, None],
+          K[:, 1, 2][:, None])
+
+
+def _pixels_to_normalized(uv, K):
+  """[..., V, N, 2] pixels -> (x, y) normalized image coordinates, each [..., V, N]."""
+  fx, skew, cx, fy, cy = _intrinsics(K, uv.dtype)
   y = (uv[..., 1] - cy) / fy
-  x = (uv[..., 0] - cx - skew * y) / fx
-  xd, yd = tf.unstack(camera_lib.distort_normalized_tf(tf.stack([x, y], -1), dist), axis=-1)
-  return tf.stack([fx * xd + skew * yd + cx, fy * yd + cy], axis=-1)
+  return (uv[..., 0] - cx - skew * y) / fx, y
+
+
+def _normalized_to_pixels(x, y, K):
+  """Normalized (x, y), each [..., V, N] -> [..., V, N, 2] pixels."""
+  fx, skew, cx, fy, cy = _intrinsics(K, x.dtype)
+  return tf.stack([fx * x + skew * y + cx, fy * y + cy], axis=-1)
 
 
 def crop_fundamental_matrices(fundamental, affines, num_views: int):
