@@ -29,11 +29,13 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from mf_tf.evaluation import benchmark
+from mf_tf import checkpoints
 from mf_tf.evaluation import evaluate
 from mf_tf.evaluation import pictorial
+from mf_tf.experiments import benchmark
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import tasks as tasks_lib
+from mf_tf.modes import benchmark as benchmark_mode
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
 
@@ -107,7 +109,7 @@ def _settings(seed: int) -> benchmark.BenchmarkSettings:
   spec.loader.exec_module(module)  # configs/ is a folder of config files, not a package.
   config = module.get_config()
   config.seed = seed
-  return benchmark.settings_from_config(config)
+  return benchmark_mode.settings_from_config(config)
 
 
 def _pretrained(settings, view_counts, workdir, loss: str, line_value: float) -> dict:
@@ -132,9 +134,9 @@ def _pretrained(settings, view_counts, workdir, loss: str, line_value: float) ->
     path = os.path.join(workdir, f"{name}.npz")
     if not os.path.isfile(path):
       start = time.time()
-      metatrain.save_meta_params(make(), path, {"loss": loss})
+      checkpoints.save_meta_params(make(), path, {"loss": loss})
       logging.info("study: pretrained %s in %.0f s", name, time.time() - start)
-    return metatrain.load_meta_params(path)[0]
+    return checkpoints.load_meta_params(path)[0]
 
   out = {"metafuse": cached(f"metafuse_{loss}", lambda: metatrain.metatrain_fusion(
       frame_pool(), rig.pairs, maml_settings, progress=False))}

@@ -3,8 +3,9 @@ r"""Fusion core speed and memory: affine sampler + Eq. 1, XLA vs graph vs eager,
   python -m benchmarks.fusion_bench                 # paper shapes: 64x64, 17 joints, batch 8
   python -m benchmarks.fusion_bench --size=32 --reps=3 --skip_memory   # quick look
 
-Cases (every ratio is measured within this one run; absolute times are medians with the spread
-min..max over --reps repetitions after one warm-up call that includes tracing / XLA compilation):
+Cases (every ratio is measured within this one run, the variants of a case interleaved, as the
+median of per-repetition ratios; absolute times are medians with p95 and min..max over --reps
+repetitions after one warm-up call that includes tracing / XLA compilation; `benchmarks.timing`):
   1. forward + backward of the affine fusion (W from omega_base, theta, then Eq. 1 and the loss),
      one ordered pair and the 4-view rig (12 pairs): XLA vs plain tf.function vs eager
      (4-view: XLA only unless --rig_graph; the unfused sampler keeps ~15 [P, HW, HW] tensors,
@@ -21,37 +22,24 @@ min..max over --reps repetitions after one warm-up call that includes tracing / 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
-import json
 import multiprocessing
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from mf_tf.fusion import layers  # noqa: E402
 from mf_tf.fusion import ops  # noqa: E402
 
 
-def _time(fn, reps):
-  fn()  # Warm-up: tracing and compilation.
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    out = fn()
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-    times.append(time.perf_counter() - start)
-  return times
-
-
-def _fmt(times):
-  return (f"median {1e3 * statistics.median(times):9.1f} ms  "
-          f"(min {1e3 * min(times):.1f}, max {1e3 * max(times):.1f}, n={len(times)})")
+def _call(layer, heatmaps):
+  return layer(heatmaps)
 
 
 def _inputs(views, size, joints, batch, seed=0):
@@ -113,7 +101,8 @@ def _memory_child(kind, size, joints, batch, queue):
   if gpus:
     tf.config.experimental.reset_memory_stats("GPU:0")
     [g.numpy() for g in fn(omega, theta, heatmaps, target)]
-    queue.put(("GPU peak (get_memory_info)", tf.config.experimental.get_memory_info("GPU:0")["peak"]))
+    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    queue.put(("GPU peak (get_memory_info)", peak))
     return
   baseline = _vm("VmRSS")
   [g.numpy() for g in fn(omega, theta, heatmaps, target)]
@@ -180,16 +169,19 @@ def main(argv=None):
       runs["graph"] = tf.function(step)
     if eager_ok:
       runs["eager"] = step
-    for mode, fn in runs.items():
-      count = args.eager_reps if mode == "eager" else reps
-      times = _time(lambda fn=fn: fn(omega, theta, heatmaps, target), count)
+    timings = timing.interleave(
+        {mode: (lambda fn=fn: fn(omega, theta, heatmaps, target)) for mode, fn in runs.items()},
+        {mode: args.eager_reps if mode == "eager" else reps for mode in runs})
+    for mode, times in timings.items():
       results[(name, "fwd+bwd", mode)] = times
-      print(f"[fwd+bwd {name:10s}] {mode:5s} {_fmt(times)}")
-    xla = statistics.median(results[(name, "fwd+bwd", "xla")])
+      print(f"[fwd+bwd {name:10s}] {mode:5s} {times.summary()}")
     for mode in runs:
       if mode != "xla":
-        print(f"  ratio {mode}/xla = {statistics.median(results[(name, 'fwd+bwd', mode)]) / xla:.2f}x"
-              + ("   (target: eager/xla >= 4)" if mode == "eager" else ""))
+        ratio = timing.paired_ratio(timings[mode], timings["xla"])
+        print(f"  ratio {mode}/xla = {ratio:.2f}x")
+        if mode == "eager":
+          timing.report_goal(f"eager / xla, fwd+bwd {name}", ratio, 4.0, "x",
+                             lower_is_better=False)
 
   # 2-3. Forward: affine (W + product) vs naive (product) vs materialized dense / sparse top-k.
   for name, views in (("2 views", 2), ("4-view rig", 4)):
@@ -205,27 +197,33 @@ def main(argv=None):
     dense = affine.materialize()
     sparse = affine.materialize(top_k=args.top_k)
     naive.matrices.assign(dense.matrices)
-    forwards = {"affine": affine, "naive": naive, "dense": dense, f"sparse{args.top_k}": sparse}
+    sparse_label = f"sparse{args.top_k}"
+    forwards = {"affine": affine, "naive": naive, "dense": dense, sparse_label: sparse}
     outputs = {}
     modes = (("xla", True), ("graph", False)) if views == 2 or args.rig_graph else (("xla", True),)
     for mode_name, jit in modes:
-      for label, layer in forwards.items():
-        fn = tf.function(lambda h, layer=layer: layer(h), jit_compile=jit)
-        times = _time(lambda fn=fn: fn(heatmaps), reps)
-        outputs[label] = fn(heatmaps).numpy()
+      # Partials, so that each function counts its own traces (tf.function keys them by code).
+      fns = {label: tf.function(functools.partial(_call, layer), jit_compile=jit)
+             for label, layer in forwards.items()}
+      timings = timing.interleave({label: (lambda fn=fn: fn(heatmaps))
+                                   for label, fn in fns.items()}, reps)
+      for label, times in timings.items():
+        outputs[label] = fns[label](heatmaps).numpy()
         results[(name, "fwd", label, mode_name)] = times
-        print(f"[forward {name:10s}] {mode_name:5s} {label:10s} {_fmt(times)}")
-      med = {label: statistics.median(results[(name, "fwd", label, mode_name)])
-             for label in forwards}
-      print(f"  {mode_name}: affine/naive = {med['affine'] / med['naive']:.2f}x (target <= 3); "
-            f"dense/naive = {med['dense'] / med['naive']:.2f}x (target ~1); "
-            f"dense/sparse{args.top_k} = {med['dense'] / med[f'sparse{args.top_k}']:.2f}x "
-            f"(target >= 5)")
+        print(f"[forward {name:10s}] {mode_name:5s} {label:10s} {times.summary()}")
+      ratio = lambda a, b: timing.paired_ratio(timings[a], timings[b])  # noqa: E731
+      print(f"  {mode_name}: affine/naive = {ratio('affine', 'naive'):.2f}x; "
+            f"dense/naive = {ratio('dense', 'naive'):.2f}x (target ~1); "
+            f"dense/{sparse_label} = {ratio('dense', sparse_label):.2f}x")
+      timing.report_goal(f"affine / naive forward, {name}, {mode_name}",
+                         ratio("affine", "naive"), 3.0, "x")
+      timing.report_goal(f"dense / {sparse_label} forward, {name}, {mode_name}",
+                         ratio("dense", sparse_label), 5.0, "x", lower_is_better=False)
     reference = outputs["affine"]
     fusion_size = np.abs(reference - heatmaps.numpy()).max()
     print(f"  max |dense - affine| = {np.abs(outputs['dense'] - reference).max():.2e}; "
-          f"max |sparse{args.top_k} - dense| = "
-          f"{np.abs(outputs[f'sparse{args.top_k}'] - outputs['dense']).max():.2e} "
+          f"max |{sparse_label} - dense| = "
+          f"{np.abs(outputs[sparse_label] - outputs['dense']).max():.2e} "
           f"(largest fusion message {fusion_size:.2e}); pairs={pairs}, "
           f"W bytes {pairs * hw * hw * 4 / 2**20:.0f} MiB")
     del affine, naive, dense, sparse, forwards, outputs

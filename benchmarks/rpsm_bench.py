@@ -3,10 +3,12 @@ r"""Pictorial structure model speed and accuracy: XLA vs eager messages, coarse 
   python -m benchmarks.rpsm_bench                   # 64x64 heatmaps, Human3.6M rig, 8 frames
   python -m benchmarks.rpsm_bench --frames=4 --reps=2 --coarse=8,10   # quick look
 
-Cases (ratios measured within this one run; absolute times are medians with the spread min..max
-over --reps repetitions after one warm-up call that includes tracing / XLA compilation):
+Cases (ratios measured within this one run; absolute times are medians with p95 and min..max
+over --reps repetitions after one warm-up call that includes tracing / XLA compilation;
+`benchmarks.timing`):
   1. One tree level's limb messages ([1, 5, G, G] with G = 16^3, the widest h36m17 level of the
-     coarse stage): the XLA-compiled `_limb_messages` vs the same function run eagerly.
+     coarse stage): the XLA-compiled `_limb_messages` vs the same function run eagerly,
+     interleaved; the ratio is the median of the per-repetition ratios.
   2. Whole `rpsm` per frame for each --coarse bin count, with its MPJPE on noise-free Gaussian
      heatmaps (the discretization error alone) and on the simulated detector's heatmaps.
 """
@@ -15,35 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from mf_tf.data import world  # noqa: E402
 from mf_tf.data.codec import HeatmapCodec  # noqa: E402
 from mf_tf.evaluation import metrics  # noqa: E402
 from mf_tf.evaluation import pictorial  # noqa: E402
 from mf_tf.evaluation import triangulate  # noqa: E402
 from mf_tf.geometry import rigs  # noqa: E402
-
-
-def _time(fn, reps):
-  fn()  # Warm-up: tracing and compilation.
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn())
-    times.append(time.perf_counter() - start)
-  return times
-
-
-def _fmt(times):
-  return (f"median {statistics.median(times) * 1e3:.1f} ms "
-          f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}, n={len(times)})")
 
 
 def main():
@@ -64,11 +50,11 @@ def main():
   lengths, slack = tf.fill([limbs], 400.0), tf.fill([limbs], 205.0)
   sigma = tf.constant(125.0)
   messages = pictorial._limb_messages  # pylint: disable=protected-access
-  xla = _time(lambda: messages(score, points, points, lengths, slack, sigma), args.reps)
-  eager = _time(lambda: messages.python_function(score, points, points, lengths, slack, sigma),
-                args.reps)
-  print(f"1. limb messages [1, {limbs}, {cells}, {cells}]: XLA {_fmt(xla)}; eager {_fmt(eager)}; "
-        f"eager / XLA = {statistics.median(eager) / statistics.median(xla):.2f}")
+  comparison = timing.compare(
+      lambda: messages(score, points, points, lengths, slack, sigma),
+      lambda: messages.python_function(score, points, points, lengths, slack, sigma), args.reps)
+  print(f"1. limb messages [1, {limbs}, {cells}, {cells}]: XLA {comparison.a.summary()}; eager "
+        f"{comparison.b.summary()}; eager / XLA = {comparison.ratio:.2f}")
 
   rig = rigs.get_rig(args.rig)
   frames = world.simulate_frames(rig, args.frames, seed=1, heatmap_size=args.size)
@@ -88,10 +74,9 @@ def main():
         result["pose"] = pictorial.rpsm(heatmaps, rig, "h36m17", limb_lengths, root, options)
         return result["pose"]
 
-      times = _time(solve, args.reps)
-      per_frame = [t / args.frames for t in times]
+      per_frame = timing.measure(solve, args.reps).per(args.frames)
       print(f"2. rpsm {name} heatmaps {args.frames}x{rig.num_views}x{args.size}x{args.size}x17, "
-            f"coarse {bins}^3: per frame {_fmt(per_frame)}; MPJPE "
+            f"coarse {bins}^3: per frame {per_frame.summary()}; MPJPE "
             f"{metrics.mpjpe(result['pose'], frames['joints3d']):.1f} mm")
 
 

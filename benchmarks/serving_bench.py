@@ -6,14 +6,14 @@ r"""Serving latency of an exported 4-view rig: backbone versus fusion, dense ver
 
 Exports the rig twice (dense fusion matrices and sparse top-k), reloads both SavedModels with
 `tf.saved_model.load`, and times per frame (batch 1, V views), interleaved over --reps
-repetitions after one warm-up call:
+repetitions after one warm-up call (`benchmarks.timing`):
   frame     the `serving_default` signature: uint8 images -> everything (2D, fused, 3D);
   post      the `heatmaps` signature: fusion + decoding + undistortion + triangulation;
   fusion    Eq. 1 alone, as served (`ExportModule.fuse`: dense matmul, or for top-k one
             sparse-dense product per target view);
   backbone  the Keras backbone alone on the V images (tf.function).
-Ratios (fusion / frame, ...) are taken from medians measured in this one run. Targets: fusion at
-most 15% of the frame time dense, at most 3% sparse.
+Ratios (fusion / frame, ...) are medians of the per-repetition ratios of this one run. Targets:
+fusion at most 15% of the frame time dense, at most 3% sparse.
 
 Fusion weights are MetaFuse^0 (epipolar-line theta and line base from the rig's calibration,
 `mf_tf.fusion.calibrated`), so fusion does real cross-view work; the backbone's weights are
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 
@@ -37,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from mf_tf.data import world  # noqa: E402
 from mf_tf.evaluation import metrics  # noqa: E402
 from mf_tf.fusion import calibrated  # noqa: E402
@@ -45,15 +45,6 @@ from mf_tf.geometry import rigs  # noqa: E402
 from mf_tf.geometry.rig import Rig  # noqa: E402
 from mf_tf.models.backbone import build_backbone  # noqa: E402
 from mf_tf.serving import export  # noqa: E402
-
-
-def _fetch(out):
-  tf.nest.map_structure(lambda t: t.numpy(), out)
-
-
-def _fmt(times):
-  return (f"median {1e3 * statistics.median(times):8.1f} ms  "
-          f"(min {1e3 * min(times):.1f}, max {1e3 * max(times):.1f}, n={len(times)})")
 
 
 def _rig(name: str, num_views: int) -> Rig:
@@ -126,37 +117,36 @@ def main():
       timers[f"post_{kind}"] = lambda s=signatures: s["heatmaps"](heatmaps=heatmaps)
       timers[f"fusion_{kind}"] = lambda f=fuse_fn: f(heatmaps)
 
-    times = {name: [] for name in timers}
-    for fn in timers.values():
-      _fetch(fn())  # Warm-up: tracing, allocation.
-    for _ in range(args.reps):  # Interleaved, so slow drifts of a shared machine hit all alike.
-      for name, fn in timers.items():
-        start = time.perf_counter()
-        _fetch(fn())
-        times[name].append(time.perf_counter() - start)
+    times = timing.interleave(timers, args.reps)
 
     print("\nper frame (batch 1):")
     for name, values in times.items():
-      print(f"  {name:14s} {_fmt(values)}")
-    med = {name: statistics.median(values) for name, values in times.items()}
+      print(f"  {name:14s} {values.summary()}")
+    med = {name: values.median for name, values in times.items()}
+
+    def share(name, kind):  # Of the frame time, paired per repetition.
+      return timing.paired_ratio(times[name], times[f"frame_{kind}"])
+
     summary = {}
     for kind in kinds:
-      frame = med[f"frame_{kind}"]
       summary[kind] = {
-          "frame_ms": 1e3 * frame, "post_ms": 1e3 * med[f"post_{kind}"],
+          "frame_ms": 1e3 * med[f"frame_{kind}"], "post_ms": 1e3 * med[f"post_{kind}"],
           "fusion_ms": 1e3 * med[f"fusion_{kind}"], "backbone_ms": 1e3 * med["backbone"],
-          "fusion_share": med[f"fusion_{kind}"] / frame,
-          "post_share": med[f"post_{kind}"] / frame,
-          "backbone_share": med["backbone"] / frame,
+          "fusion_share": share(f"fusion_{kind}", kind),
+          "post_share": share(f"post_{kind}", kind),
+          "backbone_share": share("backbone", kind),
       }
-    print("\nratios (medians of this run):")
-    for kind, target in (("dense", 0.15), ("sparse", 0.03)):
+    print("\nratios (paired medians of this run):")
+    for kind in kinds:
       s = summary[kind]
-      print(f"  {kind:6s} fusion / frame {100 * s['fusion_share']:5.1f}% (target <= "
-            f"{100 * target:.0f}%: {'met' if s['fusion_share'] <= target else 'NOT met'}); "
-            f"fusion+decode+3D / frame {100 * s['post_share']:5.1f}%; backbone / frame "
+      print(f"  {kind:6s} fusion / frame {100 * s['fusion_share']:5.1f}%; fusion+decode+3D / "
+            f"frame {100 * s['post_share']:5.1f}%; backbone / frame "
             f"{100 * s['backbone_share']:5.1f}%")
-    print(f"  sparse / dense fusion time {med['fusion_sparse'] / med['fusion_dense']:.3f}")
+    print(f"  sparse / dense fusion time "
+          f"{timing.paired_ratio(times['fusion_sparse'], times['fusion_dense']):.3f}")
+    for kind, target in (("dense", 0.15), ("sparse", 0.03)):
+      timing.report_goal(f"fusion / frame, {kind}", 100 * summary[kind]["fusion_share"],
+                         100 * target, "%")
 
     # Dense versus sparse on simulated detector heatmaps (same rig, MetaFuse^0 fusion).
     if args.frames > 0:

@@ -43,12 +43,18 @@ def get_config(arg=None):
   # loss). Measured: MetaFuse^50 / AffineFuse^50 +2.0 JDR points with ce (h36m, same recipe),
   # and unlike mse, ce scores the calibrated fusion better than No-Fusion (1.1 vs 2.2).
 
+  # TFDS datasets (mf_tf/data/tfds_builders.py): where prepared datasets live and where a
+  # manually downloaded one (Human3.6M, Panoptic, Total Capture) was unpacked.
+  config.data = ml_collections.ConfigDict()
+  config.data.tfds_dir = ""  # "" means <workdir>/tensorflow_datasets.
+  config.data.manual_dir = ""  # Real-data builders read here (see each builder's docstring).
+
   # Synthetic world and its simulated detector (mf_tf/data/).
   config.world = ml_collections.ConfigDict()
   config.world.num_frames = 100  # Frames written by --mode=simulate (~3 s each with 20 rendered views).
   config.world.render_images = True  # Also render the volumetric body (slower).
   config.world.shard_size = 50  # Frames per TFRecord shard.
-  config.world.rig = "pretrain"  # pretrain | target (config.rig.*), a built-in rig or a rig JSON.
+  config.world.rig = "target"  # Simulated rig: config.rig.target, or "pretrain" (rig.pretrain).
   config.world.image_encoding = "png"  # png (lossless, ~3x smaller) | raw uint8 in the shards.
   config.world.store_heatmaps = False  # Dense heatmaps in shards; False: compact detector state.
   config.world.sheet_frame = 0  # Frame drawn on the contact sheet.
@@ -119,17 +125,20 @@ def get_config(arg=None):
   config.evaluate.sampling = "bicubic"  # Heatmap interpolation in the RPSM unary term.
   config.evaluate.outlier_px = 0.0  # > 0: robust DLT drops views reprojecting farther (px).
 
-  # End-to-end demo (mf_tf/evaluation/demo.py, --mode=demo): pretrain rig -> config.rig.target.
+  # End-to-end demo (mf_tf/experiments/demo.py, --mode=demo): pretrain rig -> config.rig.target.
   config.demo = ml_collections.ConfigDict()
   config.demo.heatmap_size = 32  # CPU-sized: 64 px pair matrices are 16.8M entries each.
   config.demo.pretrain_frames = 300  # Frames of config.rig.pretrain for meta-training.
-  config.demo.meta_steps = 40  # MAML outer steps (minutes on 2 cores at 32 px).
-  config.demo.tasks_per_step = 4  # Ordered camera pairs per outer step.
-  config.demo.support_size = 4  # Frames per task for the inner step.
-  config.demo.query_size = 4  # Frames per task for the outer loss.
-  config.demo.inner_lr = 0.1  # Inner SGD alpha: 1.0 diverges at 32 px (query 2.18 -> 2.88).
-  config.demo.outer_lr = 1e-3  # Paper: Adam 1e-3 in meta-training.
-  config.demo.first_order = False  # Second-order MAML, as in the paper.
+  # Meta-training of the demo: the fields of config.metatrain's MAML settings, CPU-sized.
+  config.demo.maml = ml_collections.ConfigDict()
+  config.demo.maml.num_steps = 40  # MAML outer steps (minutes on 2 cores at 32 px).
+  config.demo.maml.tasks_per_step = 4  # Ordered camera pairs per outer step.
+  config.demo.maml.support_size = 4  # Frames per task for the inner step.
+  config.demo.maml.query_size = 4  # Frames per task for the outer loss.
+  config.demo.maml.inner_lr = 0.1  # Inner SGD alpha: 1.0 diverges at 32 px (query 2.18 -> 2.88).
+  config.demo.maml.inner_steps = 1  # Inner gradient steps.
+  config.demo.maml.outer_lr = 1e-3  # Paper: Adam 1e-3 in meta-training.
+  config.demo.maml.first_order = False  # Second-order MAML, as in the paper.
   config.demo.shots = 50  # K labelled frames of the new rig (paper: 50 already beats No-Fusion).
   config.demo.finetune_steps = 60  # Adam steps on theta (omega_base frozen).
   config.demo.finetune_lr = 5e-3  # Paper: Adam 5e-3 in meta-testing.
@@ -202,6 +211,9 @@ def get_config(arg=None):
   # | calibrated (MetaFuse^0 -> K from the rig's calibration).
   config.finetune.init = ""  # metafuse/affine/naive init file; "" is the mode's default output.
   config.finetune.data_dir = ""  # TFRecord dataset of the target rig; "" simulates K frames.
+  config.finetune.tfds = ""  # Or a TFDS dataset, "builder/config" of mf_tf.data.tfds_builders
+  # (e.g. mf_tf_synthetic_world/h36m), prepared offline under config.data.tfds_dir.
+  config.finetune.tfds_split = "train"  # Split (or TFDS slice) of config.finetune.tfds.
   config.finetune.shots = 50  # K labelled frames of config.rig.target (paper: 50..500).
   config.finetune.validation_fraction = 0.2  # Of the K frames, held out for EarlyStopping.
   config.finetune.epochs = 30  # Upper bound; EarlyStopping on val_loss stops earlier.
@@ -238,10 +250,10 @@ def get_config(arg=None):
     config.evaluate.coarse_bins = 10
     config.demo.heatmap_size = 16  # Smoke demo: tiny maps, a few steps, no export.
     config.demo.pretrain_frames = 24
-    config.demo.meta_steps = 3
-    config.demo.tasks_per_step = 2
-    config.demo.support_size = 2
-    config.demo.query_size = 2
+    config.demo.maml.num_steps = 3
+    config.demo.maml.tasks_per_step = 2
+    config.demo.maml.support_size = 2
+    config.demo.maml.query_size = 2
     config.demo.finetune_steps = 10
     config.demo.test_frames = 12
     config.demo.coarse_bins = 6

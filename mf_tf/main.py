@@ -13,7 +13,6 @@ stderr and exits with status 2; `--verbosity=1` (or higher) also prints the trac
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import sys
 import traceback
@@ -23,23 +22,40 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-# name -> ("module:function", one-line help). Each function is run(config, workdir, args).
+from mf_tf.modes import benchmark
+from mf_tf.modes import common as modes_common
+from mf_tf.modes import convert
+from mf_tf.modes import demo
+from mf_tf.modes import evaluate
+from mf_tf.modes import export
+from mf_tf.modes import finetune
+from mf_tf.modes import metatrain
+from mf_tf.modes import precompute
+from mf_tf.modes import predict
+from mf_tf.modes import pretrain
+from mf_tf.modes import simulate
+from mf_tf.modes import tflite
+from mf_tf.modes import video
+from mf_tf.modes import warmup
+
+# name -> (run function, one-line help). Each function is run(config, workdir); predict also takes
+# the --server, --rig and --images flags.
 MODES = {
-    "simulate": ("mf_tf.data.simulate_mode:run",
+    "simulate": (simulate.run,
                  "write a synthetic multi-view dataset for a rig and a PNG contact sheet of one frame"),
-    "warmup": ("mf_tf.train.warmup:run", "train the backbone on rendered images (MSE to Gaussians)"),
-    "precompute": ("mf_tf.train.precompute:run", "store the pretraining rig's heatmap pool"),
-    "metatrain": ("mf_tf.train.metatrain:run", "MAML over camera-pair tasks: omega_base, theta init"),
-    "pretrain": ("mf_tf.train.pretrain:run", "baselines: AffineFuse / NaiveFuse by plain training"),
-    "finetune": ("mf_tf.train.finetune:run", "finetune fusion (theta only) on K frames of a new rig"),
-    "convert": ("mf_tf.data.convert:run", "convert a trusted annotation pickle to the safe format"),
-    "export": ("mf_tf.serving.export:run", "export a TF Serving SavedModel per rig + models.config"),
-    "predict": ("mf_tf.serving.client:run", "send --images of each view to --server for --rig"),
-    "tflite": ("mf_tf.serving.tflite:run", "convert the backbone to TFLite; size, latency, agreement"),
-    "evaluate": ("mf_tf.evaluation.evaluate:run", "JDR and MPJPE (DLT, pictorial) of fusion methods"),
-    "benchmark": ("mf_tf.evaluation.benchmark:run", "paper protocol: all methods x K on held-out rigs"),
-    "demo": ("mf_tf.evaluation.demo:run", "end to end: meta-train, finetune on a new rig, compare, plot"),
-    "video": ("mf_tf.modes.video:run", "real synchronized frames: BlazePose, associate, fuse, 3D"),
+    "warmup": (warmup.run, "train the backbone on rendered images (MSE to Gaussians)"),
+    "precompute": (precompute.run, "store the pretraining rig's heatmap pool"),
+    "metatrain": (metatrain.run, "MAML over camera-pair tasks: omega_base, theta init"),
+    "pretrain": (pretrain.run, "baselines: AffineFuse / NaiveFuse by plain training"),
+    "finetune": (finetune.run, "finetune fusion (theta only) on K frames of a new rig"),
+    "convert": (convert.run, "convert a TRUSTED annotation pickle to the safe format"),
+    "export": (export.run, "export a TF Serving SavedModel per rig + models.config"),
+    "predict": (predict.run, "send --images of each view to --server for --rig"),
+    "tflite": (tflite.run, "convert the backbone to TFLite; size, latency, agreement"),
+    "evaluate": (evaluate.run, "JDR and MPJPE (DLT, pictorial) of fusion methods"),
+    "benchmark": (benchmark.run, "paper protocol: all methods x K on held-out rigs"),
+    "demo": (demo.run, "end to end: meta-train, finetune on a new rig, compare, plot"),
+    "video": (video.run, "real synchronized frames: BlazePose, associate, fuse, 3D"),
 }
 
 # Exit status of a user error (bad flag, config or input), as absl uses for usage errors.
@@ -48,14 +64,6 @@ INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it.
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "default.py")
-
-
-@dataclasses.dataclass(frozen=True)
-class CliArgs:
-  """Flags that are not part of the experiment config."""
-  server: str
-  rig: str | None
-  images: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +98,10 @@ def _define_flags() -> _Flags:
 
 
 def resolve_mode(mode: str):
-  """The run(config, workdir, args) function of a mode name (a key of MODES)."""
+  """The run function of a mode name (a key of MODES)."""
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(MODES)}")
-  target, _ = MODES[mode]
-  module_name, function_name = target.split(":")
-  return getattr(importlib.import_module(module_name), function_name)
+  return MODES[mode][0]
 
 
 def _message(error: BaseException) -> str:
@@ -148,12 +154,30 @@ def _parse_flags(argv):
     _fail(error, verbose=False)
 
 
-def _check_common(config) -> None:
-  """Validates the settings every mode shares, before any work."""
+# Modes that read config.rig.pretrain / config.rig.target: both are loaded (and checked) first.
+_RIG_MODES = ("simulate", "warmup", "precompute", "metatrain", "pretrain", "finetune", "evaluate",
+              "export", "benchmark", "demo")
+
+
+def _check_common(config, mode: str) -> None:
+  """Validates the settings every mode shares, before any work.
+
+  Image sizes, the fusion settings (`FusionSettings`), and for the modes that use them the rigs
+  of config.rig.* (name or file, loaded with every rig-file check): a bad value fails here, not
+  after minutes of training.
+  """
   for key in ("heatmap_size", "image_size"):
     value = config.get(key)
     if value is not None and (int(value) != value or value < 2):
       raise ValueError(f"config.{key}={value}, expected an integer >= 2 pixels")
+  if "fusion" in config:
+    modes_common.fusion_settings(config)
+  if mode in _RIG_MODES and "rig" in config:
+    for role in modes_common.RIG_ROLES:
+      try:
+        modes_common.rig(config, role)
+      except ValueError as error:
+        raise ValueError(f"config.rig.{role}={config.rig[role]!r}: {error}") from error
 
 
 # Errors that mean bad input (config, files, calibration), not a bug of mf_tf.
@@ -171,11 +195,15 @@ def main(argv, cli: _Flags):
     if os.path.exists(workdir) and not os.path.isdir(workdir):
       raise ValueError(f"--workdir={cli.workdir.value} is a file; expected a folder (or a new "
                        "path)")
-    _check_common(config)
+    _check_common(config, cli.mode.value)
     os.makedirs(workdir, exist_ok=True)
     logging.info("mode=%s workdir=%s", cli.mode.value, workdir)
-    args = CliArgs(server=cli.server.value, rig=cli.rig.value, images=tuple(cli.images.value))
-    resolve_mode(cli.mode.value)(config, workdir, args)
+    run = resolve_mode(cli.mode.value)
+    if cli.mode.value == "predict":
+      run(config, workdir, server=cli.server.value, rig=cli.rig.value,
+          images=tuple(cli.images.value))
+    else:
+      run(config, workdir)
   except _USER_ERRORS as error:
     _fail(error)
   except KeyboardInterrupt:

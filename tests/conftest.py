@@ -12,11 +12,8 @@ _REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
-  """The real calibrations and poses kept beside the repository (../shared/data)."""
-  path = _REPO_ROOT.parent / "shared" / "data"
-  if not path.is_dir():
-    pytest.skip(f"real data folder {path} is missing")
-  return path
+  """The real calibrations and poses the tests read (tests/fixtures/real_data, see SOURCES.md)."""
+  return _REPO_ROOT / "tests" / "fixtures" / "real_data"
 
 
 @pytest.fixture(scope="session")

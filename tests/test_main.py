@@ -67,7 +67,7 @@ def test_bad_config_variant_is_one_line(repo_root, tmp_path):
 
 
 def test_error_of_a_mode_is_one_line_and_traceback_with_verbosity(repo_root, tmp_path):
-  args = ("--mode=simulate", f"--workdir={tmp_path}", "--config.world.rig=/no/such/rig.json")
+  args = ("--mode=simulate", f"--workdir={tmp_path}", "--config.rig.target=/no/such/rig.json")
   assert_one_error_line(run_cli(repo_root, *args), "/no/such/rig.json")
   verbose = run_cli(repo_root, *args, "--verbosity=1")
   assert verbose.returncode == 2
@@ -79,6 +79,10 @@ def test_error_of_a_mode_is_one_line_and_traceback_with_verbosity(repo_root, tmp
     (["--config.heatmap_size=0"], "config.heatmap_size=0, expected an integer >= 2"),
     (["--config.rig.target={binary}", "--mode=finetune"], "not a UTF-8 JSON text file"),
     (["--workdir={file}"], "is a file; expected a folder"),
+    (["--config.fusion.loss=l1", "--mode=metatrain"], "fusion.loss='l1', expected one of"),
+    (["--config.fusion.temperature=-1", "--mode=demo"], "fusion.temperature=-1.0, expected"),
+    (["--config.rig.pretrain=no_such_rig", "--mode=metatrain"],
+     "config.rig.pretrain='no_such_rig': unknown rig 'no_such_rig'"),
 ])
 def test_bad_common_inputs_are_one_line_before_any_work(repo_root, tmp_path, extra, words):
   binary = tmp_path / "rig.json"
@@ -94,3 +98,4 @@ def test_bad_common_inputs_are_one_line_before_any_work(repo_root, tmp_path, ext
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+  assert not (tmp_path / "w" / "metatrain").exists()  # Refused before any step.

@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 
 from configs import default
-from mf_tf.evaluation import evaluate
+from mf_tf import checkpoints
+from mf_tf.fusion import calibrated
 from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import RigMismatchError
 from mf_tf.geometry.rigs import ring_rig
 from mf_tf.models.backbone import build_backbone
-from mf_tf.serving import export, model_config
-from mf_tf.train import finetune
+from mf_tf.modes import evaluate, export, finetune
+from mf_tf.serving import model_config
 
 
 def _rig_file(tmp_path, seed=3, file_name="my_rig.json"):
@@ -34,16 +35,16 @@ def test_finetune_evaluate_export_with_a_rig_file(tmp_path):
   build_backbone(config.model.backbone, config.image_size, 17).save_weights(weights)
   config.export.backbone_weights = weights
 
-  rig_dir = finetune.run(config, workdir, None)
+  rig_dir = finetune.run(config, workdir)
   assert rig_dir == os.path.join(workdir, "finetune", "my_rig")  # The file's "name" field.
   assert {"fusion.json", "fusion.npz", "rig.json", "meta.json"} <= set(os.listdir(rig_dir))
 
-  results = evaluate.run(config, workdir, None)
+  results = evaluate.run(config, workdir)
   with open(os.path.join(workdir, "evaluate", "my_rig", "results.json")) as f:
     assert set(json.load(f)["methods"]) == {"no_fusion", "calibrated", "finetuned"}
   assert results["finetuned"]["jdr_mean"] >= results["no_fusion"]["jdr_mean"] - 1.0, results
 
-  export.run(config, workdir, None)
+  export.run(config, workdir)
   root = os.path.join(workdir, "export")
   assert model_config.read_models_config(os.path.join(root, "models.config")) == {
       "my_rig": os.path.join(root, "my_rig")}
@@ -58,10 +59,10 @@ def test_evaluate_refuses_a_checkpoint_of_another_calibration(tmp_path):
   config = default.get_config("smoke")
   size = int(config.heatmap_size)
   trained_for = calibration.load_rig_file(_rig_file(tmp_path, seed=3))
-  layer = finetune.make_fusion_layer("calibrated", trained_for, size)
+  layer = calibrated.calibrated_fusion(trained_for, size)
   workdir = str(tmp_path / "work")
-  finetune.save_finetuned(layer, trained_for, os.path.join(workdir, "finetune", "my_rig"),
-                          {"method": "calibrated", "heatmap_size": size, "shots": 0})
+  checkpoints.save_finetuned(layer, trained_for, os.path.join(workdir, "finetune", "my_rig"),
+                             {"method": "calibrated", "heatmap_size": size, "shots": 0})
   moved_path = _rig_file(tmp_path, seed=4, file_name="moved.json")  # Same name, other cameras.
   moved = calibration.load_rig_file(moved_path)
   with pytest.raises(RigMismatchError, match="finetune/my_rig/rig.json"):

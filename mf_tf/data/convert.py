@@ -4,7 +4,6 @@ WARNING: the h36m_pickle input is a Python pickle. Unpickling executes arbitrary
 the file. Convert ONLY annotation files you trust (e.g. ones you generated yourself with
 H36M-Toolbox); this command is the only place mf_tf unpickles anything, and the readers never do.
 
-  python -m mf_tf.data.convert --format=h36m_pickle --input=h36m_train.pkl --output=DIR
   python -m mf_tf.main --mode=convert --config.convert.input=h36m_train.pkl \
       [--config.convert.output=DIR] --workdir=/tmp/mf_tf
 
@@ -24,8 +23,6 @@ import shutil
 import tempfile
 
 import numpy as np
-from absl import app
-from absl import flags
 from absl import logging
 
 from mf_tf.data import h36m
@@ -168,34 +165,3 @@ def convert(format_name: str, input_path: str, output_dir: str) -> str:
   out = convert_h36m_items(items, output_dir, source=input_path)
   logging.info("wrote %d items to %s", len(items), out)
   return out
-
-
-def run(config, workdir: str, args) -> None:
-  """`--mode=convert`: config.convert.{format, input, output} (output default under workdir)."""
-  del args
-  output = config.convert.output or os.path.join(workdir, "converted", "h36m")
-  if not config.convert.input:
-    raise ValueError("--mode=convert needs --config.convert.input=FILE (a trusted annotation "
-                     "pickle)")
-  convert(config.convert.format, config.convert.input, output)
-
-
-def _define_flags() -> None:
-  # Defined only when run as a script, so importing this module (--mode=convert) adds no flags.
-  flags.DEFINE_enum("format", "h36m_pickle", list(FORMATS), "Input format.")
-  flags.DEFINE_string("input", None, "Input file (a TRUSTED pickle: it is unpickled).")
-  flags.DEFINE_string("output", None, "Output directory.")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-  values = flags.FLAGS
-  if not values.input or not values.output:
-    raise app.UsageError("--input and --output are required")
-  convert(values.format, values.input, values.output)
-
-
-if __name__ == "__main__":
-  _define_flags()
-  app.run(main)

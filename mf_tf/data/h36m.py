@@ -12,8 +12,8 @@ CrossView, Qiu et al. 2019) are pickled lists with one dict per image:
 
 with x_cam = R (X - T) and Brown distortion (k1, k2, k3 radial; p1, p2 tangential, the OpenCV
 order). Unpickling runs arbitrary code, so mf_tf never loads a pickle at read time: the one-time
-command `python -m mf_tf.data.convert --format=h36m_pickle --input=FILE.pkl --output=DIR`
-(mf_tf/data/convert.py) writes the safe layout read here:
+command `python -m mf_tf.main --mode=convert --config.convert.input=FILE.pkl
+--config.convert.output=DIR` (mf_tf/data/convert.py) writes the safe layout read here:
 
     DIR/manifest.json      {"format": "mf_tf.h36m_annotations", "version": 1, "num_items": M, ...}
     DIR/annotations.npz    arrays over the M items (numbers and fixed-width strings only; read
@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mf_tf.geometry import calibration
 from mf_tf.geometry.camera import Camera
 from mf_tf.geometry.rig import Rig
 
@@ -118,8 +119,9 @@ def read_h36m_annotations(data_dir: str) -> dict:
   for name, path in paths.items():
     if not os.path.isfile(path):
       raise FileNotFoundError(
-          f"{path} not found: expected a directory written by `python -m mf_tf.data.convert "
-          f"--format=h36m_pickle` (manifest.json, annotations.npz, cameras.json)")
+          f"{path} not found: expected a directory written by `python -m mf_tf.main "
+          "--mode=convert --config.convert.input=FILE.pkl` (manifest.json, annotations.npz, "
+          "cameras.json)")
   with open(paths["manifest.json"]) as f:
     manifest = json.load(f)
   if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
@@ -226,7 +228,6 @@ def read_h36m_body3d(npz_path: str, cameras_path: str) -> dict:
     dict with cameras (list of M Camera), joints3d [M, 17, 3] world mm, joints3d_camera
     [M, 17, 3] camera-frame mm, joints2d [M, 17, 2] image px, visibility [M, 17], image_names.
   """
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(npz_path):
     raise FileNotFoundError(f"H36M body3d file {npz_path} not found")
   with np.load(npz_path, allow_pickle=False) as npz:

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from mf_tf.data import joints as joints_lib
+from mf_tf.geometry import calibration
 
 POSE_DIR = "hdPose3d_stage1_coco19"
 CM_TO_MM = 10.0
@@ -103,7 +104,6 @@ def read_panoptic_sequence(seq_dir: str, camera_type: str = "hd",
       image_paths: [N, V] str, the frame's image of each camera (not checked for existence).
       joint_set: "coco19".
   """
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
   if camera_type not in _IMAGE_DIRS:
     raise ValueError(f"camera_type {camera_type!r}, expected one of {sorted(_IMAGE_DIRS)}")
   seq_dir = os.path.abspath(seq_dir)

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from mf_tf.data import detector
 from mf_tf.data import tfrecord
 from mf_tf.data.codec import HeatmapCodec
 from mf_tf.geometry.rig import Rig
@@ -69,6 +70,39 @@ def _decoder(specs: dict, keys: Sequence[str]):
   return parse
 
 
+def check_request(stored, num_views: int, views, with_images: bool, render_heatmaps: bool,
+                  where: str) -> list[int] | None:
+  """Checks what a training input asks of a dataset against what the dataset stores.
+
+  Args:
+    stored: Names of the stored per-frame arrays (or features).
+    num_views: Views of the dataset's rig.
+    views: Requested view indices, or None for all.
+    with_images: Images are requested.
+    render_heatmaps: Initial heatmaps are requested (dense, or rendered from the compact
+      detector state `_DETECTOR_KEYS`).
+    where: The dataset, for messages.
+
+  Returns:
+    The views as a list of ints (None stays None).
+
+  Raises:
+    ValueError: Repeated or out-of-range views, or images / heatmaps the dataset cannot provide.
+  """
+  if views is not None:
+    views = [int(v) for v in views]
+    if not views or any(not 0 <= v < num_views for v in views) or len(set(views)) != len(views):
+      raise ValueError(f"views={views}: expected distinct view indices in [0, {num_views}) for "
+                       f"the {num_views}-view {where}")
+  if with_images and "images" not in stored:
+    raise ValueError(f"with_images=True but {where} stores no images (arrays: {sorted(stored)})")
+  if render_heatmaps and "heatmaps" not in stored and not all(
+      key in stored for key in _DETECTOR_KEYS):
+    raise ValueError(f"render_heatmaps=True but {where} holds neither dense heatmaps nor the "
+                     f"compact detector state {_DETECTOR_KEYS}")
+  return views
+
+
 def make_dataset(data_dir: str, batch_size: int, shuffle: bool = False,
                  with_images: bool = False, render_heatmaps: bool = True,
                  views: Sequence[int] | None = None, repeat: bool = False, seed: int = 0, *,
@@ -102,18 +136,8 @@ def make_dataset(data_dir: str, batch_size: int, shuffle: bool = False,
   specs = meta["arrays"]
   num_views = meta["num_views"]
   size = meta["heatmap_size"]
-  if views is not None:
-    views = [int(v) for v in views]
-    if not views or any(not 0 <= v < num_views for v in views) or len(set(views)) != len(views):
-      raise ValueError(f"views={views}: expected distinct view indices in [0, {num_views}) for "
-                       f"the {num_views}-view rig {meta['rig_name']!r} of {data_dir}")
-  if with_images and "images" not in specs:
-    raise ValueError(f"with_images=True but dataset {data_dir} stores no images "
-                     f"(arrays: {sorted(specs)})")
-  has_state = all(k in specs for k in _DETECTOR_KEYS)
-  if render_heatmaps and "heatmaps" not in specs and not has_state:
-    raise ValueError(f"render_heatmaps=True but dataset {data_dir} holds neither dense heatmaps "
-                     f"nor the compact detector state {_DETECTOR_KEYS}")
+  views = check_request(specs, num_views, views, with_images, render_heatmaps,
+                        f"dataset {data_dir} (rig {meta['rig_name']!r})")
   if render_heatmaps and "heatmaps" not in specs:
     detector_params = meta.get("detector") or {}
     missing = [k for k in ("sigma", "noise_level") if k not in detector_params]
@@ -134,7 +158,6 @@ def make_dataset(data_dir: str, batch_size: int, shuffle: bool = False,
         if specs[key]["per_view"]:
           frame[key] = tf.gather(frame[key], view_index, axis=0)
     if render_heatmaps and "heatmaps" not in specs:
-      from mf_tf.data import detector  # pylint: disable=import-outside-toplevel
       params = meta["detector"]
       frame["heatmaps"] = detector.render_heatmaps(
           frame["peaks"], frame["amplitudes"], size, params["sigma"], params["noise_level"],

@@ -22,7 +22,7 @@ import numpy as np
 
 from mf_tf.data import body as body_lib
 from mf_tf.geometry import camera as camera_lib
-from mf_tf.geometry import rigs as rigs_lib
+from mf_tf.geometry import volume
 
 # RGB in [0, 1] per capsule of H36M_BODY (same order).
 _CAPSULE_COLOURS = {
@@ -204,7 +204,7 @@ def render_frames(rig, joints3d, image_size: int, seed: int, up=None, floor=None
     joints3d: [N, 17, 3] h36m17 joints, world mm.
     image_size: S.
     seed: Seed of the background colours, noise and body brightness.
-    up: [3] world up (default `rigs.up_vector(rig)`).
+    up: [3] world up (default `volume.up_vector(rig)`).
     floor: Floor height along up, mm (default: the rig's, else 80 mm below the lowest ankle).
     return_labels: Also return the per-pixel capsule labels.
     tile_mm: Floor checker tile side, mm.
@@ -218,7 +218,7 @@ def render_frames(rig, joints3d, image_size: int, seed: int, up=None, floor=None
   if joints3d.ndim != 3 or joints3d.shape[1:] != (body_lib.H36M_BODY.end_weights.shape[2], 3):
     raise ValueError(f"joints3d has shape {joints3d.shape}, expected [N, 17, 3] (h36m17)")
   size = int(image_size)
-  up = rigs_lib.up_vector(rig) if up is None else np.asarray(up, np.float64)
+  up = volume.up_vector(rig) if up is None else np.asarray(up, np.float64)
   up = up / np.linalg.norm(up)
   if floor is None:
     floor = getattr(rig, "floor", None)

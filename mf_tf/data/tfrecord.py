@@ -44,6 +44,8 @@ import numpy as np
 import tensorflow as tf
 
 from mf_tf.data import joints as joints_lib
+from mf_tf.data import world
+from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import Rig
 
 FORMAT_NAME = "mf_tf.multiview_tfrecord"
@@ -114,13 +116,11 @@ def shard_name(index: int, count: int) -> str:
 
 
 def _write_rig(rig: Rig, path: str) -> None:
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
   calibration.save_rig_file(rig, path)
 
 
 def load_rig(data_dir: str) -> Rig:
   """The rig stored beside a dataset's shards."""
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
   path = os.path.join(data_dir, RIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(
@@ -445,14 +445,7 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
         f"dataset {data_dir}: shards listed in meta.json are missing: {missing}")
   if check_shards:
     _check_shard_counts(data_dir, meta, shard_paths)
-  problems = []
-  if joint_set is not None:
-    expected = joints_lib.get_joint_set(joint_set)
-    if meta["joint_set"] != expected.name or meta["num_joints"] != expected.num_joints:
-      problems.append(f"joint set {meta['joint_set']!r} ({meta['num_joints']} joints), expected "
-                      f"{expected.name!r} ({expected.num_joints} joints)")
-  if heatmap_size is not None and meta["heatmap_size"] != int(heatmap_size):
-    problems.append(f"heatmap size {meta['heatmap_size']}, expected {heatmap_size}")
+  problems = expectation_problems(meta, joint_set, heatmap_size)
   if rig is not None:
     problems += [f"rig: {p}" for p in _rig_differences(load_rig(data_dir), rig)]
   if problems:
@@ -460,6 +453,29 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
         f"dataset {data_dir} does not match what was expected: " + "; ".join(problems))
   meta["shard_paths"] = shard_paths
   return meta
+
+
+def expectation_problems(meta, joint_set=None, heatmap_size: int | None = None) -> list[str]:
+  """How a dataset's stored joint set and heatmap size differ from the expected ones.
+
+  Args:
+    meta: The dataset's description with "joint_set", "num_joints" and "heatmap_size" (meta.json,
+      or a TFDS builder's metadata).
+    joint_set: Expected JointSet or name; None: not checked.
+    heatmap_size: Expected heatmap side; None: not checked.
+
+  Returns:
+    One line per difference (empty when everything matches).
+  """
+  problems = []
+  if joint_set is not None:
+    expected = joints_lib.get_joint_set(joint_set)
+    if meta["joint_set"] != expected.name or meta["num_joints"] != expected.num_joints:
+      problems.append(f"joint set {meta['joint_set']!r} ({meta['num_joints']} joints), expected "
+                      f"{expected.name!r} ({expected.num_joints} joints)")
+  if heatmap_size is not None and int(meta["heatmap_size"]) != int(heatmap_size):
+    problems.append(f"heatmap size {meta['heatmap_size']}, expected {heatmap_size}")
+  return problems
 
 
 def _decode_value(key: str, spec: dict, values: list[bytes]) -> np.ndarray:
@@ -534,7 +550,6 @@ def frames_from_poses(rig: Rig, joints3d: np.ndarray, joint_set, heatmap_size: i
     dict with joints3d [N, J, 3] float32, joints2d [N, V, J, 2] float32, visibility [N, V, J]
     float32, head_size [N, V] float32 (and image_paths) for `write_shards`.
   """
-  from mf_tf.data import world  # pylint: disable=import-outside-toplevel
   joint_set = joints_lib.get_joint_set(joint_set)
   joints3d = np.asarray(joints3d, np.float64)
   if joints3d.ndim != 3 or joints3d.shape[1:] != (joint_set.num_joints, 3):

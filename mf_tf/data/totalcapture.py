@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from mf_tf.data import joints as joints_lib
+from mf_tf.geometry import calibration
 
 INCH_TO_MM = 25.4
 
@@ -119,7 +120,6 @@ def read_totalcapture_sequence(calibration_path: str, positions_path: str,
       vicon_names: tuple of the file's joint names; vicon_joints3d: [N, K, 3] all of them, mm.
       joint_set: "totalcapture16".
   """
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(calibration_path):
     raise FileNotFoundError(f"Total Capture calibration {calibration_path} not found "
                             "(expected calibration.cal)")

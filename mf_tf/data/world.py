@@ -25,9 +25,10 @@ import tensorflow as tf
 from mf_tf.data import body as body_lib
 from mf_tf.data import detector as detector_lib
 from mf_tf.data import joints as joints_lib
+from mf_tf.data import render as render_lib
 from mf_tf.data import skeleton as skeleton_lib
 from mf_tf.data.detector import DetectorParams, detector_params_from_config  # noqa: F401
-from mf_tf.geometry import rigs as rigs_lib
+from mf_tf.geometry import volume
 
 HEAD_SIZE_MM = float(2.0 * skeleton_lib.BONE_LENGTHS_MM[joints_lib.H36M17.index("head")])
 _RENDER_CHUNK = 256  # Frames per TF call when rendering heatmaps for a whole batch.
@@ -43,8 +44,8 @@ def rig_volume(rig):
     center [3] mm, half_extent [3] mm, up [3] unit vector, floor (mm along up: the rig's
     stored floor, else the volume's lowest face).
   """
-  center, half = rigs_lib.capture_volume(rig)
-  up = rigs_lib.up_vector(rig)
+  center, half = volume.capture_volume(rig)
+  up = volume.up_vector(rig)
   floor = getattr(rig, "floor", None)
   if floor is None:
     floor = float(center @ up - half @ np.abs(up))
@@ -186,7 +187,6 @@ def simulate_frames(rig, num_frames: int, seed: int, joint_set="h36m17", heatmap
         detections["peaks"], detections["amplitudes"], detections["noise_seed"], heatmap_size,
         params)
   if render_images:
-    from mf_tf.data import render as render_lib  # Numpy-only; imported when images are asked.
     out["images"] = render_lib.render_frames(
         rig, joints3d, image_size, seed=int(rng.integers(0, 2**31 - 1)),
         up=up, floor=floor, **(render_options or {}))

@@ -17,24 +17,15 @@ A method's result is a flat dict (the benchmark schema), JDR in percent, MPJPE i
   {"jdr_mean", "jdr_per_joint": {joint: float}, "jdr_visible", "jdr_occluded",
    "mpjpe_triangulation_mm", "mpjpe_pictorial_mm", "num_frames"}
 
-`run` is `--mode=evaluate`: synthetic frames of `config.rig.target` from a held-out seed
-(config.seed + config.evaluate.seed_offset), limb lengths from training poses of config.seed,
-and the methods of config.evaluate.methods (`build_methods`: No-Fusion, the rig's calibrated
-MetaFuse^0 fusion, the rig's finetuned fusion); results go to
-<workdir>/evaluate/<rig>/results.{json,md}.
-
-  python -m mf_tf.main --mode=evaluate --workdir=/tmp/mf_tf
-  python -m mf_tf.main --mode=evaluate --config=configs/default.py:smoke --workdir=/tmp/mf_tf_smoke
+--mode=evaluate (`mf_tf.modes.evaluate`) runs it on simulated frames of config.rig.target.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -44,7 +35,7 @@ from mf_tf.data.codec import HeatmapCodec
 from mf_tf.evaluation import metrics
 from mf_tf.evaluation import pictorial
 from mf_tf.evaluation import triangulate
-from mf_tf.fusion import ops
+from mf_tf.fusion import readout
 
 RESULT_KEYS = ("jdr_mean", "jdr_per_joint", "jdr_visible", "jdr_occluded",
                "mpjpe_triangulation_mm", "mpjpe_pictorial_mm")
@@ -90,7 +81,7 @@ def fuse_heatmaps(fusion_layer, heatmaps, batch_size: int = 16) -> np.ndarray:
 
 
 def decode_joints(fused, temperature: float):
-  """2D joints from fused heatmaps: temperature softmax per channel, then the codec's decode.
+  """2D joints from fused heatmaps: `mf_tf.fusion.readout.decode_fused` (as the served model).
 
   Args:
     fused: [N, V, H, W, J] fused heatmaps (pre-softmax).
@@ -101,8 +92,7 @@ def decode_joints(fused, temperature: float):
     probabilities (the triangulation confidences).
   """
   fused = tf.convert_to_tensor(fused, tf.float32)
-  codec = HeatmapCodec(int(fused.shape[2]))
-  coords, scores = codec.decode(ops.softmax_temperature(fused, temperature))
+  coords, scores = readout.decode_fused(fused, temperature, HeatmapCodec(int(fused.shape[2])))
   return coords.numpy().astype(np.float64), scores.numpy().astype(np.float64)
 
 
@@ -257,96 +247,3 @@ def write_results(results: dict, out_dir: str, metadata: dict | None = None) -> 
   return {"json": json_path, "markdown": markdown_path}
 
 
-def pictorial_options_from_config(section) -> pictorial.PictorialOptions:
-  """`PictorialOptions` from the config.evaluate section."""
-  return pictorial.PictorialOptions(
-      box_size_mm=float(section.box_size_mm), coarse_bins=int(section.coarse_bins),
-      refine_bins=int(section.refine_bins), refine_iterations=int(section.refine_iterations),
-      limb_tolerance=float(section.limb_tolerance), limb_sigma_mm=float(section.limb_sigma_mm),
-      sampling=str(section.sampling))
-
-
-def build_methods(names, config, workdir: str, rig, heatmap_size: int,
-                  rig_source: str | None = None) -> dict:
-  """{name: fusion layer or None} of the methods named in `names`.
-
-  Args:
-    names: Sequence of "no_fusion" (None), "calibrated" (MetaFuse^0: the rig's epipolar theta
-      and line base, no training; `mf_tf.fusion.calibrated`) and "finetuned" (the rig's
-      finetuned fusion, loaded with `mf_tf.train.common.load_finetuned_for`, which refuses a
-      checkpoint whose stored rig has other cameras than `rig`).
-    config: The experiment config (fusion and evaluate sections).
-    workdir: Work directory; the finetuned checkpoint defaults to <workdir>/finetune/<rig.name>.
-    rig: The evaluated `Rig`.
-    heatmap_size: Heatmap side in pixels.
-    rig_source: How the rig was given (built-in name or rig file), for messages; None: its name.
-
-  Raises:
-    RigMismatchError: The finetuned checkpoint was trained for another calibration.
-  """
-  from mf_tf.fusion import calibrated
-  from mf_tf.fusion import layers
-  from mf_tf.train import common  # Checkpoints are resolved as the training modes write them.
-
-  methods = {}
-  for name in names:
-    if name == "no_fusion":
-      methods[name] = None
-    elif name == "calibrated":
-      layer = layers.AffineFusion(rig.num_views, heatmap_size, config.fusion.temperature,
-                                  name="calibrated")
-      layer.assign_parameters(*calibrated.calibrated_parameters(
-          rig, heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
-      methods[name] = layer.materialize()  # Matrices computed once, not per batch.
-    elif name == "finetuned":
-      checkpoint = config.evaluate.checkpoint or common.finetuned_rig_dir(
-          os.path.join(workdir, "finetune"), rig)
-      if os.path.exists(checkpoint):
-        methods[name] = common.load_finetuned_for(
-            checkpoint, rig, rig.name if rig_source is None else rig_source)[0]
-      elif config.evaluate.checkpoint:
-        raise FileNotFoundError(f"config.evaluate.checkpoint={checkpoint!r} does not exist")
-      else:
-        logging.warning("no finetuned fusion at %s; skipping method 'finetuned'", checkpoint)
-    else:
-      raise ValueError(f"unknown evaluation method {name!r}; expected no_fusion, calibrated or "
-                       "finetuned")
-  return methods
-
-
-def run(config, workdir: str, args) -> dict:
-  """--mode=evaluate: writes <workdir>/evaluate/<rig>/results.{json,md}."""
-  del args  # No CLI-only flags are used.
-  from mf_tf.data import world
-  from mf_tf.train import common  # Rigs are resolved as the training modes resolve them.
-
-  rig = common.load_rig(config.rig.target)  # A built-in name or a rig file ("name": rig.name).
-  joint_set = joints_lib.get_joint_set(config.joint_set)
-  section = config.evaluate
-  seed = int(config.seed) + int(section.seed_offset)
-  detector = world.detector_params_from_config(config.detector)
-  frames = world.simulate_frames(rig, int(section.num_frames), seed, joint_set,
-                                 int(config.heatmap_size), detector_params=detector)
-  training = world.simulate_frames(rig, int(section.limb_frames), int(config.seed), joint_set,
-                                   int(config.heatmap_size), return_heatmaps=False)
-  limb_lengths = pictorial.mean_limb_lengths(training["joints3d"], joint_set)
-  options = pictorial_options_from_config(section)
-  results = {}
-  names = [name.strip() for name in str(section.methods).split(",") if name.strip()]
-  methods = build_methods(names, config, workdir, rig, int(config.heatmap_size),
-                          rig_source=str(config.rig.target))
-  for name, layer in methods.items():
-    results[name] = evaluate_fusion(layer, frames, rig, joint_set, config.fusion.temperature,
-                                    limb_lengths=limb_lengths, pictorial_options=options,
-                                    batch_size=int(section.batch_size))
-    logging.info("%s: JDR %.1f%%, MPJPE triangulation %.1f mm, pictorial %.1f mm", name,
-                 results[name]["jdr_mean"], results[name]["mpjpe_triangulation_mm"],
-                 results[name]["mpjpe_pictorial_mm"])
-  out_dir = os.path.join(workdir, "evaluate", rig.name)
-  metadata = {"rig": rig.name, "joint_set": joint_set.name, "seed": seed,
-              "num_frames": int(section.num_frames), "heatmap_size": int(config.heatmap_size),
-              "temperature": float(config.fusion.temperature),
-              "pictorial": dataclasses.asdict(options)}
-  paths = write_results(results, out_dir, metadata)
-  logging.info("wrote %s and %s", paths["json"], paths["markdown"])
-  return results

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mf_tf.data import world
+
 # CrossView's Human3.6M JDR threshold: head size 25.6 px at 256 px input (= 0.1 of the side).
 CROSSVIEW_HEAD_SIZE_FRACTION = 25.6 / 256.0
 
@@ -46,7 +48,6 @@ def projected_head_size(head_points, rig, heatmap_size: int) -> np.ndarray:
     [N, V] float64 heatmap pixels; NaN where the head is behind a camera (such a view does not
     count in `jdr`).
   """
-  from mf_tf.data import world  # Imported here: the metrics themselves need only numpy.
 
   head_points = np.asarray(head_points, np.float64)
   if head_points.ndim != 2 or head_points.shape[-1] != 3:

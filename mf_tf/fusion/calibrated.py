@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mf_tf.fusion import layers
 from mf_tf.fusion import ops
 from mf_tf.geometry import epipolar
 from mf_tf.geometry import self_calibration
@@ -92,6 +93,31 @@ def calibrated_base(heatmap_size, width_px: float = 1.0, value: float = 1.0) -> 
 def calibrated_parameters(rig: Rig, heatmap_size, width_px: float = 1.0, value: float = 1.0):
   """(omega_base [H, W], theta [P, HW, 6]) of MetaFuse^0 for `AffineFusion.assign_parameters`."""
   return calibrated_base(heatmap_size, width_px, value), calibrated_theta(rig, heatmap_size)
+
+
+def calibrated_fusion(rig: Rig, heatmap_size: int, temperature: float = ops.DEFAULT_TEMPERATURE,
+                      width_px: float = 1.0, value: float = 1.0, *, theta_grid: int = 0,
+                      name: str = "calibrated") -> layers.AffineFusion:
+  """MetaFuse^0 of `rig`: a built AffineFusion holding `calibrated_parameters`.
+
+  The one constructor of the calibrated fusion used by evaluation, finetuning, export and the
+  experiments. `.materialize()` it when it is applied many times without training.
+
+  Args:
+    rig: The calibrated rig (V views, P = V (V - 1) ordered pairs).
+    heatmap_size: Heatmap side in pixels.
+    temperature: Read-out softmax temperature of the layer.
+    width_px, value: The line base's cross-section sigma and peak (`calibrated_base`).
+    theta_grid: 0 (one free theta per target pixel) or the side of a coarse theta grid, as
+      `layers.AffineFusion`; the calibrated theta is assigned either way.
+    name: Keras layer name.
+  """
+  size = int(heatmap_size)
+  layer = layers.AffineFusion(rig.num_views, size, temperature, train_base=False,
+                              theta_grid=theta_grid, name=name)
+  layer.build((None, rig.num_views, size, size, 1))
+  layer.assign_parameters(*calibrated_parameters(rig, size, width_px, value))
+  return layer
 
 
 def self_calibrated_theta(joints2d, num_views: int, heatmap_size, *, valid=None,

@@ -10,6 +10,11 @@ Everything here is a pure function of tensors, so a MAML step can call it with f
 
     matrices = affine_matrices(omega_base_fast, theta_fast)
     loss = fusion_loss(fuse(heatmaps, matrices), target, weights)
+
+`fuse_affine(heatmaps, omega_base, theta)` is the same fused heatmaps without the matrices: the
+warp and the product run together over chunks of target pixels and the gradients (first and
+second order) recompute the warps (`mf_tf.fusion.sampler.warp_product`). At 64x64 the 4-view
+rig's matrices are 0.8 GB, and the plain path's backward keeps about a dozen tensors of that size.
 """
 
 from __future__ import annotations
@@ -58,6 +63,26 @@ def affine_matrices(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     view's pixel grid.
   """
   return sampler.warp_base(omega_base, theta)
+
+
+def affine_product(omega_base: tf.Tensor, theta: tf.Tensor, sources: tf.Tensor, *,
+                   chunk_pixels: int | None = None) -> tf.Tensor:
+  """Fusion messages W h with the Eq. 2 matrices never materialized (`sampler.warp_product`).
+
+  Equals `tf.matmul(affine_matrices(omega_base, theta), sources)`, values and gradients of every
+  order; the warps exist one chunk of target pixels at a time, forward and backward.
+
+  Args:
+    omega_base: [H, W] shared base map, or [P, H, W] one per leading index (per-task fast
+      weights).
+    theta: [P, HW_target, 6] affine parameters.
+    sources: [P, H * W, C] source maps flattened row-major, e.g. frames x joints as columns.
+    chunk_pixels: Target pixels per chunk (None: `sampler.remat_chunk_pixels`).
+
+  Returns:
+    [P, HW_target, C] in omega_base's dtype.
+  """
+  return sampler.warp_product(omega_base, theta, sources, chunk_pixels=chunk_pixels)
 
 
 def identity_theta(heatmap_size, num_pairs: int | None = None) -> np.ndarray:
@@ -121,6 +146,31 @@ def _pair_layout(num_views: int):
   return pairs[:, 0], num_views - 1
 
 
+def _view_columns(heatmaps: tf.Tensor) -> tf.Tensor:
+  """[B, V, H, W, J] -> [V, HW, B * J]: each view's maps as columns, one matmul per pair."""
+  num_views, height, width, num_joints = (heatmaps.shape[i] for i in range(1, 5))
+  return tf.reshape(tf.transpose(heatmaps, [1, 2, 3, 0, 4]),
+                    [num_views, height * width, tf.shape(heatmaps)[0] * num_joints])
+
+
+def _add_messages(heatmaps: tf.Tensor, messages: tf.Tensor) -> tf.Tensor:
+  """Eq. 1's sum: heatmaps [B, V, H, W, J] plus per-pair messages [P, HW, B * J] (pair order)."""
+  num_views, height, width, num_joints = (heatmaps.shape[i] for i in range(1, 5))
+  _, per_target = _pair_layout(num_views)
+  batch = tf.shape(heatmaps)[0]
+  messages = tf.reduce_sum(
+      tf.reshape(messages, [num_views, per_target, height * width, batch * num_joints]), axis=1)
+  messages = tf.transpose(
+      tf.reshape(messages, [num_views, height, width, batch, num_joints]), [3, 0, 1, 2, 4])
+  return heatmaps + messages
+
+
+def _check_num_pairs(num_views: int, num_pairs, what: str):
+  if num_pairs is not None and num_pairs != num_pairs_for(num_views):
+    raise ValueError(f"{num_views} views need {num_pairs_for(num_views)} {what}, got "
+                     f"{num_pairs}")
+
+
 def fuse(heatmaps: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
   """Paper Eq. 1 for every view: fused_v = h_v + sum_{u != v} W_{u->v} h_u.
 
@@ -134,21 +184,41 @@ def fuse(heatmaps: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
   heatmaps = tf.convert_to_tensor(heatmaps)
   matrices = tf.convert_to_tensor(matrices, heatmaps.dtype)
   num_views = int(heatmaps.shape[1])
-  height, width, num_joints = heatmaps.shape[2], heatmaps.shape[3], heatmaps.shape[4]
-  if matrices.shape[0] is not None and matrices.shape[0] != num_pairs_for(num_views):
-    raise ValueError(f"{num_views} views need {num_pairs_for(num_views)} fusion matrices, got "
-                     f"{matrices.shape[0]}")
-  sources, per_target = _pair_layout(num_views)
-  batch = tf.shape(heatmaps)[0]
-  # [V, HW, B * J]: each source map is a column block, so each pair is one matmul.
-  flat = tf.reshape(tf.transpose(heatmaps, [1, 2, 3, 0, 4]),
-                    [num_views, height * width, batch * num_joints])
-  messages = tf.matmul(matrices, tf.gather(flat, sources))  # [P, HW, B * J]
-  messages = tf.reduce_sum(
-      tf.reshape(messages, [num_views, per_target, height * width, batch * num_joints]), axis=1)
-  messages = tf.transpose(
-      tf.reshape(messages, [num_views, height, width, batch, num_joints]), [3, 0, 1, 2, 4])
-  return heatmaps + messages
+  _check_num_pairs(num_views, matrices.shape[0], "fusion matrices")
+  sources, _ = _pair_layout(num_views)
+  messages = tf.matmul(matrices, tf.gather(_view_columns(heatmaps), sources))  # [P, HW, B * J]
+  return _add_messages(heatmaps, messages)
+
+
+def fuse_affine(heatmaps: tf.Tensor, omega_base: tf.Tensor, theta: tf.Tensor, *,
+                chunk_pixels: int | None = None) -> tf.Tensor:
+  """Paper Eq. 1 with the Eq. 2 matrices, never materialized: fused_v = h_v + sum_u W_{u->v} h_u.
+
+  Equals `fuse(heatmaps, affine_matrices(omega_base, theta))` (values and gradients of every
+  order), computed by `affine_product`: one chunk of target pixels' warps at a time, and a
+  rematerializing gradient that keeps no [P, HW, HW] tensor, at first or second order.
+
+  Args:
+    heatmaps: [B, V, H, W, J] initial heatmaps.
+    omega_base: [H, W] base fusion map.
+    theta: [P, HW, 6] per (ordered pair, target pixel) affine parameters, P = V (V - 1).
+    chunk_pixels: Target pixels per chunk (None: `sampler.remat_chunk_pixels`).
+
+  Returns:
+    [B, V, H, W, J] fused heatmaps in the heatmaps' dtype (the parameters are cast to it).
+  """
+  heatmaps = tf.convert_to_tensor(heatmaps)
+  omega_base = tf.cast(omega_base, heatmaps.dtype)
+  theta = tf.cast(theta, heatmaps.dtype)
+  num_views = int(heatmaps.shape[1])
+  if tuple(omega_base.shape) != tuple(heatmaps.shape[2:4]):
+    raise ValueError(f"omega_base has shape {omega_base.shape}, expected the heatmaps' "
+                     f"{heatmaps.shape[2]}x{heatmaps.shape[3]} (heatmaps {heatmaps.shape})")
+  _check_num_pairs(num_views, theta.shape[0], "theta rows")
+  sources, _ = _pair_layout(num_views)
+  messages = affine_product(omega_base, theta, tf.gather(_view_columns(heatmaps), sources),
+                            chunk_pixels=chunk_pixels)  # [P, HW, B * J]
+  return _add_messages(heatmaps, messages)
 
 
 def sparsify_top_k(matrices: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
@@ -183,11 +253,10 @@ def fuse_sparse(heatmaps: tf.Tensor, values: tf.Tensor, indices: tf.Tensor) -> t
   heatmaps = tf.convert_to_tensor(heatmaps)
   values = tf.cast(values, heatmaps.dtype)
   num_views = int(heatmaps.shape[1])
-  height, width, num_joints = heatmaps.shape[2], heatmaps.shape[3], heatmaps.shape[4]
-  sources, per_target = _pair_layout(num_views)
+  num_joints = heatmaps.shape[4]
+  sources, _ = _pair_layout(num_views)
   batch = tf.shape(heatmaps)[0]
-  flat = tf.reshape(tf.transpose(heatmaps, [1, 2, 3, 0, 4]),
-                    [num_views, height * width, batch * num_joints])
+  flat = _view_columns(heatmaps)
   _, pixels, k = values.shape
   chunk = _sparse_chunk(k, pixels * _static_or(heatmaps.shape[0], 8) * num_joints)
   indices = tf.cast(indices, tf.int32)
@@ -213,11 +282,7 @@ def fuse_sparse(heatmaps: tf.Tensor, values: tf.Tensor, indices: tf.Tensor) -> t
   # cache: 5x faster than all pairs at once for the 4-view rig at 64x64), vectorized within.
   messages = tf.map_fn(one_pair, (values, indices, tf.constant(sources, tf.int32)),
                        fn_output_signature=heatmaps.dtype)  # [P, HW, B * J]
-  messages = tf.reduce_sum(
-      tf.reshape(messages, [num_views, per_target, height * width, batch * num_joints]), axis=1)
-  messages = tf.transpose(
-      tf.reshape(messages, [num_views, height, width, batch, num_joints]), [3, 0, 1, 2, 4])
-  return heatmaps + messages
+  return _add_messages(heatmaps, messages)
 
 
 _SPARSE_CHUNK_ELEMENTS = 1 << 23  # Gathered elements per step of `fuse_sparse` (32 MiB float32):

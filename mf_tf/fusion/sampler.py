@@ -22,6 +22,10 @@ Implementation: one `tf.gather` per output pixel from a table of 2x2 patches of 
 bilinear blend. This is piecewise polynomial in theta and linear in omega_base, so first- and
 second-order gradients (MAML) are exact almost everywhere and XLA-compilable. `tf.recompute_grad`
 is deliberately not used: it breaks second-order gradients.
+
+`warp_product` fuses the warp with the product that consumes it (paper Eq. 1's W h) and never
+keeps the [P, HW, HW] warps: it runs over chunks of target pixels, and its gradient, of every
+order, recomputes each chunk's warp instead of storing it (`_remat_chunks`).
 """
 
 from __future__ import annotations
@@ -128,6 +132,187 @@ def warp_maps(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
   warped = warp_base(omega_base, theta)
   height, width = omega_base.shape[-2], omega_base.shape[-1]
   return tf.reshape(warped, tf.concat([tf.shape(warped)[:-1], [height, width]], 0))
+
+
+# Values in one chunk's [P, n, HW_source] warp block (16 MiB in float32); about a dozen such
+# blocks are alive while a chunk's gradient is computed. Measured at 64x64 under XLA on CPU
+# (benchmarks/memory_bench.py): 2^21 to 2^23 run the 4-view forward + backward equally fast
+# (2^20 about 20% slower), and 2^22 keeps its peak at 0.26 GB (2^23: 0.45 GB).
+REMAT_CHUNK_ELEMENTS = 1 << 22
+
+
+def remat_chunk_pixels(num_maps: int, num_target: int, num_source: int,
+                       budget: int | None = None) -> int:
+  """Target pixels per chunk of `warp_product`: chunks of P * n * HW_source <= budget values.
+
+  Args:
+    num_maps: P, the leading dimension of theta (pairs or tasks).
+    num_target: HW_target, the rows of each warp.
+    num_source: HW_source, the columns of each warp.
+    budget: Values allowed in one chunk's warp block (None: `REMAT_CHUNK_ELEMENTS`).
+
+  Returns:
+    n in [1, HW_target]; the chunks are balanced, so HW_target is split into
+    ceil(HW_target / n) chunks of n rows (the last one padded).
+  """
+  budget = REMAT_CHUNK_ELEMENTS if budget is None else int(budget)
+  limit = max(1, budget // max(1, int(num_maps) * int(num_source)))
+  num_chunks = -(-int(num_target) // min(limit, int(num_target)))
+  return -(-int(num_target) // num_chunks)
+
+
+def warp_product(omega_base: tf.Tensor, theta: tf.Tensor, sources: tf.Tensor, *,
+                 chunk_pixels: int | None = None) -> tf.Tensor:
+  """Warps and multiplies in one op, without keeping the warps (Eq. 1's W h with Eq. 2's W).
+
+      out[p, i, c] = sum_j W_p[i, j] sources[p, j, c],    W_p = warp_base(omega_base, theta[p]),
+
+  i.e. `tf.matmul(warp_base(omega_base, theta), sources)`, computed over chunks of n target pixels
+  i so that at most one chunk's [P, n, HW] warp exists at a time. The gradient (with respect to
+  omega_base, theta and sources) is again such a chunked op: it recomputes each chunk's warp
+  instead of keeping the forward's, and is itself differentiable the same way, so second-order
+  gradients (MAML) keep no [P, HW, HW] tensor either. Values and gradients of every order are
+  those of the unchunked expression (same sampler, same floor convention).
+
+  Args:
+    omega_base: [H, W] base map shared by every row of theta, or [P, H, W] one base per p.
+    theta: [P, HW_target, 6] affine parameters (normalized coordinates).
+    sources: [P, H * W, C] maps on the base's pixel grid, flattened row-major (for Eq. 1: the
+      source view's heatmaps with batch x joints as columns).
+    chunk_pixels: Target pixels per chunk; None: `remat_chunk_pixels` (a [P, n, HW] block of
+      about `REMAT_CHUNK_ELEMENTS` values).
+
+  Returns:
+    [P, HW_target, C] in omega_base's dtype.
+  """
+  omega_base = tf.convert_to_tensor(omega_base)
+  dtype = omega_base.dtype
+  theta = tf.convert_to_tensor(theta, dtype)
+  sources = tf.convert_to_tensor(sources, dtype)
+  if omega_base.shape.rank not in (2, 3):
+    raise ValueError(f"omega_base must be [H, W] or [P, H, W], got shape {omega_base.shape}")
+  if theta.shape.rank != 3 or theta.shape[-1] != 6:
+    raise ValueError(f"theta must be [P, HW_target, 6], got shape {theta.shape}")
+  num_pixels = int(omega_base.shape[-2]) * int(omega_base.shape[-1])
+  if sources.shape.rank != 3 or sources.shape[1] != num_pixels:
+    raise ValueError(f"sources must be [P, {num_pixels}, C] (C maps on the {omega_base.shape[-2]}"
+                     f"x{omega_base.shape[-1]} base grid), got shape {sources.shape}")
+  num_target = theta.shape[1]
+  if num_target is None:
+    raise ValueError(f"theta's target-pixel dimension must be static, got shape {theta.shape}")
+  if chunk_pixels is None:
+    chunk_pixels = remat_chunk_pixels(theta.shape[0] or 1, num_target, num_pixels)
+  chunk_pixels = int(chunk_pixels)
+  if chunk_pixels < 1:
+    raise ValueError(f"chunk_pixels must be >= 1, got {chunk_pixels}")
+  chunk_pixels = min(chunk_pixels, num_target)
+  num_chunks = -(-num_target // chunk_pixels)
+  padded = num_chunks * chunk_pixels
+  num_maps, columns = tf.shape(theta)[0], tf.shape(sources)[2]
+
+  # [K, P, n, 6]: chunk k holds target pixels k n .. (k + 1) n - 1; padding rows are discarded.
+  theta = tf.pad(theta, [[0, 0], [0, padded - num_target], [0, 0]])
+  theta = tf.transpose(tf.reshape(theta, [num_maps, num_chunks, chunk_pixels, 6]), [1, 0, 2, 3])
+  (product,), _ = _remat_chunks(_chunk_product, [theta], [omega_base, sources], [dtype], [])
+  product = tf.reshape(tf.transpose(product, [1, 0, 2, 3]), [num_maps, padded, columns])
+  return product[:, :num_target]
+
+
+def _chunk_product(sliced, shared):
+  """One chunk of `warp_product`: ([W_chunk @ sources], no summed outputs)."""
+  (theta,), (omega_base, sources) = sliced, shared
+  return [tf.matmul(warp_base(omega_base, theta), sources)], []
+
+
+def _remat_chunks(fn, sliced, shared, chunk_dtypes, sum_like):
+  """Maps `fn` over chunks, keeping nothing for the gradient but the inputs.
+
+  With sliced inputs s (each [K, ...], chunk k is s[k]) and shared inputs a, `fn(s_k, a)` returns
+  (per-chunk outputs y_k, summed outputs z_k); this op returns (y stacked over k [K, ...], sum_k
+  z_k). Its vector-Jacobian product has the same form: per chunk, the cotangents of y_k are
+  sliced inputs and those of sum_k z_k shared ones; the gradients of s_k come out per chunk and
+  those of a summed over k. So the gradient is `_remat_chunks` of the chunk's VJP (the chunk is
+  recomputed under a tape), and its gradient in turn of the VJP of that VJP: any order of
+  differentiation keeps only one chunk's intermediates alive.
+
+  Args:
+    fn: (list of chunk tensors, list of shared tensors) -> (list, list); differentiable TF.
+    sliced: Tensors [K, ...] with the same static K.
+    shared: Tensors used whole by every chunk.
+    chunk_dtypes: dtypes of fn's per-chunk outputs.
+    sum_like: Tensors shaped like fn's summed outputs (their zeros start the sums).
+
+  Returns:
+    (list of [K, ...] stacked per-chunk outputs, list of summed outputs).
+  """
+  num_sliced, num_chunked = len(sliced), len(chunk_dtypes)
+
+  @tf.custom_gradient
+  def remat(*inputs):
+    # Stopped inputs: no tape records the chunks, so nothing of them outlives the loop.
+    held = [tf.stop_gradient(t) for t in inputs]
+    chunked, summed = _chunk_loop(fn, held[:num_sliced], held[num_sliced:], chunk_dtypes,
+                                  [tf.zeros_like(tf.stop_gradient(t)) for t in sum_like])
+    outputs = chunked + summed
+
+    def grad(*cotangents):
+      cotangents = [tf.zeros_like(y) if g is None else tf.convert_to_tensor(g, y.dtype)
+                    for g, y in zip(cotangents, outputs)]
+      inputs_sliced, inputs_shared = list(inputs[:num_sliced]), list(inputs[num_sliced:])
+      grads_sliced, grads_shared = _remat_chunks(
+          _chunk_vjp(fn, num_sliced, len(inputs_shared)),
+          inputs_sliced + cotangents[:num_chunked], inputs_shared + cotangents[num_chunked:],
+          [t.dtype for t in inputs_sliced], inputs_shared)
+      return grads_sliced + grads_shared
+
+    return outputs, grad
+
+  outputs = remat(*sliced, *shared)
+  return list(outputs[:num_chunked]), list(outputs[num_chunked:])
+
+
+def _chunk_vjp(fn, num_sliced, num_shared):
+  """The chunk function of `fn`'s vector-Jacobian product, in `_remat_chunks`' form.
+
+  Inputs: (chunk inputs + cotangents of fn's per-chunk outputs, shared inputs + cotangents of
+  fn's summed outputs); outputs: (gradients of the chunk inputs, gradients of the shared inputs).
+  """
+
+  def vjp(sliced, shared):
+    inputs_sliced, cotangents_chunk = sliced[:num_sliced], sliced[num_sliced:]
+    inputs_shared, cotangents_sum = shared[:num_shared], shared[num_shared:]
+    inputs = inputs_sliced + inputs_shared
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(inputs)
+      chunked, summed = fn(inputs_sliced, inputs_shared)
+    grads = tape.gradient(chunked + summed, inputs,
+                          output_gradients=cotangents_chunk + cotangents_sum,
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    # The sampler's gather yields IndexedSlices; the loop carries dense sums.
+    grads = [tf.convert_to_tensor(g) for g in grads]
+    return grads[:num_sliced], grads[num_sliced:]
+
+  return vjp
+
+
+def _chunk_loop(fn, sliced, shared, chunk_dtypes, sums):
+  """`_remat_chunks`' forward: a sequential loop over the K chunks (one chunk alive at a time)."""
+  num_chunks = sliced[0].shape[0]
+  if num_chunks == 1:
+    chunked, summed = fn([t[0] for t in sliced], shared)
+    return [y[None] for y in chunked], [s + z for s, z in zip(sums, summed)]
+  if num_chunks is None:
+    num_chunks = tf.shape(sliced[0])[0]
+  arrays = [tf.TensorArray(dtype, size=num_chunks, infer_shape=True) for dtype in chunk_dtypes]
+
+  def body(index, arrays, sums):
+    chunked, summed = fn([t[index] for t in sliced], shared)
+    arrays = [a.write(index, y) for a, y in zip(arrays, chunked)]
+    return index + 1, arrays, [s + z for s, z in zip(sums, summed)]
+
+  _, arrays, sums = tf.while_loop(lambda index, *_: index < num_chunks, body,
+                                  (tf.constant(0), arrays, sums), parallel_iterations=1)
+  return [a.stack() for a in arrays], list(sums)
 
 
 def normalized_to_pixel_projective(theta, height: int, width: int):

@@ -21,7 +21,7 @@ The canonical rig file (`save_rig_file` / `load_rig_file`) is JSON:
    "cameras": [{"name", "K" [3,3], "R" [3,3], "t" [3] mm, "dist" [5], "width", "height"}]}
 
 Loading one rejects unknown fields (e.g. "distCoef" for "dist") and a rig whose cameras do not
-share a capture volume (`check_capture_volume`): a standing person, 1800 mm tall, upright along
+share a capture volume (`mf_tf.geometry.volume.check_capture_volume`): a standing person, 1800 mm tall, upright along
 the world up at the point closest to every optical axis, must be in front of every camera, inside
 its image, and project between MIN_PERSON_HEIGHT_PX and MAX_PERSON_IMAGE_FRACTION x the image
 height. Cameras facing away fail the first test, a translation in the wrong units (e.g. cm read
@@ -44,6 +44,7 @@ from mf_tf import files
 from mf_tf.geometry.camera import (Camera, CalibrationError, check_distance_mm, check_field,
                                    check_intrinsics, check_rotation)
 from mf_tf.geometry.rig import Rig
+from mf_tf.geometry.volume import check_capture_volume
 
 # Image sizes that the Shelf, Campus and MPI-INF-3DHP calibration files do not (reliably) carry.
 SHELF_IMAGE_SIZE = (1032, 776)  # (width, height)
@@ -58,67 +59,10 @@ _M_TO_MM = 1000.0
 RIG_FIELDS = ("name", "units", "up", "floor", "cameras")
 CAMERA_FIELDS = ("name", "K", "R", "t", "dist", "width", "height")
 
-# Capture-volume criterion of `check_capture_volume` (see the module docstring).
-PERSON_HEIGHT_MM = 1800.0  # A standing adult.
-MIN_PERSON_HEIGHT_PX = 20.0  # Smaller is undetectable (real rigs: >= 80 px, Campus).
-MAX_PERSON_IMAGE_FRACTION = 2.0  # Larger: under half of the person fits (real rigs: <= 1.12).
 
 
 # ------------------------------------------------------------------------------------------------
 # Canonical rig files.
-
-
-def check_capture_volume(rig: Rig, source: str = "<rig>") -> None:
-  """Raises unless every camera of `rig` sees a person standing in a common capture volume.
-
-  The volume centre is the point closest to every optical axis (`rigs.axes_meeting_point`); the
-  person is a vertical segment of PERSON_HEIGHT_MM along the world up (`rigs.up_vector`) centred
-  there. Every camera must have both of its ends in front of it (depth > 0), the centre inside
-  its image (pinhole projection), and its pinhole height f_y * PERSON_HEIGHT_MM / depth (depth of
-  the centre) must lie within [MIN_PERSON_HEIGHT_PX, MAX_PERSON_IMAGE_FRACTION * image height].
-
-  Args:
-    rig: The rig (millimetres).
-    source: Where the rig came from (a file name), quoted in the message.
-
-  Raises:
-    CalibrationError: naming `source`, every failing camera, the measured value and the range
-      expected.
-  """
-  from mf_tf.geometry import rigs as rigs_lib  # pylint: disable=import-outside-toplevel (cycle)
-
-  center = rigs_lib.axes_meeting_point(rig)
-  half = 0.5 * PERSON_HEIGHT_MM * rigs_lib.up_vector(rig)
-  stacked = rig.stacked()
-  person = np.stack([center - half, center, center + half])  # [3, 3]: feet, centre, head.
-  depths = person @ stacked["R"][:, 2].T + stacked["t"][:, 2]  # [3, V] mm.
-  in_front = np.all(depths > 0, axis=0)
-  height_px = stacked["K"][:, 1, 1] * PERSON_HEIGHT_MM / np.where(in_front, depths[1], 1.0)
-  problems = []
-  for view, camera in enumerate(rig.cameras):
-    if not in_front[view]:
-      problems.append(
-          f"camera {camera.name!r} faces away: the volume centre {np.round(center).tolist()} mm "
-          f"is at depth {depths[1, view]:.0f} mm (person's ends at {depths[0, view]:.0f} and "
-          f"{depths[2, view]:.0f} mm), expected in front of it (> 0)")
-      continue
-    u, v = camera.project(center[None], distort=False)[0][0]
-    if not (0.0 <= u < camera.width and 0.0 <= v < camera.height):
-      problems.append(
-          f"camera {camera.name!r} looks past the volume centre {np.round(center).tolist()} mm: "
-          f"it projects to pixel ({u:.0f}, {v:.0f}), expected inside its {camera.width}x"
-          f"{camera.height} image")
-      continue
-    low, high = MIN_PERSON_HEIGHT_PX, MAX_PERSON_IMAGE_FRACTION * camera.height
-    if not low <= height_px[view] <= high:
-      problems.append(
-          f"camera {camera.name!r} sees a {PERSON_HEIGHT_MM:.0f} mm person at the volume centre "
-          f"({depths[1, view]:.0f} mm away) {height_px[view]:.0f} px tall, expected "
-          f"{low:.0f}-{high:.0f} px (its image is {camera.height} px high): is 't' in "
-          "millimetres?")
-  if problems:
-    raise CalibrationError(f"{source}: the cameras do not share a capture volume: "
-                           + "; ".join(problems))
 
 
 def _check_known_fields(entry: Mapping, accepted: Sequence[str], where: str) -> None:

@@ -159,23 +159,63 @@ class Camera:
     }
 
 
-def distort_normalized(xy: np.ndarray, dist: np.ndarray) -> np.ndarray:
-  """Brown-Conrady distortion of normalized image coordinates.
+def brown_distort(x, y, k1, k2, p1, p2, k3):
+  """Brown-Conrady distortion of normalized image coordinates, NumPy arrays or TF tensors alike.
+
+  x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6) + 2 p1 x y + p2 (r^2 + 2 x^2),
+  y_d = y (1 + k1 r^2 + k2 r^4 + k3 r^6) + p1 (r^2 + 2 y^2) + 2 p2 x y,  r^2 = x^2 + y^2
+  (OpenCV's order and convention). The one copy of the model: `distort_normalized`,
+  `undistort_normalized`, their TF forms and the exported graph's all call it.
 
   Args:
-    xy: [..., 2] undistorted normalized coordinates (x/z, y/z).
-    dist: [5] [k1, k2, p1, p2, k3].
+    x, y: Undistorted normalized coordinates (x/z, y/z), any shape.
+    k1, k2, p1, p2, k3: Coefficients broadcasting against x and y.
 
   Returns:
-    [..., 2] distorted normalized coordinates.
+    (x_d, y_d), the shape of x and y.
   """
-  k1, k2, p1, p2, k3 = np.asarray(dist, np.float64)
-  x, y = xy[..., 0], xy[..., 1]
   r2 = x * x + y * y
   radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-  xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
-  yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
-  return np.stack([xd, yd], axis=-1)
+  return (x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x),
+          y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y)
+
+
+def brown_undistort(x_d, y_d, k1, k2, p1, p2, k3, *, iterations: int, where):
+  """Inverse of `brown_distort` by Newton's method, NumPy arrays or TF tensors alike.
+
+  Starts from the distorted point and takes `iterations` Newton steps on
+  f(x) = distort(x) - x_d with the analytic 2x2 Jacobian; converges to machine precision within
+  a few steps over a camera's field of view (where the distortion is invertible).
+
+  Args:
+    x_d, y_d: Distorted normalized coordinates, any shape.
+    k1, k2, p1, p2, k3: Coefficients broadcasting against them.
+    iterations: Newton steps (unrolled).
+    where: `np.where` or `tf.where` (guards a vanishing Jacobian determinant).
+
+  Returns:
+    (x, y) undistorted normalized coordinates.
+  """
+  x, y = x_d, y_d
+  for _ in range(iterations):
+    fx, fy = brown_distort(x, y, k1, k2, p1, p2, k3)
+    fx, fy = fx - x_d, fy - y_d
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    dradial = k1 + r2 * (2.0 * k2 + 3.0 * r2 * k3)  # d radial / d r2
+    jxx = radial + 2.0 * x * x * dradial + 2.0 * p1 * y + 6.0 * p2 * x
+    jxy = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y  # = jyx
+    jyy = radial + 2.0 * y * y * dradial + 6.0 * p1 * y + 2.0 * p2 * x
+    det = jxx * jyy - jxy * jxy
+    det = where(abs(det) < 1e-12, 1e-12 + 0.0 * det, det)
+    x, y = x - (jyy * fx - jxy * fy) / det, y - (jxx * fy - jxy * fx) / det
+  return x, y
+
+
+def distort_normalized(xy: np.ndarray, dist: np.ndarray) -> np.ndarray:
+  """Brown-Conrady distortion (`brown_distort`) of normalized coordinates [..., 2]; dist [5]."""
+  xy = np.asarray(xy, np.float64)
+  return np.stack(brown_distort(xy[..., 0], xy[..., 1], *np.asarray(dist, np.float64)), axis=-1)
 
 
 def check_field(value, shape, field: str, where: str) -> np.ndarray:
@@ -241,39 +281,12 @@ def check_distance_mm(vector: np.ndarray, field: str, where: str, meaning: str =
 
 
 def undistort_normalized(xy: np.ndarray, dist: np.ndarray, iterations: int = 20) -> np.ndarray:
-  """Inverse of `distort_normalized` by Newton's method (vectorized).
-
-  Starts from the distorted point and takes Newton steps on f(x) = distort(x) - xy_d with the
-  analytic 2x2 Jacobian; converges to machine precision within a few steps over a camera's
-  field of view (where the distortion is invertible).
-
-  Args:
-    xy: [..., 2] distorted normalized coordinates.
-    dist: [5] [k1, k2, p1, p2, k3].
-    iterations: Newton steps.
-
-  Returns:
-    [..., 2] undistorted normalized coordinates.
-  """
+  """Inverse of `distort_normalized` (`brown_undistort`): [..., 2] distorted -> undistorted."""
   xy_d = np.asarray(xy, np.float64)
-  k1, k2, p1, p2, k3 = np.asarray(dist, np.float64)
   if not np.any(np.asarray(dist) != 0):
     return xy_d.copy()
-  x, y = xy_d[..., 0].copy(), xy_d[..., 1].copy()
-  for _ in range(iterations):
-    r2 = x * x + y * y
-    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    dradial = k1 + r2 * (2.0 * k2 + 3.0 * r2 * k3)  # d radial / d r2
-    fx = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) - xy_d[..., 0]
-    fy = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y - xy_d[..., 1]
-    jxx = radial + 2.0 * x * x * dradial + 2.0 * p1 * y + 6.0 * p2 * x
-    jxy = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
-    jyx = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
-    jyy = radial + 2.0 * y * y * dradial + 6.0 * p1 * y + 2.0 * p2 * x
-    det = jxx * jyy - jxy * jyx
-    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
-    x = x - (jyy * fx - jxy * fy) / det
-    y = y - (jxx * fy - jyx * fx) / det
+  x, y = brown_undistort(xy_d[..., 0], xy_d[..., 1], *np.asarray(dist, np.float64),
+                         iterations=iterations, where=np.where)
   return np.stack([x, y], axis=-1)
 
 
@@ -308,14 +321,9 @@ def _pixels_to_normalized(K: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 def distort_normalized_tf(xy: tf.Tensor, dist: tf.Tensor) -> tf.Tensor:
-  """TF version of `distort_normalized`: xy [..., 2], dist [..., 5] (broadcast) -> [..., 2]."""
-  k1, k2, p1, p2, k3 = tf.unstack(dist[..., None, :], axis=-1)  # Each [..., 1] over points.
-  x, y = xy[..., 0], xy[..., 1]
-  r2 = x * x + y * y
-  radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-  xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
-  yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
-  return tf.stack([xd, yd], axis=-1)
+  """TF form of `distort_normalized`: xy [..., 2], dist [..., 5] (broadcast) -> [..., 2]."""
+  coefficients = tf.unstack(dist[..., None, :], axis=-1)  # Each [..., 1] over points.
+  return tf.stack(brown_distort(xy[..., 0], xy[..., 1], *coefficients), axis=-1)
 
 
 def project_points_tf(points, K, R, t, dist=None, return_depth: bool = False,

@@ -25,6 +25,7 @@ import numpy as np
 
 from mf_tf.geometry import calibration
 from mf_tf.geometry import rigs
+from mf_tf.geometry import volume
 from mf_tf.geometry.rig import Rig
 
 _SHARED_DATA = flags.DEFINE_string("shared_data", "../shared/data",
@@ -39,7 +40,7 @@ PERSON_SEGMENT_Y_MM = (-500.0, -1300.0)
 
 def _panoptic_node_ranking(vga: Rig) -> dict[int, list[str]]:
   """panel -> camera names of that panel, best-centred on the person segment first."""
-  meeting = rigs.axes_meeting_point(vga)
+  meeting = volume.axes_meeting_point(vga)
   segment = np.array([[meeting[0], y, meeting[2]] for y in PERSON_SEGMENT_Y_MM])
   scored: dict[int, list[tuple[float, str]]] = {}
   for camera in vga.cameras:

@@ -44,7 +44,7 @@ class Rig:
     name: Rig name.
     cameras: The cameras, in view order.
     up: Optional [3] unit vector, the world's "up" direction (Panoptic: [0, -1, 0], Human3.6M,
-      Shelf, Campus: [0, 0, 1]); None when unknown (see `rigs.up_vector` for an estimate).
+      Shelf, Campus: [0, 0, 1]); None when unknown (see `volume.up_vector` for an estimate).
     floor: Optional height of the floor plane along `up`, millimetres: floor points X satisfy
       dot(up, X) = floor.
   """

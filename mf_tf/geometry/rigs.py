@@ -5,10 +5,7 @@ calibrations by `python -m mf_tf.geometry.make_builtin_rigs --shared_data=../sha
 nothing outside the package is needed at run time. `get_rig` also accepts a path to any canonical
 rig file.
 
-World "up": every built-in file stores its world's up axis ("up") and floor height along it
-("floor", mm); procedural rigs are z-up with the floor at z = 0. `up_vector(rig)` returns the
-stored axis, or estimates it from the cameras (cameras are mounted upright: image rows run
-downwards, so the mean of -R[1] over cameras points up).
+The capture volume and world up of a rig are in `mf_tf.geometry.volume`.
 """
 
 from __future__ import annotations
@@ -196,80 +193,3 @@ def _rig_looking_at(centers, target, image_size, focal, volume_radius_mm, name) 
     K = np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
     cameras.append(Camera(f"cam{index:02d}", K, R, t, np.zeros(5), width, height))
   return Rig(name, tuple(cameras), up=up, floor=0.0)
-
-
-# ------------------------------------------------------------------------------------------------
-# Capture volume and up direction.
-
-
-def up_vector(rig: Rig) -> np.ndarray:
-  """[3] unit world up: the rig's stored `up`, else the mean camera up (-R[1]) normalized."""
-  if rig.up is not None:
-    return np.array(rig.up)
-  mean = np.mean([-camera.R[1] for camera in rig.cameras], axis=0)
-  return mean / np.linalg.norm(mean)
-
-
-def axes_meeting_point(rig: Rig) -> np.ndarray:
-  """[3] least-squares point closest to every camera's optical axis, mm.
-
-  Minimizes sum_v |(I - d_v d_v^T)(p - C_v)|^2 over p (C_v centre, d_v viewing direction).
-  """
-  centers = np.stack([camera.center for camera in rig.cameras])
-  directions = np.stack([camera.R[2] for camera in rig.cameras])
-  projectors = np.eye(3) - directions[:, :, None] * directions[:, None, :]  # [V, 3, 3]
-  lhs = projectors.sum(axis=0)
-  rhs = np.einsum("vij,vj->i", projectors, centers)
-  if np.linalg.cond(lhs) > 1e8:  # Parallel axes (or one camera): a point in front instead.
-    depth = np.mean(np.linalg.norm(centers - centers.mean(axis=0), axis=-1)) or 3000.0
-    return np.mean(centers + depth * directions, axis=0)
-  return np.linalg.solve(lhs, rhs)
-
-
-def visible_fraction(rig: Rig, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
-  """[V, ...] bool: whether each point is in front of each camera and inside its image.
-
-  Args:
-    rig: The rig.
-    points: [..., 3] world points, mm.
-    margin: Pixels kept clear of the image border.
-  """
-  result = []
-  for camera in rig.cameras:
-    uv, depth = camera.project(points)
-    inside = ((uv[..., 0] >= -0.5 + margin) & (uv[..., 0] <= camera.width - 0.5 - margin)
-              & (uv[..., 1] >= -0.5 + margin) & (uv[..., 1] <= camera.height - 0.5 - margin))
-    result.append(inside & (depth > 0))
-  return np.stack(result)
-
-
-def capture_volume(rig: Rig, max_half_extent_mm: float = 1500.0, margin: float = 0.05):
-  """Estimates the region every camera sees: an axis-aligned box around the axes' meeting point.
-
-  The centre is `axes_meeting_point`. The half extent starts at `max_half_extent_mm` on every
-  axis and shrinks (by 10% a step) until all 8 corners and 6 face centres project inside every
-  image (keeping `margin` of each image side clear) and in front of every camera.
-
-  Args:
-    rig: The rig.
-    max_half_extent_mm: Largest half extent considered.
-    margin: Fraction of the smaller image side kept clear of the border.
-
-  Returns:
-    center: [3] mm, world coordinates.
-    half_extent: [3] mm (equal on all axes; 0 if the centre itself is not seen by every camera).
-  """
-  center = axes_meeting_point(rig)
-  corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
-                     + [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]],
-                     np.float64)
-  half = float(max_half_extent_mm)
-  for _ in range(60):
-    seen = all(
-        visible_fraction(Rig(rig.name, (camera,)), center + half * corners,
-                         margin * min(camera.width, camera.height)).all()
-        for camera in rig.cameras)
-    if seen:
-      return center, np.full(3, half)
-    half *= 0.9
-  return center, np.zeros(3)

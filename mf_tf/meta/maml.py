@@ -19,6 +19,13 @@ of independent tasks has the per-task gradient in each task's slice, one `tape.g
 sum gives every task's inner gradient at once. Everything is XLA-compilable and contains no
 `tf.recompute_grad` (it would break the second-order gradient).
 
+`remat` (`task_losses`, `adapt`, `maml_gradients`, `evaluate_adaptation`; default True) computes
+each task's W h with `mf_tf.fusion.ops.affine_product` instead of the matrices: the same values
+and gradients of every order, without the [T, HW, HW] matrices; the first- and second-order
+gradients recompute the warps chunk by chunk. One second-order step on one pair at 64x64 (4 + 4
+frames, 17 joints, XLA on CPU): 0.38 GB peak instead of 1.7 GB, and no slower
+(benchmarks/memory_bench.py). `remat=False` keeps the matrices.
+
 Calibrated variant (`theta_offset`, a departure from the paper for calibrated rigs): task t's
 theta starts from its pair's calibrated theta (`mf_tf.fusion.calibrated.calibrated_theta`) plus
 the meta-parameter theta, which is then a residual delta [HW, 6] shared by all pairs:
@@ -98,17 +105,21 @@ def pair_loss(matrix: tf.Tensor, heatmaps: tf.Tensor, target: tf.Tensor, weights
 
 
 def task_losses(omega_base: tf.Tensor, theta: tf.Tensor, split: TaskSplit,
-                temperature: float, loss: str = "mse") -> tf.Tensor:
+                temperature: float, loss: str = "mse", *, remat: bool = True) -> tf.Tensor:
   """Per-task losses of a task batch with per-task parameters.
 
   The fusion matrices of all tasks come from one batched `ops.affine_matrices` call; Eq. 1 and the
-  loss (`pair_loss`) run per task over the static task axis: T matrix products.
+  loss (`pair_loss`) run per task over the static task axis: T matrix products. With `remat`, the
+  messages W_t h_source of all tasks come from one `ops.affine_product` call instead (no
+  matrices kept; gradients recompute them), in the heatmaps' dtype.
 
   Args:
     omega_base: [T, H, W] per-task base maps.
     theta: [T, HW, 6] per-task affine parameters.
     split: `TaskSplit` of T tasks (T static).
     temperature: Softmax temperature T.
+    loss: `ops.fusion_loss` kind.
+    remat: Fuse with `ops.affine_product` (rematerializing) instead of the matrices.
 
   Returns:
     [T] losses.
@@ -116,9 +127,37 @@ def task_losses(omega_base: tf.Tensor, theta: tf.Tensor, split: TaskSplit,
   num_tasks = split.heatmaps.shape[0]
   if num_tasks is None:
     raise ValueError("the number of tasks must be static (known at trace time)")
+  if remat:
+    fused = _fused_targets(omega_base, theta, split.heatmaps)  # [T, N, H, W, J]
+    return tf.stack([ops.fusion_loss(fused[task][:, None], split.target[task][:, None],
+                                     split.weights[task][:, None], temperature, loss)
+                     for task in range(num_tasks)])
   matrices = ops.affine_matrices(omega_base, theta[:, None])[:, 0]  # [T, HW, HW]
   return tf.stack([pair_loss(matrices[task], split.heatmaps[task], split.target[task],
                              split.weights[task], temperature, loss) for task in range(num_tasks)])
+
+
+def _fused_targets(omega_base: tf.Tensor, theta: tf.Tensor, heatmaps: tf.Tensor) -> tf.Tensor:
+  """Eq. 1 on each task's target view: h_target + W_t h_source, by `ops.affine_product`.
+
+  Args:
+    omega_base: [T, H, W] per-task base maps.
+    theta: [T, HW, 6] per-task affine parameters.
+    heatmaps: [T, N, 2, H, W, J], views [source, target].
+
+  Returns:
+    [T, N, H, W, J] fused target-view heatmaps, the heatmaps' dtype.
+  """
+  heatmaps = tf.convert_to_tensor(heatmaps)
+  _, _, _, height, width, num_joints = heatmaps.shape
+  num_tasks, num_frames = tf.shape(heatmaps)[0], tf.shape(heatmaps)[1]
+  # [T, HW, N * J]: a task's frames and joints are the columns of one matrix product.
+  sources = tf.reshape(tf.transpose(heatmaps[:, :, 0], [0, 2, 3, 1, 4]),
+                       [num_tasks, height * width, num_frames * num_joints])
+  messages = ops.affine_product(tf.cast(omega_base, heatmaps.dtype),
+                                tf.cast(theta, heatmaps.dtype), sources)
+  messages = tf.reshape(messages, [num_tasks, height, width, num_frames, num_joints])
+  return heatmaps[:, :, 1] + tf.transpose(messages, [0, 3, 1, 2, 4])
 
 
 def tile_params(params: MetaParams, num_tasks, *, theta_offset=None) -> MetaParams:
@@ -138,8 +177,8 @@ def tile_params(params: MetaParams, num_tasks, *, theta_offset=None) -> MetaPara
 
 def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_steps: int,
           temperature: float, first_order: bool = False, train_omega: bool = True,
-          loss: str = "mse",
-          theta_offset=None) -> tuple[MetaParams, tf.Tensor]:
+          loss: str = "mse", theta_offset=None,
+          remat: bool = True) -> tuple[MetaParams, tf.Tensor]:
   """Inner loop (Eq. 4-5): per-task gradient steps from shared or per-task parameters.
 
   Args:
@@ -154,6 +193,7 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
     loss: `ops.fusion_loss` kind ("mse" or "ce").
     theta_offset: Optional [T, HW, 6] added to shared params' theta (calibrated variant, module
       docstring); only with shared params.
+    remat: Fuse by `ops.affine_product` (no matrices kept, `task_losses`).
 
   Returns:
     (adapted per-task `MetaParams` [T, ...], support losses [T] before the first inner step).
@@ -169,7 +209,7 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
   for _ in range(int(inner_steps)):
     with tf.GradientTape() as tape:
       tape.watch(fast)
-      losses = task_losses(fast.omega_base, fast.theta, support, temperature, loss)
+      losses = task_losses(fast.omega_base, fast.theta, support, temperature, loss, remat=remat)
       total = tf.reduce_sum(losses)  # Task t's slice of the gradient is dL_t / d params_t.
     # The sampler's gather gives omega an IndexedSlices gradient; densify it for the update.
     grad_omega, grad_theta = (tf.convert_to_tensor(g) for g in
@@ -186,7 +226,8 @@ def adapt(params: MetaParams, support: TaskSplit, *, inner_lr: float, inner_step
 def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, inner_lr: float,
                    inner_steps: int, temperature: float, first_order: bool = False,
                    loss_scale: float | None = None, theta_offset=None,
-                   train_omega: bool = True, loss: str = "mse") -> tuple[MetaParams, dict]:
+                   train_omega: bool = True, loss: str = "mse",
+                   remat: bool = True) -> tuple[MetaParams, dict]:
   """Outer gradient of the MAML objective (Eq. 6) for one batch of tasks.
 
   Args:
@@ -205,6 +246,8 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
     train_omega: The inner steps also adapt omega_base (Eq. 5); False adapts theta only (as
       finetuning on a new rig does). The outer step updates both either way.
     loss: `ops.fusion_loss` kind ("mse" or "ce"), inner and outer.
+    remat: Fuse by `ops.affine_product`: no [T, HW, HW] matrices kept at either order
+      (`task_losses`); same gradients.
 
   Returns:
     grads: `MetaParams` of gradients, same shapes as `params`.
@@ -217,8 +260,9 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
     adapted, support_losses = adapt(params, support, inner_lr=inner_lr, inner_steps=inner_steps,
                                     temperature=temperature, first_order=first_order,
                                     train_omega=train_omega, theta_offset=theta_offset,
-                                    loss=loss)
-    query_after = task_losses(adapted.omega_base, adapted.theta, query, temperature, loss)
+                                    loss=loss, remat=remat)
+    query_after = task_losses(adapted.omega_base, adapted.theta, query, temperature, loss,
+                              remat=remat)
     if loss_scale is None:
       objective = tf.reduce_mean(query_after)
     else:
@@ -228,7 +272,8 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
   num_tasks = tf.shape(query.heatmaps)[0]
   tiled = tile_params(MetaParams(*(tf.stop_gradient(p) for p in params)), num_tasks,
                       theta_offset=theta_offset)
-  query_before = task_losses(tiled.omega_base, tiled.theta, query, temperature, loss)
+  query_before = task_losses(tiled.omega_base, tiled.theta, query, temperature, loss,
+                             remat=remat)
   metrics = {"support_loss": tf.reduce_mean(support_losses),
              "query_loss_before": tf.reduce_mean(query_before),
              "query_loss_after": tf.reduce_mean(query_after)}
@@ -237,10 +282,11 @@ def maml_gradients(params: MetaParams, support: TaskSplit, query: TaskSplit, *, 
 
 def evaluate_adaptation(params: MetaParams, support: TaskSplit, query: TaskSplit, *,
                         inner_lr: float, inner_steps: int, temperature: float,
-                        theta_offset=None, loss: str = "mse") -> dict:
+                        theta_offset=None, loss: str = "mse", remat: bool = True) -> dict:
   """Per-task query losses before and after `inner_steps` inner steps (no outer gradient).
 
-  `theta_offset` [T, HW, 6]: the calibrated variant's per-task theta (module docstring).
+  `theta_offset` [T, HW, 6]: the calibrated variant's per-task theta (module docstring);
+  `remat`: fuse by `ops.affine_product` (`task_losses`).
 
   Returns:
     {"query_loss_before": [T], "query_loss_after": [T], "support_loss": [T]}.
@@ -248,11 +294,11 @@ def evaluate_adaptation(params: MetaParams, support: TaskSplit, query: TaskSplit
   params = MetaParams(*(tf.convert_to_tensor(p) for p in params))
   adapted, support_losses = adapt(params, support, inner_lr=inner_lr, inner_steps=inner_steps,
                                   temperature=temperature, first_order=True,
-                                  theta_offset=theta_offset, loss=loss)
+                                  theta_offset=theta_offset, loss=loss, remat=remat)
   tiled = tile_params(params, tf.shape(query.heatmaps)[0], theta_offset=theta_offset)
   return {"support_loss": support_losses,
           "query_loss_before": task_losses(tiled.omega_base, tiled.theta, query, temperature,
-                                           loss),
+                                           loss, remat=remat),
           "query_loss_after": task_losses(tf.stop_gradient(adapted.omega_base),
                                           tf.stop_gradient(adapted.theta), query, temperature,
-                                          loss)}
+                                          loss, remat=remat)}

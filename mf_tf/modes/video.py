@@ -47,6 +47,7 @@ from typing import Sequence
 
 import numpy as np
 from absl import logging
+from keras.utils import Progbar
 
 from mf_tf.data import codec as codec_lib
 from mf_tf.data import joints as joints_lib
@@ -59,6 +60,7 @@ from mf_tf.geometry import triangulation
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.models import association
+from mf_tf.models import blazepose
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 FUSIONS = ("none", "epipolar")
@@ -355,11 +357,8 @@ def write_overlay(path: str, image, camera: camera_lib.Camera, view: int, people
 # The mode.
 
 
-def run(config, workdir: str, args) -> None:  # pylint: disable=unused-argument
+def run(config, workdir: str) -> None:
   """--mode=video: reads config.video (see configs/default.py) and writes the outputs above."""
-  from keras.utils import Progbar  # pylint: disable=import-outside-toplevel
-  from mf_tf.models import blazepose  # pylint: disable=import-outside-toplevel
-
   settings = config.video
   if settings.fusion not in FUSIONS:
     raise ValueError(f"config.video.fusion={settings.fusion!r}, expected one of {FUSIONS}")

@@ -1,7 +1,4 @@
-"""TF Serving gRPC client for the exported per-rig models, and `--mode=predict`.
-
-    python -m mf_tf.main --mode=predict --server=HOST:8500 --rig=h36m \
-        --images=view0.jpg,view1.jpg,view2.jpg,view3.jpg --workdir=/tmp/mf_tf
+"""TF Serving gRPC client for the exported per-rig models (--mode=predict: `mf_tf.modes.predict`).
 
 One image per view, in the rig's camera order, each the camera's whole frame: it is resized
 (anisotropically) to the served model's S x S input, the same convention as the heatmaps. S is
@@ -15,13 +12,11 @@ JSON and writes them to `<workdir>/predict/<rig>.json`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import grpc
 import numpy as np
 import tensorflow as tf
-from absl import logging
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -60,14 +55,52 @@ def predict(server: str, rig_name: str, images, signature: str = "serving_defaul
   """
   array = np.asarray(images)
   unbatched = array.ndim == 4
+  inputs = {SIGNATURE_INPUTS.get(signature, "images"): array[None] if unbatched else array}
+  return _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version)
+
+
+def predict_crops(server: str, rig_name: str, crop_heatmaps, crop_affines, timeout: float = 60.0,
+                  output_filter=None, version: int | None = None) -> dict[str, np.ndarray]:
+  """Sends one request to the "fuse_crops" signature (person crops, exact per-frame geometry).
+
+  Args:
+    server: "HOST:PORT" of the gRPC endpoint.
+    rig_name: Served model name (the rig's name).
+    crop_heatmaps: [V, C, C, J] or [B, V, C, C, J] float32 heatmaps of one person crop per view
+      (C = 64, e.g. `mf_tf.models.blazepose.BlazePose.estimate` output).
+    crop_affines: [V, 3, 3] or [B, V, 3, 3] float32, undistorted image px -> crop heatmap px.
+    timeout, output_filter, version: As `predict`.
+
+  Returns:
+    "joints_2d" [(B,) V, J, 2] image pixels, "scores" [(B,) V, J] and, for a calibrated rig,
+    "joints_3d" [(B,) J, 3] mm (see `mf_tf.serving.export`).
+
+  Raises:
+    ValueError: The two inputs disagree on batch or view count.
+    grpc.RpcError: The server rejected the request.
+  """
+  heatmaps = np.asarray(crop_heatmaps, np.float32)
+  affines = np.asarray(crop_affines, np.float32)
+  unbatched = heatmaps.ndim == 4
   if unbatched:
-    array = array[None]
+    heatmaps, affines = heatmaps[None], affines[None]
+  if affines.ndim != 4 or affines.shape[-2:] != (3, 3) or affines.shape[:2] != heatmaps.shape[:2]:
+    raise ValueError(f"crop_affines has shape {np.shape(crop_affines)}, expected [(B,) V, 3, 3] "
+                     f"matching crop_heatmaps {np.shape(crop_heatmaps)}")
+  return _predict(server, rig_name, "fuse_crops",
+                  {"crop_heatmaps": heatmaps, "crop_affines": affines}, unbatched, timeout,
+                  output_filter, version)
+
+
+def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version):
+  """One Predict call with `inputs` (name -> batched array); drops the batch when `unbatched`."""
   request = predict_pb2.PredictRequest()
   request.model_spec.name = rig_name
   request.model_spec.signature_name = signature
   if version is not None:
     request.model_spec.version.value = int(version)
-  request.inputs[SIGNATURE_INPUTS.get(signature, "images")].CopyFrom(tf.make_tensor_proto(array))
+  for name, value in inputs.items():
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
   if output_filter:
     request.output_filter.extend(output_filter)
   with grpc.insecure_channel(server, options=GRPC_OPTIONS) as channel:
@@ -138,30 +171,3 @@ def keypoints_json(outputs: dict[str, np.ndarray], rig_name: str, image_paths) -
   return result
 
 
-def run(config, workdir: str, args) -> None:
-  """`--mode=predict`: one request with --images to --server for --rig; prints and saves JSON."""
-  if not args.rig:
-    raise ValueError("--mode=predict needs --rig=NAME (the served model name)")
-  if not args.images:
-    raise ValueError("--mode=predict needs --images=view0.jpg,view1.jpg,... (one per view)")
-  export_dir = config.export.get("dir") or os.path.join(workdir, "export")
-  image_size = served_image_size(export_dir, args.rig)
-  if image_size is None:
-    image_size = int(config.image_size)
-    logging.warning("no export record of %r under %s (set --config.export.dir to the served "
-                    "export folder); resizing images to config.image_size=%d", args.rig,
-                    export_dir, image_size)
-  elif image_size != int(config.image_size):
-    logging.info("served model %r takes %d px images (config.image_size is %d); resizing to %d",
-                 args.rig, image_size, int(config.image_size), image_size)
-  images = load_views(args.images, image_size)
-  outputs = predict(args.server, args.rig, images, timeout=config.export.client_timeout_s)
-  result = keypoints_json(outputs, args.rig, list(args.images))
-  text = json.dumps(result, indent=1)
-  print(text)
-  out_dir = os.path.join(workdir, "predict")
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f"{args.rig}.json")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(text)
-  logging.info("wrote %s", path)

@@ -1,8 +1,6 @@
-r"""Per-rig serving export: one SavedModel per rig in TF Serving's layout, and `--mode=export`.
+r"""Per-rig serving export: one SavedModel per rig in TF Serving's layout.
 
-    python -m mf_tf.main --mode=export --workdir=/tmp/mf_tf [--config.export.top_k=256]
-
-writes
+`export_rig` (--mode=export: `mf_tf.modes.export`) writes
 
     <export_dir>/models.config                         ModelServerConfig listing every rig
     <export_dir>/<rig>/<version>/saved_model.pb        signatures below
@@ -24,7 +22,8 @@ returning
   fused_heatmaps   [B, V, H, W, J]   paper Eq. 1, before the temperature softmax
   keypoints_heatmap [B, V, J, 2]     fused joints, heatmap pixels (x = column, y = row)
   keypoints_image  [B, V, J, 2]      fused joints, pixels of each camera's image (distorted)
-  scores           [B, V, J]         fused heatmap maximum per joint
+  scores           [B, V, J]         softmax_T peak probability per joint (`fusion.readout`, the
+                                     evaluation's read-out; T = the fusion layer's temperature)
   initial_keypoints_heatmap [B, V, J, 2], initial_scores [B, V, J]   the same before fusion
   joints_3d        [B, J, 3]         calibrated rigs: DLT triangulation in world millimetres
 
@@ -71,8 +70,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from mf_tf.data.codec import HeatmapCodec
 from mf_tf.fusion import epipolar_fusion
-from mf_tf.fusion import ops as fusion_ops
-from mf_tf.fusion.layers import AffineFusion, MaterializedFusion
+from mf_tf.fusion import readout
+from mf_tf.fusion.layers import MaterializedFusion
 from mf_tf.geometry import calibration
 from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import epipolar
@@ -121,21 +120,9 @@ def undistort_pixels(uv, K, dist, iterations: int = 10):
   uv = tf.convert_to_tensor(uv)
   dist = tf.cast(dist, uv.dtype)
   xd, yd = _pixels_to_normalized(uv, K)
-  k1, k2, p1, p2, k3 = (dist[:, i][:, None] for i in range(5))
-  x, y = xd, yd
-  for _ in range(iterations):  # Unrolled: a fixed, small number of steps.
-    r2 = x * x + y * y
-    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    dradial = k1 + r2 * (2.0 * k2 + 3.0 * r2 * k3)
-    fx_res = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) - xd
-    fy_res = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y - yd
-    jxx = radial + 2.0 * x * x * dradial + 2.0 * p1 * y + 6.0 * p2 * x
-    jxy = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
-    jyy = radial + 2.0 * y * y * dradial + 6.0 * p1 * y + 2.0 * p2 * x
-    det = jxx * jyy - jxy * jxy
-    det = tf.where(tf.abs(det) < 1e-12, tf.ones_like(det) * 1e-12, det)
-    x = x - (jyy * fx_res - jxy * fy_res) / det
-    y = y - (jxx * fy_res - jxy * fx_res) / det
+  coefficients = (dist[:, i][:, None] for i in range(5))  # Each [V, 1], over points.
+  x, y = camera_lib.brown_undistort(xd, yd, *coefficients, iterations=iterations,
+                                    where=tf.where)
   return _normalized_to_pixels(x, y, K)
 
 
@@ -327,6 +314,7 @@ class ExportModule(tf.Module):
     self.heatmap_size = int(out_shape[1])
     self.num_joints = int(out_shape[3])
     self.top_k = fusion.top_k
+    self.temperature = float(fusion.temperature)  # Read-out softmax T (`fusion.readout`).
     self.triangulate = bool(triangulate)
     self._codec = HeatmapCodec(self.heatmap_size, sigma)
     if not float(line_width_px) > 0:
@@ -459,11 +447,11 @@ class ExportModule(tf.Module):
 
   def _from_heatmaps(self, heatmaps):
     outputs = {}
-    initial_coords, initial_scores = self._codec.decode(heatmaps)
+    initial_coords, initial_scores = readout.decode_fused(heatmaps, self.temperature, self._codec)
     outputs["initial_keypoints_heatmap"] = initial_coords
     outputs["initial_scores"] = initial_scores
     fused = self.fuse(heatmaps)
-    coords, scores = self._codec.decode(fused)
+    coords, scores = readout.decode_fused(fused, self.temperature, self._codec)
     image_coords = coords * self._image_scale[:, None, :]
     outputs.update(fused_heatmaps=fused, keypoints_heatmap=coords, keypoints_image=image_coords,
                    scores=scores)
@@ -719,130 +707,3 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
   return path
 
 
-# ----------------------------------------------------------------------------- mode
-
-
-def export_dir(config, workdir: str) -> str:
-  """The export root: `config.export.dir`, else `<workdir>/export`."""
-  return config.export.dir or os.path.join(workdir, "export")
-
-
-def load_backbone(config, workdir: str):
-  """The trained backbone named by `config.export.backbone_weights` (see configs/default.py).
-
-  A `.keras` file is loaded with `keras.saving.load_model(safe_mode=True)` (no Lambda layers, no
-  arbitrary code); a `.weights.h5` file is loaded into `build_backbone(config.model.backbone)`.
-  """
-  import keras  # The export graph itself never deserializes Keras objects.
-
-  from mf_tf.data.joints import get_joint_set
-  from mf_tf.models.backbone import build_backbone
-
-  path = config.export.backbone_weights or os.path.join(workdir, "warmup", "backbone.weights.h5")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"backbone file {path!r} does not exist; train one with --mode=warmup or set "
-        "--config.export.backbone_weights=FILE (.keras or .weights.h5)")
-  if path.endswith(".keras"):
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
-  num_joints = len(get_joint_set(config.joint_set).names)
-  return build_backbone(config.model.backbone, config.image_size, num_joints, weights=path)
-
-
-def load_fusion(config, workdir: str, rig_spec: str):
-  """(AffineFusion, Rig) of one rig, from `config.export.fusion_source`.
-
-  The rig is given as --config.rig.target is: a built-in rig name or a canonical rig file, whose
-  "name" field names the rig (the served model and the finetuned checkpoint folder
-  `<config.export.finetuned_dir>/<rig name>`, default `<workdir>/finetune/<rig name>`). A name
-  that is neither names a finetuned rig's folder, whose stored rig.json gives the rig.
-
-  "finetuned": `mf_tf.train.finetune.load_finetuned` of the rig's folder, refused when the
-  checkpoint's stored rig has other cameras than the given rig (`common.check_finetuned_rig`).
-  "calibrated": MetaFuse^0, theta and base from the rig's calibration (no labelled frame).
-
-  Raises:
-    FileNotFoundError: "finetuned" and no checkpoint for the rig.
-    ValueError: An unknown fusion source or rig; RigMismatchError (a ValueError) when the
-      checkpoint was finetuned for another calibration.
-  """
-  from mf_tf.fusion import calibrated
-  from mf_tf.fusion.layers import AffineFusion
-  from mf_tf.geometry import rigs
-  from mf_tf.train import common  # Rigs and checkpoints are resolved as the training modes do.
-
-  source = config.export.fusion_source
-  if source not in ("finetuned", "calibrated"):
-    raise ValueError(f"config.export.fusion_source is {source!r}, expected 'finetuned' or "
-                     "'calibrated'")
-  root = config.export.finetuned_dir or os.path.join(workdir, "finetune")
-  known = os.path.isfile(rig_spec) or rig_spec in rigs.list_rigs()
-  target = common.load_rig(rig_spec) if known else None
-  rig_dir = (common.finetuned_rig_dir(root, target) if target is not None
-             else os.path.join(root, rig_spec))
-  unknown = "" if known else (f"; {rig_spec!r} is neither a rig file nor a built-in rig, one of "
-                              f"{rigs.list_rigs()}")
-  if source == "calibrated":
-    if target is None:  # A finetuned rig named by its folder: its checkpoint holds the rig.
-      stored = os.path.join(rig_dir, "rig.json")
-      if not os.path.isfile(stored):
-        raise ValueError(f"no rig {rig_spec!r}: no finetuned rig file {stored!r}{unknown}")
-      target = calibration.load_rig_file(stored)
-    fusion = AffineFusion(target.num_views, config.heatmap_size, config.fusion.temperature,
-                          name="fusion")
-    fusion.assign_parameters(*calibrated.calibrated_parameters(
-        target, config.heatmap_size, config.fusion.line_width_px, config.fusion.line_value))
-    return fusion, target
-  if not os.path.isdir(rig_dir):
-    name = rig_spec if target is None else target.name
-    raise FileNotFoundError(
-        f"no finetuned fusion for rig {name!r} at {rig_dir!r}{unknown}; run --mode=finetune "
-        f"--config.rig.target={rig_spec} first or export MetaFuse^0 with "
-        "--config.export.fusion_source=calibrated")
-  if target is None:
-    from mf_tf.train.finetune import load_finetuned
-
-    fusion, rig, _ = load_finetuned(rig_dir)
-    return fusion, rig
-  fusion, _, _ = common.load_finetuned_for(rig_dir, target, rig_spec)
-  return fusion, target
-
-
-def synthetic_images(config, image_size: int, count: int) -> np.ndarray:
-  """`count` rendered views of the synthetic world seen by `config.rig.target`: uint8 [N,S,S,3]."""
-  from mf_tf.data import world
-  from mf_tf.geometry import rigs
-
-  rig = rigs.get_rig(config.rig.target)
-  frames = -(-int(count) // rig.num_views)
-  images = world.simulate_frames(rig, frames, seed=config.seed, render_images=True,
-                                 image_size=image_size, return_heatmaps=False,
-                                 render_options=dict(config.render))["images"]
-  return images.reshape((-1, image_size, image_size, 3))[:int(count)]
-
-
-def run(config, workdir: str, args) -> None:
-  """`--mode=export`: one SavedModel version per rig of `config.export.rigs` + models.config.
-
-  Each comma-separated entry of `config.export.rigs` (default `config.rig.target`) is a built-in
-  rig name or a rig file (see `load_fusion`); the model is served under the rig's name.
-  """
-  del args
-  root = export_dir(config, workdir)
-  names = [n.strip() for n in (config.export.rigs or config.rig.target).split(",") if n.strip()]
-  backbone = load_backbone(config, workdir)
-  top_k = int(config.export.top_k) or None
-  for name in names:
-    fusion, rig = load_fusion(config, workdir, name)
-    materialized = fusion.materialize(top_k=top_k)
-    path = export_rig(
-        backbone, materialized, rig, root, triangulate=bool(config.export.triangulate),
-        line_width_px=float(config.fusion.line_width_px),
-        line_value=float(config.fusion.line_value),
-        version=int(config.export.version) or None,
-        base_path_prefix=config.export.base_path_prefix or None, warmup=config.export.warmup,
-        export_config={"fusion_source": config.export.fusion_source,
-                       "joint_set": config.joint_set, "config": config.to_dict()})
-    print(f"exported {rig.name!r} ({rig.num_views} views, "
-          f"{'dense' if top_k is None else f'top-{top_k}'} fusion) to {path}")
-  print(f"models.config: {os.path.join(root, model_config.MODELS_CONFIG)}")

@@ -22,16 +22,12 @@ turn small quantization errors into jumps of the argmax.
 from __future__ import annotations
 
 import glob
-import json
-import os
 import time
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from mf_tf.data.codec import HeatmapCodec
-from mf_tf.serving import export as export_lib
 from mf_tf.serving.graph_utils import Untracked, graph_variables
 
 QUANT_TYPES = ("fp32", "fp16", "int8")
@@ -201,31 +197,3 @@ def load_images(pattern: str, image_size: int, limit: int) -> np.ndarray:
   return np.stack(images)
 
 
-def run(config, workdir: str, args) -> None:
-  """`--mode=tflite`: backbone -> SavedModel -> fp32/fp16/int8 .tflite; prints the report."""
-  del args
-  backbone = export_lib.load_backbone(config, workdir)
-  image_size = int(backbone.input_shape[1])
-  out_dir = os.path.join(export_lib.export_dir(config, workdir), "tflite")
-  saved_model_dir = os.path.join(out_dir, "backbone_saved_model")
-  export_backbone_saved_model(backbone, saved_model_dir)
-  total = int(config.tflite.num_representative) + int(config.tflite.num_eval)
-  if config.tflite.representative_glob:
-    images = load_images(config.tflite.representative_glob, image_size, total)
-  else:
-    images = export_lib.synthetic_images(config, image_size, total)
-  num_eval = min(int(config.tflite.num_eval), max(1, len(images) // 2))
-  calibration, evaluation = images[num_eval:], images[:num_eval]
-  quant_type = config.tflite.quant_type
-  model = convert_tflite_model(saved_model_dir, quant_type,
-                               calibration if quant_type == "int8" else None)
-  path = os.path.join(out_dir, f"backbone_{quant_type}.tflite")
-  with open(path, "wb") as f:
-    f.write(model)
-  report = compare_with_keras(backbone, model, evaluation, int(config.tflite.num_threads))
-  report.update(quant_type=quant_type, path=path, num_calibration=len(calibration),
-                num_eval=len(evaluation), image_size=image_size)
-  with open(os.path.join(out_dir, f"report_{quant_type}.json"), "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=1)
-  print(json.dumps(report, indent=1))
-  logging.info("wrote %s", path)

@@ -1,4 +1,4 @@
-"""Few-shot finetuning of fusion on a new rig (paper Sec. 4.3) and the per-rig checkpoint format.
+"""Few-shot finetuning of fusion on a new rig (paper Sec. 4.3).
 
 MetaFuse^K: every ordered pair of the new rig starts from the meta-learned theta initialization,
 omega_base is frozen and only theta [P, HW, 6] is trained, with Keras `fit` (Adam 5e-3, paper Sec.
@@ -9,18 +9,12 @@ epipolar geometry). "metafuse_calibrated" (both rigs calibrated, a departure fro
 every pair from its calibrated theta plus the residual meta-learned with
 config.metatrain.theta_init="calibrated".
 
-Checkpoint of one rig, <dir>/ (by default <workdir>/finetune/<rig name>/):
-  fusion.json      the Keras layer config (a registered mf_tf layer; no code is deserialized)
-  fusion.npz       the layer's weights, in `layer.get_weights()` order
-  rig.json         the rig (canonical rig file)
-  meta.json        method, K, heatmap size, temperature, epochs run, final losses
-Load with `load_finetuned(dir) -> (fusion_layer, rig, meta)`.
+The finetuned layer is stored by `mf_tf.checkpoints.save_finetuned` (--mode=finetune:
+`mf_tf.modes.finetune`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 
 import keras
 import numpy as np
@@ -31,7 +25,6 @@ from mf_tf.data import codec as codec_lib
 from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import ops
-from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import Rig
 from mf_tf.train import summaries
 
@@ -213,13 +206,12 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
         matrices = np.repeat(matrices.mean(axis=0, keepdims=True), pairs, axis=0)
       layer.matrices.assign(matrices)
     return layer
+  if method == "calibrated":
+    return calibrated_lib.calibrated_fusion(rig, size, temperature, line_width_px, line_value,
+                                            theta_grid=theta_grid, name=name)
   layer = fusion_layers.AffineFusion(num_views, size, temperature, train_base=False,
                                      theta_grid=theta_grid, name=name)
   layer.build(shape)
-  if method == "calibrated":
-    layer.assign_parameters(*calibrated_lib.calibrated_parameters(rig, size, line_width_px,
-                                                                  line_value))
-    return layer
   label_theta = None
   if method in LABEL_GEOMETRY_METHODS:
     if labels is None:
@@ -380,126 +372,3 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
           "restored_init": bool(restored_init), "selection": selection}
 
 
-def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict) -> str:
-  """Writes a rig's finetuned fusion checkpoint (module docstring); returns `rig_dir`."""
-  os.makedirs(rig_dir, exist_ok=True)
-  with open(os.path.join(rig_dir, "fusion.json"), "w") as stream:
-    json.dump(keras.saving.serialize_keras_object(layer), stream, indent=1)
-  weights = layer.get_weights()
-  np.savez(os.path.join(rig_dir, "fusion.npz"), **{f"w{i}": w for i, w in enumerate(weights)})
-  calibration.save_rig_file(rig, os.path.join(rig_dir, "rig.json"))
-  with open(os.path.join(rig_dir, "meta.json"), "w") as stream:
-    json.dump(meta, stream, indent=1, sort_keys=True)
-  return rig_dir
-
-
-def load_finetuned(rig_dir: str) -> tuple[keras.layers.Layer, Rig, dict]:
-  """Loads a checkpoint written by `save_finetuned` / --mode=finetune.
-
-  Args:
-    rig_dir: The rig's checkpoint directory.
-
-  Returns:
-    (fusion layer, built, weights loaded; rig; meta dict with at least "method",
-    "heatmap_size", "shots").
-  """
-  names = ("fusion.json", "fusion.npz", "rig.json", "meta.json")
-  missing = [n for n in names if not os.path.isfile(os.path.join(rig_dir, n))]
-  if missing:
-    raise FileNotFoundError(f"finetuned fusion checkpoint {rig_dir!r} lacks {missing}")
-  with open(os.path.join(rig_dir, "fusion.json")) as stream:
-    layer = keras.saving.deserialize_keras_object(json.load(stream), safe_mode=True)
-  rig = calibration.load_rig_file(os.path.join(rig_dir, "rig.json"))
-  with open(os.path.join(rig_dir, "meta.json")) as stream:
-    meta = json.load(stream)
-  size = int(meta["heatmap_size"])
-  if not layer.built:
-    layer.build((None, rig.num_views, size, size, 1))
-  with np.load(os.path.join(rig_dir, "fusion.npz")) as data:
-    weights = [data[f"w{i}"] for i in range(len(data.files))]
-  layer.set_weights(weights)
-  return layer, rig, meta
-
-
-def default_init_path(method: str, workdir: str) -> str:
-  """Where the earlier stages write the init of `method`."""
-  return {"metafuse": os.path.join(workdir, "metatrain", "meta_params.npz"),
-          "metafuse_calibrated": os.path.join(workdir, "metatrain", "meta_params.npz"),
-          "metafuse_self_calibrated": os.path.join(workdir, "metatrain", "meta_params.npz"),
-          "affine": os.path.join(workdir, "pretrain", "affine.npz"),
-          "naive": os.path.join(workdir, "pretrain", "naive.npz")}.get(method, "")
-
-
-def load_init(method: str, path: str):
-  """The pretrained init of `method` from `path` (None for methods that need none)."""
-  if method in ("calibrated", "self_calibrated"):
-    return None
-  if method == "naive":
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"NaiveFuse init {path!r} does not exist; run --mode=pretrain "
-                              "--config.pretrain.method=naive first")
-    with np.load(path) as data:
-      return data["matrices"]
-  from mf_tf.train import metatrain
-
-  params, _ = metatrain.load_meta_params(path)
-  return params
-
-
-def run(config, workdir: str, args) -> str:
-  """--mode=finetune: writes <workdir>/finetune/<rig name>/ (see `load_finetuned`)."""
-  del args
-  from mf_tf.data import pipeline
-  from mf_tf.data import world
-  from mf_tf.train import common
-
-  section = config.finetune
-  method = section.method
-  if method not in METHODS:
-    raise ValueError(f"config.finetune.method={method!r}, expected one of {METHODS}")
-  rig = common.load_rig(config.rig.target)
-  validate_rig(rig)
-  size = int(config.heatmap_size)
-  shots = section.shots
-  if section.data_dir:
-    frames = {"heatmaps": [], "joints2d": []}
-    for batch in pipeline.make_dataset(section.data_dir, 64, render_heatmaps=True, rig=rig,
-                                       heatmap_size=size):
-      for key in frames:
-        frames[key].append(batch[key].numpy())
-    frames = {key: np.concatenate(value) for key, value in frames.items()}
-    chosen = select_shots(len(frames["joints2d"]), shots, int(config.seed))
-    heatmaps, joints2d = frames["heatmaps"][chosen], frames["joints2d"][chosen]
-  else:
-    select_shots(int(shots), shots, int(config.seed))  # Validates K.
-    frames = world.simulate_frames(rig, int(shots), int(config.seed), config.joint_set, size,
-                                   detector_params=world.detector_params_from_config(
-                                       config.detector))
-    heatmaps, joints2d = frames["heatmaps"], frames["joints2d"]
-  init_path = section.init or default_init_path(method, workdir)
-  layer = make_fusion_layer(method, rig, size, init=load_init(method, init_path),
-                            temperature=float(config.fusion.temperature),
-                            line_width_px=float(config.fusion.line_width_px),
-                            line_value=float(config.fusion.line_value),
-                            theta_grid=0 if method == "naive" else int(section.theta_grid),
-                            labels=joints2d)
-  rig_dir = os.path.join(workdir, "finetune", rig.name)
-  history = finetune_fusion(
-      layer, heatmaps, joints2d,
-      target_sigma=common.target_sigma(config.model.target_sigma, size),
-      learning_rate=float(section.learning_rate), epochs=int(section.epochs),
-      batch_size=int(section.batch_size), validation_fraction=float(section.validation_fraction),
-      patience=int(section.patience), seed=int(config.seed),
-      log_dir=os.path.join(rig_dir, "tensorboard"),
-      loss_temperature=float(config.fusion.loss_temperature), loss=str(config.fusion.loss),
-      selection=str(section.selection), proximal=float(section.proximal))
-  logging.info("finetune: kept %s", "the starting parameters" if history["restored_init"] else
-               f"epoch {history['best_epoch']} (validation JDR {history['initial_val_jdr']:.1f}% "
-               f"-> {history['best_val_jdr']:.1f}%)")
-  save_finetuned(layer, rig, rig_dir, {"method": method, "shots": int(shots),
-                                       "heatmap_size": size, "init": init_path,
-                                       "temperature": float(config.fusion.temperature),
-                                       "history": history})
-  logging.info("finetune %s on %s (K=%d): %d epochs, val_loss %.4f -> %s", method, rig.name,
-               shots, history["epochs"], history["val_loss"][-1], rig_dir)
-  return rig_dir

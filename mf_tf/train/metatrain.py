@@ -2,7 +2,7 @@
 
 The math is `mf_tf.meta.maml` (pure), the tasks `mf_tf.meta.tasks`; this module owns the
 variables, the outer Adam optimizer, checkpoints, TensorBoard scalars, the progress bar and
-tf.distribute. Library entry point: `metatrain_fusion`; CLI: `--mode=metatrain` (`run`).
+tf.distribute. Entry point: `metatrain_fusion` (--mode=metatrain: `mf_tf.modes.metatrain`).
 
 Each step draws `tasks_per_step` tasks (batch `step` depends only on the seed and the step, so a
 run resumed from a checkpoint ends with the same parameters as an uninterrupted one), computes the
@@ -35,7 +35,6 @@ import os
 import shutil
 import signal
 import threading
-import zipfile
 from typing import Callable
 
 import keras
@@ -44,21 +43,17 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
 
+from mf_tf.checkpoints import CheckpointError
 from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.meta import maml
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import summaries
 
-META_PARAMS_FILE = "meta_params.npz"
 THETA_INITS = ("shared", "calibrated")
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "ckpt"  # Checkpoint prefixes: <workdir>/checkpoints/ckpt-<step>.
 RUN_INFO_SUFFIX = ".run.json"  # Sidecar of each checkpoint prefix: settings + data fingerprint.
-
-
-class CheckpointError(ValueError):
-  """A meta-training checkpoint or meta-parameters file is unreadable or belongs to another run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,43 +145,6 @@ def pair_theta_offsets(theta_by_pair, pairs, num_views: int) -> np.ndarray:
   source, target = pairs[:, 0], pairs[:, 1]
   index = target * (num_views - 1) + np.where(source < target, source, source - 1)
   return theta_by_pair[index]
-
-
-def save_meta_params(params: maml.MetaParams, path: str, metadata: dict | None = None) -> None:
-  """Writes omega_base [H, W] and theta_init [HW, 6] (and JSON metadata) to an `.npz` file."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"  # Renamed into place: readers never see half a file.
-  with open(tmp, "wb") as stream:
-    np.savez(stream, omega_base=np.asarray(params.omega_base, np.float32),
-             theta=np.asarray(params.theta, np.float32),
-             metadata=np.asarray(json.dumps(metadata or {})))
-  os.replace(tmp, path)
-
-
-def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
-  """Reads `save_meta_params` output: (MetaParams(omega_base [H, W], theta [HW, 6]), metadata)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"meta-parameters file {path!r} does not exist (run "
-                            "--mode=metatrain or --mode=pretrain first)")
-  try:
-    with np.load(path) as data:
-      missing = [key for key in ("omega_base", "theta") if key not in data.files]
-      if missing:
-        raise CheckpointError(f"meta-parameters file {path!r} lacks arrays {missing}; it holds "
-                              f"{data.files}, expected omega_base and theta")
-      omega, theta = data["omega_base"], data["theta"]
-      metadata = json.loads(data["metadata"].item()) if "metadata" in data.files else {}
-  except (zipfile.BadZipFile, EOFError, OSError, ValueError, json.JSONDecodeError) as error:
-    if isinstance(error, CheckpointError):
-      raise
-    raise CheckpointError(
-        f"meta-parameters file {path!r} is unreadable ({type(error).__name__}: {error}); "
-        "expected the .npz written by --mode=metatrain or --mode=pretrain: the file is truncated "
-        "or corrupt, write it again") from error
-  if omega.ndim != 2 or theta.shape != (omega.size, 6):
-    raise ValueError(f"{path!r}: omega_base {omega.shape} and theta {theta.shape} are not "
-                     "[H, W] and [H*W, 6]")
-  return maml.MetaParams(omega, theta), metadata
 
 
 def _slice_for_replica(tensor, replica: int, num_replicas: int):
@@ -608,82 +566,3 @@ def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,
           for key in results[0]}
 
 
-def settings_from_config(config) -> MamlSettings:
-  """`MamlSettings` from config.metatrain (plus the shared temperature, sigma and seed)."""
-  from mf_tf.train import common
-
-  section = config.metatrain
-  return MamlSettings(
-      num_steps=int(section.num_steps), tasks_per_step=int(section.tasks_per_step),
-      support_size=int(section.support_size), query_size=int(section.query_size),
-      inner_lr=float(section.inner_lr), inner_steps=int(section.inner_steps),
-      outer_lr=float(section.outer_lr), first_order=bool(section.first_order),
-      temperature=float(config.fusion.get("loss_temperature", config.fusion.temperature)),
-      target_sigma=common.target_sigma(config.model.target_sigma, config.heatmap_size),
-      seed=int(config.seed), loss=str(config.fusion.loss))
-
-
-def run(config, workdir: str, args) -> maml.MetaParams:
-  """--mode=metatrain: writes <workdir>/metatrain/meta_params.npz (+ checkpoints, TensorBoard).
-
-  Reads the pool of --mode=precompute (<workdir>/precompute/pool.npz) when present, else
-  simulates it (config.precompute). Reports held-out pairs' query losses before and after
-  meta-training, each before and after one adaptation.
-  """
-  del args
-  from mf_tf.train import common
-  from mf_tf.train import precompute
-
-  settings = settings_from_config(config)
-  check_loop_settings(settings.num_steps, config.metatrain.checkpoint_every)
-  pool_path = os.path.join(workdir, precompute.POOL_FILE)
-  if os.path.isfile(pool_path):
-    pool = tasks_lib.FramePool.load(pool_path)
-    logging.info("metatrain: pool %s (%d frames)", pool_path, pool.num_frames)
-  else:
-    logging.info("metatrain: no %s; simulating %d frames", pool_path,
-                 int(config.precompute.num_frames))
-    pool = precompute.pool_from_config(config, workdir)
-  if pool.heatmap_size != int(config.heatmap_size):
-    raise ValueError(f"pool heatmaps are {pool.heatmap_size} px, config.heatmap_size is "
-                     f"{config.heatmap_size}")
-  train_pairs, holdout_pairs = tasks_lib.split_pairs(pool.num_views,
-                                                     int(config.metatrain.holdout_pairs),
-                                                     int(config.seed))
-  out_dir = os.path.join(workdir, "metatrain")
-  theta_init = str(config.metatrain.get("theta_init", "shared"))
-  if theta_init not in THETA_INITS:
-    raise ValueError(f"config.metatrain.theta_init={theta_init!r}, expected one of "
-                     f"{THETA_INITS}")
-  theta_by_pair = None
-  if theta_init == "calibrated":
-    rig = common.load_rig(config.rig.pretrain)
-    if rig.num_views != pool.num_views:
-      raise ValueError(f"pretraining rig {rig.name!r} has {rig.num_views} views, the pool "
-                       f"{pool.num_views}")
-    init, theta_by_pair = calibrated_meta_init(rig, pool.heatmap_size,
-                                               float(config.fusion.line_width_px),
-                                               float(config.fusion.line_value))
-  else:
-    init = default_meta_params(pool.heatmap_size)
-  report = {}
-  if len(holdout_pairs):
-    report["init"] = evaluate_pairs(init, pool, holdout_pairs, settings, len(holdout_pairs),
-                                    theta_by_pair=theta_by_pair)
-  params = metatrain_fusion(pool, train_pairs, settings, init=init, workdir=out_dir,
-                            strategy=common.get_strategy(config.distribute),
-                            checkpoint_every=int(config.metatrain.checkpoint_every),
-                            theta_by_pair=theta_by_pair,
-                            restart=bool(config.metatrain.get("restart", False)))
-  if len(holdout_pairs):
-    report["metatrained"] = evaluate_pairs(params, pool, holdout_pairs, settings,
-                                           len(holdout_pairs), theta_by_pair=theta_by_pair)
-    for stage, losses in report.items():
-      logging.info("metatrain held-out pairs (%s): %s", stage, losses)
-  save_meta_params(params, os.path.join(out_dir, META_PARAMS_FILE),
-                   {"method": "maml", "steps": settings.num_steps, "theta_init": theta_init,
-                    "rig": str(config.rig.pretrain), "heldout": report,
-                    "settings": dataclasses.asdict(settings)})
-  with open(os.path.join(out_dir, "heldout.json"), "w") as stream:
-    json.dump(report, stream, indent=1)
-  return params

@@ -1,4 +1,4 @@
-"""--mode=precompute: the frame pool meta-training and pretraining read.
+"""The frame pool that meta-training and pretraining read (written by --mode=precompute).
 
 Two sources of initial heatmaps (`config.precompute.source`):
   "detector": the synthetic world's simulated detector, stored as its compact state;
@@ -12,11 +12,9 @@ import os
 
 import keras
 import numpy as np
-from absl import logging
 
 from mf_tf.data import world
 from mf_tf.meta import tasks as tasks_lib
-from mf_tf.train import common
 
 POOL_FILE = os.path.join("precompute", "pool.npz")
 
@@ -81,28 +79,3 @@ def load_warmup_backbone(workdir: str) -> keras.Model:
   return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
-def pool_from_config(config, workdir: str, save: bool = False) -> tasks_lib.FramePool:
-  """The pool of config.rig.pretrain described by config.precompute (saved with save=True)."""
-  source = config.precompute.source
-  if source not in ("detector", "backbone"):
-    raise ValueError(f"config.precompute.source={source!r}, expected 'detector' or 'backbone'")
-  if int(config.precompute.num_frames) < 1:
-    raise ValueError(f"config.precompute.num_frames={config.precompute.num_frames}, "
-                     "expected >= 1")
-  rig = common.load_rig(config.rig.pretrain)
-  backbone = load_warmup_backbone(workdir) if source == "backbone" else None
-  pool = build_pool(rig, int(config.precompute.num_frames), int(config.seed), config.joint_set,
-                    int(config.heatmap_size), world.detector_params_from_config(config.detector),
-                    backbone, int(config.image_size), int(config.precompute.batch_size))
-  if save:
-    path = os.path.join(workdir, POOL_FILE)
-    pool.save(path)
-    logging.info("precompute: %d frames x %d views (%s) -> %s", pool.num_frames, pool.num_views,
-                 source, path)
-  return pool
-
-
-def run(config, workdir: str, args) -> None:
-  """--mode=precompute: writes <workdir>/precompute/pool.npz."""
-  del args
-  pool_from_config(config, workdir, save=True)

@@ -4,18 +4,16 @@
     pairs, exactly MetaFuse's meta-parameters) trained by Adam on the fusion loss of pair tasks
     with no inner step, so it differs from MetaFuse only in the learning algorithm.
   NaiveFuse^K: free fusion matrices [P, HW, HW] of the selected cameras trained with Keras fit.
-Both use "four selected cameras" of the pretraining rig (config.pretrain.views).
+Both use "four selected cameras" of the pretraining rig (--mode=pretrain: `mf_tf.modes.pretrain`).
 """
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
+from mf_tf.data import detector as detector_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.meta import maml
@@ -125,8 +123,6 @@ def _render_views(pool: tasks_lib.FramePool, frames: tf.Tensor, views: np.ndarra
   """[N, len(views), H, W, J] initial heatmaps of `frames` (any number of views)."""
   if pool.dense:
     return pool.heatmaps[frames.numpy()][:, views]
-  from mf_tf.data import detector as detector_lib
-
   peaks = pool.peaks[frames.numpy()][:, views]
   amplitudes = pool.amplitudes[frames.numpy()][:, views]
   seeds = pool.noise_seed[frames.numpy()]
@@ -134,42 +130,3 @@ def _render_views(pool: tasks_lib.FramePool, frames: tf.Tensor, views: np.ndarra
                                       pool.detector_noise, seeds).numpy()
 
 
-def run(config, workdir: str, args) -> str:
-  """--mode=pretrain: writes <workdir>/pretrain/{affine,naive}.npz."""
-  del args
-  from mf_tf.train import common
-  from mf_tf.train import precompute
-
-  method = config.pretrain.method
-  if method not in METHODS:
-    raise ValueError(f"config.pretrain.method={method!r}, expected one of {METHODS}")
-  pool_path = os.path.join(workdir, precompute.POOL_FILE)
-  pool = (tasks_lib.FramePool.load(pool_path) if os.path.isfile(pool_path)
-          else precompute.pool_from_config(config, workdir))
-  views = tuple(config.pretrain.views)
-  pairs = select_view_pairs(pool.num_views, views)
-  sigma = common.target_sigma(config.model.target_sigma, pool.heatmap_size)
-  temperature = float(config.fusion.loss_temperature)  # The training loss's, as every mode.
-  loss = str(config.fusion.loss)
-  section = config.pretrain
-  out_dir = os.path.join(workdir, "pretrain")
-  os.makedirs(out_dir, exist_ok=True)
-  if method == "affine":
-    steps = max(1, int(section.epochs) * pool.num_frames // int(section.batch_size))
-    params = pretrain_affine(pool, pairs, steps=steps, tasks_per_step=2,
-                             frames_per_task=int(section.batch_size),
-                             learning_rate=float(section.learning_rate), temperature=temperature,
-                             target_sigma=sigma, seed=int(config.seed), loss=loss)
-    path = os.path.join(out_dir, "affine.npz")
-    metatrain_lib.save_meta_params(params, path, {"method": "affine", "views": list(views),
-                                                  "steps": steps})
-  else:
-    matrices = pretrain_naive(pool, views, epochs=int(section.epochs),
-                              batch_size=int(section.batch_size),
-                              learning_rate=float(section.learning_rate),
-                              temperature=temperature, target_sigma=sigma,
-                              seed=int(config.seed), loss=loss)
-    path = os.path.join(out_dir, "naive.npz")
-    np.savez(path, matrices=matrices, views=np.asarray(views))
-  logging.info("pretrain %s -> %s", method, path)
-  return path

@@ -14,11 +14,8 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from mf_tf.data import codec as codec_lib
-from mf_tf.models import backbone as backbone_lib
-from mf_tf.train import common
 from mf_tf.train import summaries
 
 
@@ -128,44 +125,3 @@ def warmup_backbone(backbone: keras.Model, images, joints2d, visibility, *, targ
   return history.history
 
 
-def run(config, workdir: str, args) -> str:
-  """--mode=warmup: writes <workdir>/warmup/backbone.keras and backbone.weights.h5."""
-  del args
-  from mf_tf.data import joints as joints_lib
-  from mf_tf.data import tfrecord
-  from mf_tf.data import world
-
-  section = config.warmup
-  size, image_size = int(config.heatmap_size), int(config.image_size)
-  if image_size != 4 * size:
-    raise ValueError(f"config.image_size={image_size} must be 4 x config.heatmap_size={size}")
-  if section.data_dir:
-    frames = tfrecord.load_arrays(section.data_dir, keys=["images", "joints2d", "visibility"])
-  else:
-    rig = common.load_rig(config.rig.pretrain)
-    views = list(range(min(int(section.views), rig.num_views)))
-    frames = world.simulate_frames(rig.subset(views), int(section.num_frames), int(config.seed),
-                                   config.joint_set, size, render_images=True,
-                                   image_size=image_size, return_heatmaps=False)
-  images = frames["images"]
-  if images.shape[2] != image_size:
-    raise ValueError(f"dataset images are {images.shape[2]} px, config.image_size={image_size}")
-  flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731  [N, V, ...] -> [N*V, ...]
-  num_joints = joints_lib.get_joint_set(config.joint_set).num_joints
-  strategy = common.get_strategy(config.distribute)
-  with strategy.scope():
-    backbone = backbone_lib.build_backbone(config.model.backbone, image_size, num_joints,
-                                           weights=config.model.weights or None)
-  out_dir = os.path.join(workdir, "warmup")
-  os.makedirs(out_dir, exist_ok=True)
-  history = warmup_backbone(
-      backbone, flat(images), flat(frames["joints2d"]), flat(frames["visibility"]),
-      target_sigma=common.target_sigma(config.model.target_sigma, size),
-      epochs=int(section.epochs), batch_size=int(section.batch_size),
-      learning_rate=float(section.learning_rate),
-      validation_fraction=float(section.validation_fraction), workdir=out_dir,
-      seed=int(config.seed), strategy=strategy)
-  backbone.save(os.path.join(out_dir, "backbone.keras"))
-  backbone.save_weights(os.path.join(out_dir, "backbone.weights.h5"))
-  logging.info("warmup: loss %s -> %s", history["loss"][0], history["loss"][-1])
-  return out_dir

@@ -11,6 +11,7 @@ import pytest
 from configs import default
 from mf_tf.data import convert
 from mf_tf.data import h36m
+from mf_tf.modes import convert as convert_mode
 
 from test_data_h36m import _crossview_items  # noqa: E402  (same tests/data folder)
 
@@ -24,28 +25,29 @@ def annotation_pickle(tmp_path):
   return path, items
 
 
-def test_module_cli(tmp_path, annotation_pickle, repo_root):
+def test_command_line(tmp_path, annotation_pickle, repo_root):
   path, items = annotation_pickle
   out = tmp_path / "safe"
   result = subprocess.run(
-      [sys.executable, "-m", "mf_tf.data.convert", "--format=h36m_pickle", f"--input={path}",
-       f"--output={out}"], cwd=repo_root, capture_output=True, text=True, timeout=300,
+      [sys.executable, "-m", "mf_tf.main", "--mode=convert", f"--workdir={tmp_path}",
+       f"--config.convert.input={path}", f"--config.convert.output={out}"], cwd=repo_root,
+      capture_output=True, text=True, timeout=300,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   assert result.returncode == 0, result.stderr
   assert "executes any code" in result.stderr  # the warning is logged on every conversion
   data = h36m.read_h36m_multiview(str(out), subject=11)
   np.testing.assert_allclose(data["joints3d"][0], items[0]["joints_3d"])
   np.testing.assert_allclose(data["joints2d"][0, 2], items[2]["joints_2d"])
-  helped = subprocess.run([sys.executable, "-m", "mf_tf.data.convert", "--help"], cwd=repo_root,
+  helped = subprocess.run([sys.executable, "-m", "mf_tf.main", "--helpfull"], cwd=repo_root,
                           capture_output=True, text=True, timeout=300)
-  assert "TRUSTED" in helped.stdout + helped.stderr
+  assert "convert: convert a TRUSTED annotation pickle" in helped.stdout + helped.stderr
 
 
 def test_mode_convert(tmp_path, annotation_pickle):
   path, _ = annotation_pickle
   config = default.get_config("smoke")
   config.convert.input = str(path)
-  convert.run(config, str(tmp_path), args=None)
+  convert_mode.run(config, str(tmp_path))
   data = h36m.read_h36m_annotations(str(tmp_path / "converted" / "h36m"))
   assert data["image"].shape == (4,) and sorted(data["cameras"]) == [
       "S11/0", "S11/1", "S11/2", "S11/3"]
@@ -56,10 +58,10 @@ def test_mode_convert(tmp_path, annotation_pickle):
   np.testing.assert_array_equal(data["camera_id"], [0, 1, 2, 3])
   config.convert.input = ""
   with pytest.raises(ValueError, match="needs --config.convert.input"):
-    convert.run(config, str(tmp_path), args=None)
+    convert_mode.run(config, str(tmp_path))
   config.convert.input = str(tmp_path / "absent.pkl")
   with pytest.raises(FileNotFoundError, match="absent.pkl"):
-    convert.run(config, str(tmp_path), args=None)
+    convert_mode.run(config, str(tmp_path))
 
 
 def test_pickle_is_confined_to_the_converter(repo_root):

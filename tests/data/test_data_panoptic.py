@@ -1,4 +1,4 @@
-"""Panoptic reader on the real sequences and demo images in ../shared/data/panoptic."""
+"""Panoptic reader on the real sequences and demo images in tests/fixtures/real_data/panoptic."""
 
 import json
 import os

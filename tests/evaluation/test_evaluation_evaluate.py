@@ -14,6 +14,7 @@ from mf_tf.evaluation import pictorial
 from mf_tf.evaluation import triangulate
 from mf_tf.fusion import layers
 from mf_tf.geometry import rigs
+from mf_tf.modes import evaluate as evaluate_mode
 
 HEATMAP_SIZE = 32
 OPTIONS = pictorial.PictorialOptions(coarse_bins=10, refine_iterations=4)
@@ -112,7 +113,7 @@ def test_evaluate_mode_smoke(tmp_path):
   config = default.get_config("smoke")
   config.evaluate.num_frames = 3
   config.evaluate.methods = "no_fusion,calibrated,finetuned"  # no checkpoint: finetuned skipped
-  results = evaluate.run(config, str(tmp_path), args=None)
+  results = evaluate_mode.run(config, str(tmp_path))
   assert set(results) == {"no_fusion", "calibrated"}
   out = os.path.join(str(tmp_path), "evaluate", rigs.get_rig(config.rig.target).name)
   with open(os.path.join(out, "results.json")) as f:
@@ -122,7 +123,7 @@ def test_evaluate_mode_smoke(tmp_path):
   assert os.path.exists(os.path.join(out, "results.md"))
   config.evaluate.checkpoint = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
-    evaluate.run(config, str(tmp_path), args=None)
+    evaluate_mode.run(config, str(tmp_path))
 
 
 def test_robust_triangulation_drops_the_view_that_disagrees():

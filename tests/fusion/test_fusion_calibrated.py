@@ -9,6 +9,7 @@ from mf_tf.fusion import ops
 from mf_tf.geometry import calibration
 from mf_tf.geometry import epipolar
 from mf_tf.geometry import rigs
+from mf_tf.geometry import volume
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_calibrated_rows_follow_epipolar_lines(h36m_rig, size):
 def test_metafuse_zero_recovers_an_occluded_joint(h36m_rig):
   """A distractor beats the true peak in one view; calibrated fusion restores the true argmax."""
   size = 32
-  centre = rigs.axes_meeting_point(h36m_rig)  # Where the cameras look, world mm.
+  centre = volume.axes_meeting_point(h36m_rig)  # Where the cameras look, world mm.
   offsets = np.array([[0, 0, 0], [300, -200, 400], [-250, 150, -500], [100, 350, 200],
                       [-300, -300, 100], [200, 100, -300]], np.float64)
   points = centre + offsets  # A body-sized spread of 3D "joints".

@@ -10,7 +10,8 @@ import pytest
 from mf_tf.geometry import calibration
 from mf_tf.geometry.camera import CalibrationError, Camera
 from mf_tf.geometry.rig import Rig
-from mf_tf.geometry.rigs import axes_meeting_point, capture_volume, get_rig, list_rigs
+from mf_tf.geometry.rigs import get_rig, list_rigs
+from mf_tf.geometry.volume import axes_meeting_point, capture_volume
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "data"
 PANOPTIC = "panoptic/160906_band1/calibration_160906_band1.json"

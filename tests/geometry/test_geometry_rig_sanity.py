@@ -8,7 +8,9 @@ import pytest
 from mf_tf.geometry import calibration
 from mf_tf.geometry.camera import CalibrationError, Camera
 from mf_tf.geometry.rig import Rig
-from mf_tf.geometry.rigs import axes_meeting_point, get_rig, list_rigs, look_at
+from mf_tf.geometry import volume
+from mf_tf.geometry.rigs import get_rig, list_rigs, look_at
+from mf_tf.geometry.volume import axes_meeting_point
 
 from test_geometry_calibration import _read_all  # pylint: disable=wrong-import-order
 
@@ -37,7 +39,7 @@ def _save_and_load(rig, tmp_path):
 @pytest.mark.parametrize("name", list_rigs())
 def test_builtin_rigs_pass_and_their_broken_copies_fail(name, tmp_path):
   rig = get_rig(name)  # Loaded through load_rig_file: the check passes.
-  calibration.check_capture_volume(rig, name)
+  volume.check_capture_volume(rig, name)
   with pytest.raises(CalibrationError, match=r"rig.json: the cameras do not share a capture "
                      r"volume: camera .* faces away: .* expected in front of it"):
     _save_and_load(_rotated(rig), tmp_path)
@@ -54,7 +56,7 @@ def test_real_rigs_of_every_reader_pass(shared_data, tmp_path):
 def test_one_camera_facing_away_is_named():
   rig = get_rig("shelf")
   with pytest.raises(CalibrationError) as error:
-    calibration.check_capture_volume(_rotated(rig, views=[2]), "shelf.json")
+    volume.check_capture_volume(_rotated(rig, views=[2]), "shelf.json")
   message = str(error.value)
   assert "camera '2' faces away" in message and "camera '0'" not in message, message
 
@@ -70,7 +72,7 @@ def test_camera_too_close_for_millimetres_is_rejected():
                  camera.dist, 1000, 1000)
   with pytest.raises(CalibrationError, match=f"camera {camera.name!r} sees a 1800 mm person at "
                      r"the volume centre \(\d{3} mm away\) 3\d{3} px tall, expected 20-2000 px"):
-    calibration.check_capture_volume(Rig("close", (close,) + rig.cameras[1:], up=rig.up), "x")
+    volume.check_capture_volume(Rig("close", (close,) + rig.cameras[1:], up=rig.up), "x")
 
 
 @pytest.mark.parametrize("where, field", [("camera", "distCoef"), ("rig", "comment")])
@@ -101,4 +103,4 @@ def test_camera_looking_past_the_volume_is_named():
   cameras[3] = Camera(c.name, c.K, turn @ c.R, turn @ c.t, c.dist, c.width, c.height)
   with pytest.raises(CalibrationError, match=r"camera '3' looks past the volume centre .* "
                      r"expected inside its 1032x776 image"):
-    calibration.check_capture_volume(Rig(rig.name, tuple(cameras), up=rig.up), "shelf.json")
+    volume.check_capture_volume(Rig(rig.name, tuple(cameras), up=rig.up), "shelf.json")

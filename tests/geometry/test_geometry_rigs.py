@@ -6,8 +6,8 @@ import pytest
 from mf_tf.geometry import calibration
 from mf_tf.geometry import make_builtin_rigs
 from mf_tf.geometry.rig import Rig, RigMismatchError, check_same_rig, ordered_pairs, pair_index
-from mf_tf.geometry.rigs import (capture_volume, dome_rig, get_rig, list_rigs, look_at, ring_rig,
-                                 up_vector, visible_fraction)
+from mf_tf.geometry.rigs import dome_rig, get_rig, list_rigs, look_at, ring_rig
+from mf_tf.geometry.volume import capture_volume, up_vector, visible_fraction
 
 REQUIRED = ["panoptic_vga20", "panoptic_heldout6", "panoptic_hd", "h36m", "h36m_S1", "h36m_S11",
             "shelf", "campus", "mpi_inf_3dhp"]

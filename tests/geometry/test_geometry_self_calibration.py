@@ -5,7 +5,7 @@ import pytest
 
 from mf_tf.data import world
 from mf_tf.fusion import calibrated
-from mf_tf.geometry import epipolar, rigs
+from mf_tf.geometry import epipolar, rigs, volume
 from mf_tf.geometry.camera import undistort_points
 from mf_tf.geometry.rig import ordered_pairs, pair_index
 from mf_tf.fusion.calibrated import self_calibrated_theta
@@ -84,7 +84,7 @@ def test_noiseless_real_rig_recovers_heatmap_fundamentals(rig_name):
   rig = rigs.get_rig(rig_name)
   heatmap_size = 64
   truth = epipolar.pair_fundamental_matrices(rig, heatmap_size)
-  center, half = rigs.capture_volume(rig)
+  center, half = volume.capture_volume(rig)
   points3d = center + np.random.default_rng(0).uniform(-1.0, 1.0, (300, 3)) * half
   points = _heatmap_points(rig, points3d, heatmap_size)
   fit, held_out = slice(0, 100), slice(100, None)
@@ -109,7 +109,7 @@ def test_noiseless_real_rig_recovers_heatmap_fundamentals(rig_name):
 def test_sampson_distance_is_the_geometric_distance_for_a_displaced_point():
   rig = rigs.get_rig("h36m")
   F = epipolar.pair_fundamental_matrices(rig, 64)[pair_index(0, 1, 4)]
-  points3d = rigs.capture_volume(rig)[0] + np.random.default_rng(1).uniform(-800, 800, (50, 3))
+  points3d = volume.capture_volume(rig)[0] + np.random.default_rng(1).uniform(-800, 800, (50, 3))
   points = _heatmap_points(rig, points3d, 64)
   np.testing.assert_array_less(sampson_distance(F, points[0], points[1]), 1e-9)
   # Moving the target point 2 px across its epipolar line: the first-order distance in R^4 is
@@ -155,7 +155,7 @@ def test_ransac_rejects_swapped_points_under_detection_noise():
 
 def test_weights_remove_points_from_the_linear_fit():
   rig = rigs.get_rig("shelf")
-  points3d = rigs.capture_volume(rig)[0] + np.random.default_rng(2).uniform(-900, 900, (40, 3))
+  points3d = volume.capture_volume(rig)[0] + np.random.default_rng(2).uniform(-900, 900, (40, 3))
   points = _heatmap_points(rig, points3d, 32)
   x_source, x_target = points[1].copy(), points[3].copy()
   x_target[:5] = x_target[5:10]

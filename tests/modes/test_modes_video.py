@@ -57,34 +57,34 @@ def _copy_demo(demo, tmp_path, cameras=_CAMERAS, instants=("00004500",)):
 def test_bad_inputs_raise_one_clear_error(demo, tmp_path):
   rig = demo / "camera_parameters.json"
   with pytest.raises(FileNotFoundError, match="is not a folder"):
-    video.run(_config(tmp_path / "absent", rig), str(tmp_path), None)
+    video.run(_config(tmp_path / "absent", rig), str(tmp_path))
   frames = _copy_demo(demo, tmp_path, cameras=("00_03", "00_06"))
   # A camera folder missing an instant the others have.
   shutil.copy(demo / "00_03" / "00_03_00005514.jpg", frames / "00_03")
   with pytest.raises(FileNotFoundError,
                      match=r"00_06'? lacks the frames of instants \['00005514'\]"):
-    video.run(_config(frames, rig), str(tmp_path), None)
+    video.run(_config(frames, rig), str(tmp_path))
   os.remove(frames / "00_03" / "00_03_00005514.jpg")
   # A folder that names no camera of the rig (the rig has fewer cameras than folders).
   os.makedirs(frames / "99_99")
   shutil.copy(demo / "00_03" / "00_03_00004500.jpg", frames / "99_99" / "99_99_00004500.jpg")
   with pytest.raises(ValueError, match=r"camera folders \['99_99'\] have no camera in rig"):
-    video.run(_config(frames, rig), str(tmp_path), None)
+    video.run(_config(frames, rig), str(tmp_path))
   shutil.rmtree(frames / "99_99")
   # A frame of another size than its camera's.
   os.remove(frames / "00_06" / "00_06_00004500.jpg")
   _write_png(frames / "00_06" / "00_06_00004500.png", 960, 540)
   with pytest.raises(ValueError, match=r"00_06_00004500.png' is 960x540, expected 1920x1080"):
-    video.run(_config(frames, rig), str(tmp_path), None)
+    video.run(_config(frames, rig), str(tmp_path))
   with pytest.raises(ValueError, match="fusion='dense', expected one of"):
-    video.run(_config(frames, rig, fusion="dense"), str(tmp_path), None)
+    video.run(_config(frames, rig, fusion="dense"), str(tmp_path))
 
 
 def test_no_person_gives_an_empty_well_formed_json(demo, blazepose_cache, tmp_path):
   for camera in ("00_03", "00_06"):
     _write_png(tmp_path / "frames" / camera / "000001.png", 1920, 1080)
   video.run(_config(tmp_path / "frames", demo / "camera_parameters.json", overlays=False),
-            str(tmp_path), None)
+            str(tmp_path))
   with open(tmp_path / "video" / "frames" / "000001.json") as stream:
     record = json.load(stream)
   assert record["people"] == [] and record["detections"] == {"00_03": 0, "00_06": 0}
@@ -94,7 +94,7 @@ def test_no_person_gives_an_empty_well_formed_json(demo, blazepose_cache, tmp_pa
 
 def test_end_to_end_on_a_real_panoptic_instant(demo, blazepose_cache, tmp_path):
   frames = _copy_demo(demo, tmp_path)
-  video.run(_config(frames, demo / "camera_parameters.json"), str(tmp_path), None)
+  video.run(_config(frames, demo / "camera_parameters.json"), str(tmp_path))
   with open(tmp_path / "video" / "frames" / "00004500.json") as stream:
     record = json.load(stream)
   assert record["fusion"] == "epipolar" and len(record["people"]) >= 1

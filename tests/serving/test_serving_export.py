@@ -12,6 +12,7 @@ from serving_test_helpers import (HEATMAP_SIZE, IMAGE_SIZE, NUM_JOINTS, NUM_VIEW
                                   distorted_rig)
 
 from mf_tf.data.codec import HeatmapCodec
+from mf_tf.evaluation import evaluate
 from mf_tf.fusion import ops as fusion_ops
 from mf_tf.fusion.layers import MaterializedFusion
 from mf_tf.geometry import calibration
@@ -26,13 +27,14 @@ def _images(batch=2, seed=0):
 
 
 def _direct(backbone, fusion, images):
-  """2D outputs computed without the SavedModel: Keras backbone, fusion layer, codec."""
+  """2D outputs computed without the SavedModel: Keras backbone, fusion layer, evaluation."""
   batch = images.shape[0]
   heatmaps = backbone(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 3).astype(np.float32),
                       training=False).numpy()
   heatmaps = heatmaps.reshape(batch, NUM_VIEWS, HEATMAP_SIZE, HEATMAP_SIZE, NUM_JOINTS)
   fused = fusion(tf.constant(heatmaps)).numpy()
-  coords, scores = (t.numpy() for t in HeatmapCodec(HEATMAP_SIZE).decode(fused))
+  # The evaluation's read-out: the served keypoints and scores must be the evaluated ones.
+  coords, scores = evaluate.decode_joints(fused, fusion.temperature)
   return {"initial_heatmaps": heatmaps, "fused_heatmaps": fused, "keypoints_heatmap": coords,
           "scores": scores}
 

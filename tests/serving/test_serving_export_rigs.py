@@ -4,19 +4,20 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mf_tf import checkpoints
+from mf_tf.fusion import calibrated
 from mf_tf.geometry import calibration
 from mf_tf.geometry.rig import RigMismatchError
 from mf_tf.geometry.rigs import ring_rig
-from mf_tf.serving import export
-from mf_tf.train import finetune
+from mf_tf.modes import export
 
 SIZE = 16
 
 
 def _config(source):
   return ml_collections.ConfigDict({
-      "heatmap_size": SIZE, "fusion": {"temperature": 0.2, "line_width_px": 1.0,
-                                       "line_value": 0.1},
+      "heatmap_size": SIZE, "fusion": {"temperature": 0.2, "loss_temperature": 0.2, "loss": "ce",
+                                       "line_width_px": 1.0, "line_value": 0.1},
       "export": {"fusion_source": source, "finetuned_dir": ""}})
 
 
@@ -27,9 +28,9 @@ def own_rig(tmp_path):
   path = str(tmp_path / "my_rig.json")
   calibration.save_rig_file(rig, path)
   workdir = str(tmp_path / "work")
-  layer = finetune.make_fusion_layer("calibrated", rig, SIZE)
-  finetune.save_finetuned(layer, rig, f"{workdir}/finetune/my_rig",
-                          {"method": "calibrated", "heatmap_size": SIZE, "shots": 0})
+  layer = calibrated.calibrated_fusion(rig, SIZE)
+  checkpoints.save_finetuned(layer, rig, f"{workdir}/finetune/my_rig",
+                             {"method": "calibrated", "heatmap_size": SIZE, "shots": 0})
   return {"rig": rig, "path": path, "workdir": workdir, "layer": layer}
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import types
 
 import grpc
 import ml_collections
@@ -14,6 +13,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from mf_tf.geometry import crops
+from mf_tf.modes import predict
 from mf_tf.serving import client, export, server
 
 
@@ -79,6 +79,14 @@ def test_fuse_crops_signature_over_grpc(running):
       "joints_2d": (2, NUM_VIEWS, NUM_JOINTS, 2), "scores": (2, NUM_VIEWS, NUM_JOINTS),
       "joints_3d": (2, NUM_JOINTS, 3)}
   assert all(np.all(np.isfinite(value)) for value in got.values())
+  # The client sends the same request; one frame without its batch axis gives the same answer.
+  by_client = client.predict_crops(running.address, "toy3", heatmaps, affines)
+  for key, value in got.items():
+    np.testing.assert_allclose(by_client[key], value, rtol=1e-6, atol=1e-6)
+  single = client.predict_crops(running.address, "toy3", heatmaps[1], affines[1])
+  np.testing.assert_allclose(single["joints_2d"], got["joints_2d"][1], rtol=1e-5, atol=1e-4)
+  with pytest.raises(ValueError, match=r"crop_affines has shape \(3, 3\), expected"):
+    client.predict_crops(running.address, "toy3", heatmaps[1], affines[1, 0])
 
 
 def _raw_request(rig="toy3", signature="serving_default", inputs=None):
@@ -140,8 +148,7 @@ def test_predict_mode_writes_keypoints_json(running, tmp_path):
     paths.append(path)
   config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE,
                                       "export": {"client_timeout_s": 60.0}})
-  args = types.SimpleNamespace(server=running.address, rig="toy3", images=tuple(paths))
-  client.run(config, str(tmp_path), args)
+  predict.run(config, str(tmp_path), server=running.address, rig="toy3", images=tuple(paths))
   with open(tmp_path / "predict" / "toy3.json") as f:
     result = json.load(f)
   assert [view["image"] for view in result["views"]] == paths
@@ -160,8 +167,7 @@ def test_predict_mode_resizes_to_the_served_image_size(running, exported, tmp_pa
   config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE // 2, "export": {
       "client_timeout_s": 60.0, "dir": exported["dir"]}})
   assert client.served_image_size(exported["dir"], "toy3") == IMAGE_SIZE
-  args = types.SimpleNamespace(server=running.address, rig="toy3", images=tuple(paths))
-  client.run(config, str(tmp_path), args)
+  predict.run(config, str(tmp_path), server=running.address, rig="toy3", images=tuple(paths))
   with open(tmp_path / "predict" / "toy3.json") as f:
     result = json.load(f)
   assert np.asarray(result["views"][2]["keypoints_image"]).shape == (NUM_JOINTS, 2)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import types
 
 import ml_collections
 import numpy as np
@@ -11,16 +10,18 @@ import tensorflow as tf
 
 from mf_tf.geometry import rigs
 from mf_tf.models.backbone import build_backbone
-from mf_tf.serving import export, model_config, tflite
+from mf_tf.modes import export
+from mf_tf.modes import tflite
+from mf_tf.serving import model_config
 
-_ARGS = types.SimpleNamespace(server="127.0.0.1:8500", rig=None, images=())
 
 
 def _config(weights_path, export_root):
   return ml_collections.ConfigDict({
       "seed": 0, "joint_set": "h36m17", "heatmap_size": 16, "image_size": 64,
       "rig": {"target": "campus"}, "model": {"backbone": "mobilenetv2_035"},
-      "fusion": {"temperature": 0.2, "line_width_px": 1.0, "line_value": 0.3},
+      "fusion": {"temperature": 0.2, "loss_temperature": 0.2, "loss": "ce",
+                 "line_width_px": 1.0, "line_value": 0.3},
       "render": {"tile_mm": 500.0, "noise_std": 0.03},
       "export": {"dir": export_root, "rigs": "", "top_k": 16, "triangulate": True, "version": 0,
                  "base_path_prefix": "", "warmup": True, "client_timeout_s": 60.0,
@@ -43,7 +44,7 @@ def config(tmp_path_factory):
 
 @pytest.mark.large
 def test_export_mode_calibrated_rig(config, tmp_path):
-  export.run(config, str(tmp_path), _ARGS)
+  export.run(config, str(tmp_path))
   root = config.export.dir
   assert model_config.read_models_config(os.path.join(root, "models.config")) == {
       "campus": os.path.join(root, "campus")}
@@ -62,16 +63,16 @@ def test_missing_sources_are_clear(config, tmp_path):
   missing = config.copy_and_resolve_references()
   missing.export.backbone_weights = str(tmp_path / "nope.weights.h5")
   with pytest.raises(FileNotFoundError, match="--mode=warmup"):
-    export.run(missing, str(tmp_path), _ARGS)
+    export.run(missing, str(tmp_path))
   bad = config.copy_and_resolve_references()
   bad.export.fusion_source = "learned"
   with pytest.raises(ValueError, match="expected 'finetuned' or 'calibrated'"):
-    export.run(bad, str(tmp_path), _ARGS)
+    export.run(bad, str(tmp_path))
 
 
 @pytest.mark.large
 def test_tflite_mode_writes_model_and_report(config, tmp_path, capsys):
-  tflite.run(config, str(tmp_path), _ARGS)
+  tflite.run(config, str(tmp_path))
   out_dir = os.path.join(config.export.dir, "tflite")
   assert os.path.getsize(os.path.join(out_dir, "backbone_int8.tflite")) > 0
   with open(os.path.join(out_dir, "report_int8.json")) as f:

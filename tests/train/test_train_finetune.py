@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from mf_tf import checkpoints
 from mf_tf.data import world
 from mf_tf.fusion import layers
 from mf_tf.geometry import rigs
 from mf_tf.geometry.rig import Rig
+from mf_tf.modes import finetune as finetune_mode
 from mf_tf.train import finetune
 from mf_tf.train import metatrain
 
@@ -34,9 +36,9 @@ def test_metafuse_finetunes_theta_only_and_round_trips(rig, frames, tmp_path):
   assert history["epochs"] >= 1 and np.isfinite(history["val_loss"]).all()
   np.testing.assert_array_equal(layer.omega_base.numpy(), omega_before)  # Bit-identical.
   assert np.abs(layer.theta.numpy() - theta_before).max() > 1e-4
-  rig_dir = finetune.save_finetuned(layer, rig, str(tmp_path / rig.name),
+  rig_dir = checkpoints.save_finetuned(layer, rig, str(tmp_path / rig.name),
                                     {"method": "metafuse", "heatmap_size": SIZE, "shots": 12})
-  loaded, loaded_rig, meta = finetune.load_finetuned(rig_dir)
+  loaded, loaded_rig, meta = checkpoints.load_finetuned(rig_dir)
   assert isinstance(loaded, layers.AffineFusion) and not loaded.omega_base.trainable
   assert loaded_rig.num_views == 3 and meta["method"] == "metafuse"
   x = frames["heatmaps"][:2]
@@ -82,18 +84,18 @@ def test_bad_inputs_are_rejected(rig, frames):
     finetune.finetune_fusion(trainable, frames["heatmaps"], frames["joints2d"], target_sigma=0.5,
                              progress=False)
   with pytest.raises(FileNotFoundError):
-    finetune.load_finetuned("/nonexistent/rig")
+    checkpoints.load_finetuned("/nonexistent/rig")
 
 
 def test_finetune_mode_rejects_bad_config(tmp_path, default_config):
   config = default_config("smoke")
   config.finetune.method = "bogus"
   with pytest.raises(ValueError, match="finetune.method"):
-    finetune.run(config, str(tmp_path), None)
+    finetune_mode.run(config, str(tmp_path))
   config = default_config("smoke")
   config.finetune.shots = 1
   with pytest.raises(ValueError, match="shots"):
-    finetune.run(config, str(tmp_path), None)
+    finetune_mode.run(config, str(tmp_path))
 
 
 def test_finetuning_never_ends_below_its_start_on_validation_jdr(rig):

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
+from mf_tf import checkpoints
 from mf_tf.data import world
 from mf_tf.geometry import rigs
 from mf_tf.meta import tasks
+from mf_tf.modes import metatrain as metatrain_mode
 from mf_tf.train import metatrain
 
 SIZE, JOINTS = 16, 6
@@ -72,12 +74,12 @@ def test_killed_run_resumes_to_the_same_parameters(pool, tmp_path):
 def test_meta_params_file_round_trip(tmp_path):
   params = metatrain.default_meta_params(SIZE)
   path = str(tmp_path / "meta.npz")
-  metatrain.save_meta_params(params, path, {"method": "maml"})
-  loaded, meta = metatrain.load_meta_params(path)
+  checkpoints.save_meta_params(params, path, {"method": "maml"})
+  loaded, meta = checkpoints.load_meta_params(path)
   np.testing.assert_array_equal(loaded.theta, params.theta)
   assert meta == {"method": "maml"}
   with pytest.raises(FileNotFoundError):
-    metatrain.load_meta_params(str(tmp_path / "none.npz"))
+    checkpoints.load_meta_params(str(tmp_path / "none.npz"))
 
 
 @pytest.mark.parametrize("bad", [dict(inner_lr=-0.1), dict(outer_lr=0.0), dict(inner_steps=0),
@@ -91,4 +93,4 @@ def test_mode_config_validation(tmp_path, default_config):
   config = default_config("smoke")
   config.metatrain.inner_lr = -1.0
   with pytest.raises(ValueError, match="inner learning rate"):
-    metatrain.run(config, str(tmp_path), None)
+    metatrain_mode.run(config, str(tmp_path))

@@ -8,7 +8,9 @@ import os
 import numpy as np
 import pytest
 
+from mf_tf import checkpoints
 from mf_tf.meta import tasks
+from mf_tf.modes import metatrain as metatrain_mode
 from mf_tf.train import metatrain
 
 from test_train_metatrain import small_pool  # pylint: disable=wrong-import-order
@@ -83,24 +85,24 @@ def test_no_intact_checkpoint_is_one_clear_error(finished, pool, pairs, tmp_path
   workdir = copy_run(finished, tmp_path)
   truncate_data(workdir, 4)
   truncate_data(workdir, 2)
-  with pytest.raises(metatrain.CheckpointError,
+  with pytest.raises(checkpoints.CheckpointError,
                      match=r"no intact checkpoint .*ckpt-4 \(IndexError.*ckpt-2 \(IndexError"):
     resume(pool, pairs, workdir)
 
 
 def test_truncated_meta_params_file_is_named(tmp_path):
   path = str(tmp_path / "meta_params.npz")
-  metatrain.save_meta_params(metatrain.default_meta_params(16), path)
+  checkpoints.save_meta_params(metatrain.default_meta_params(16), path)
   with open(path, "r+b") as stream:
     stream.truncate(os.path.getsize(path) // 2)
-  with pytest.raises(metatrain.CheckpointError, match=f"{path}.*BadZipFile.*truncated"):
-    metatrain.load_meta_params(path)
+  with pytest.raises(checkpoints.CheckpointError, match=f"{path}.*BadZipFile.*truncated"):
+    checkpoints.load_meta_params(path)
 
 
 def test_resume_with_other_settings_is_refused_listing_each(finished, pool, pairs, tmp_path):
   workdir = copy_run(finished, tmp_path)
   other = dataclasses.replace(SETTINGS, num_steps=2, seed=7, outer_lr=0.5)
-  with pytest.raises(metatrain.CheckpointError) as error:
+  with pytest.raises(checkpoints.CheckpointError) as error:
     resume(pool, pairs, workdir, other)
   message = str(error.value)
   for words in ("ckpt-4 (step 4)", "num_steps: 4 -> 2", "outer_lr: 0.01 -> 0.5", "seed: 3 -> 7",
@@ -111,7 +113,7 @@ def test_resume_with_other_settings_is_refused_listing_each(finished, pool, pair
 
 def test_resume_with_other_data_is_refused(finished, pairs, tmp_path):
   workdir = copy_run(finished, tmp_path)
-  with pytest.raises(metatrain.CheckpointError, match=r"pool_frames: 20 -> 12.*pool_sha256"):
+  with pytest.raises(checkpoints.CheckpointError, match=r"pool_frames: 20 -> 12.*pool_sha256"):
     resume(small_pool(num_frames=12), pairs, workdir)
 
 
@@ -154,7 +156,7 @@ def test_mode_validates_loop_settings_up_front(tmp_path, default_config, key, va
   config = default_config("smoke")
   config.metatrain[key] = value
   with pytest.raises(ValueError, match=f"{key}=0, expected an integer >= 1"):
-    metatrain.run(config, str(tmp_path), None)
+    metatrain_mode.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "metatrain")  # Nothing simulated or trained.
 
 

@@ -42,19 +42,18 @@ import os
 import time
 
 from absl import logging
-import keras
 import numpy as np
-import tensorflow as tf
 
-from mf_tf.data import codec as codec_lib
+from mf_tf import checkpoints
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import world
 from mf_tf.evaluation import evaluate
+from mf_tf.evaluation import plots
 from mf_tf.evaluation import pictorial
 from mf_tf.fusion import layers
-from mf_tf.fusion import ops
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import maml
+from mf_tf.models import backbone as backbone_lib
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
@@ -317,8 +316,6 @@ def prepare_image_backbone(pretrain_rig, settings: BenchmarkSettings, workdir: s
   Returns:
     The trained `keras.Model`.
   """
-  from mf_tf.models import backbone as backbone_lib
-
   options = settings.images
   image_size = int(options.get("image_size", 128))
   if image_size // 4 != settings.heatmap_size:
@@ -426,9 +423,9 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
   if workdir:
     for name, params in (("metafuse", meta), ("metafuse_paper", paper)):
       if params is not None:
-        metatrain.save_meta_params(params, os.path.join(workdir, f"{name}.npz"),
+        checkpoints.save_meta_params(params, os.path.join(workdir, f"{name}.npz"),
                                    {"method": "maml", "init": settings.metafuse_init})
-    metatrain.save_meta_params(affine, os.path.join(workdir, "affine.npz"), {"method": "sgd"})
+    checkpoints.save_meta_params(affine, os.path.join(workdir, "affine.npz"), {"method": "sgd"})
 
   start = time.time()
   naive = {}
@@ -697,8 +694,6 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
   Returns:
     The payload written to results.json.
   """
-  from mf_tf.evaluation import plots
-
   start = time.time()
   os.makedirs(out_dir, exist_ok=True)
   targets = heldout_rigs(settings)
@@ -744,66 +739,3 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
 # ----------------------------------------------------------------------------- config edge
 
 
-def _fit(section, loss_temperature: float | None = None) -> FitSettings:
-  return FitSettings(int(section.steps), float(section.learning_rate), int(section.batch_size),
-                     loss_temperature)
-
-
-def _as_tuple(value) -> tuple:
-  if isinstance(value, str):
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-  return tuple(value)
-
-
-def settings_from_config(config) -> BenchmarkSettings:
-  """`BenchmarkSettings` from a config with a `benchmark` section (configs/benchmark.py)."""
-  if "benchmark" not in config:
-    raise ValueError("the config has no 'benchmark' section; run --mode=benchmark with "
-                     "--config=configs/benchmark.py[:smoke|:full]")
-  section = config.benchmark
-  meta = section.maml
-  # Training losses use config.fusion.loss_temperature; the read-out keeps fusion.temperature.
-  loss_t = float(config.fusion.get("loss_temperature", config.fusion.temperature))
-  maml_settings = metatrain.MamlSettings(
-      num_steps=int(meta.num_steps), tasks_per_step=int(meta.tasks_per_step),
-      support_size=int(meta.support_size), query_size=int(meta.query_size),
-      inner_lr=float(meta.inner_lr), inner_steps=int(meta.inner_steps),
-      outer_lr=float(meta.outer_lr), first_order=bool(meta.first_order),
-      temperature=loss_t, target_sigma=float(section.target_sigma),
-      seed=int(config.seed), loss=str(config.fusion.loss))
-  rig_names = _as_tuple(section.heldout_rigs) + _as_tuple(config.get("eval_rig_files", ""))
-  return BenchmarkSettings(
-      joint_set=str(config.joint_set), heatmap_size=int(config.heatmap_size),
-      temperature=float(config.fusion.temperature), target_sigma=float(section.target_sigma),
-      seed=int(config.seed), pretrain_rig=str(config.rig.pretrain),
-      pretrain_frames=int(section.pretrain_frames), maml=maml_settings,
-      affine_pretrain=_fit(section.affine_pretrain),
-      naive_pretrain=_fit(section.naive_pretrain, loss_t),
-      heldout_rigs=tuple(rig_names), panoptic_rig=str(section.panoptic_rig),
-      panoptic_trials=int(section.panoptic_trials), panoptic_views=int(section.panoptic_views),
-      shots=tuple(int(k) for k in _as_tuple(section.shots)),
-      train_frames=int(section.train_frames), test_frames=int(section.test_frames),
-      finetune=_fit(section.finetune, loss_t),
-      naive_finetune=_fit(section.naive_finetune, loss_t),
-      naive_full=_fit(section.naive_full, loss_t),
-      detector=world.detector_params_from_config(config.detector),
-      pictorial_options=(evaluate.pictorial_options_from_config(config.evaluate)
-                         if section.pictorial else None),
-      limb_frames=int(config.evaluate.limb_frames),
-      line_width_px=float(config.fusion.line_width_px),
-      line_value=float(config.fusion.line_value),
-      eval_batch_size=int(config.evaluate.batch_size), source=str(section.source),
-      images=dict(section.images.to_dict()) if "images" in section else {},
-      loss=str(config.fusion.loss), selection=str(config.finetune.selection),
-      theta_grid=int(config.finetune.theta_grid), metafuse_init=str(section.metafuse_init),
-      paper_rows=bool(section.paper_rows),
-      outlier_px=float(config.evaluate.outlier_px) or None)
-
-
-def run(config, workdir: str, args) -> dict:
-  """--mode=benchmark: writes <workdir>/benchmark/results.{json,md} and figure7_<rig>.png."""
-  del args  # No CLI-only flags are used.
-  settings = settings_from_config(config)
-  logging.info("benchmark settings: %s", settings)
-  return run_benchmark(settings, os.path.join(workdir, "benchmark"),
-                       config_dict=config.to_dict(), progress=bool(config.benchmark.progress))

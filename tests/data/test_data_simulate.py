@@ -9,10 +9,11 @@ import tensorflow as tf
 from configs import default
 from mf_tf.data import contact_sheet
 from mf_tf.data import pipeline
-from mf_tf.data import simulate_mode
 from mf_tf.data import tfrecord
+from mf_tf.geometry import calibration
 from mf_tf.geometry import epipolar
 from mf_tf.geometry import rigs
+from mf_tf.modes import simulate as simulate_mode
 
 
 def _run(tmp_path, **overrides):
@@ -20,13 +21,13 @@ def _run(tmp_path, **overrides):
   for key, value in overrides.items():
     section, name = key.split(".") if "." in key else (None, key)
     (config[section] if section else config)[name] = value
-  simulate_mode.run(config, str(tmp_path), args=None)
+  simulate_mode.run(config, str(tmp_path))
   return config
 
 
 @pytest.mark.large
 def test_smoke_run_writes_shards_and_sheet(tmp_path):
-  config = _run(tmp_path)
+  config = _run(tmp_path, **{"world.rig": "pretrain"})
   rig = simulate_mode.resolve_rig(config)
   assert rig.name == config.rig.pretrain
   out = os.path.join(str(tmp_path), "simulate", rig.name)
@@ -53,16 +54,23 @@ def test_smoke_run_writes_shards_and_sheet(tmp_path):
   assert image.std() > 10  # not blank
 
 
-def test_rig_aliases_and_paths(tmp_path):
+def test_rig_roles_and_paths(tmp_path):
   config = default.get_config("smoke")
-  config.world.rig = "target"
+  assert config.world.rig == "target"  # The rig every other mode adapts to, by default.
   assert simulate_mode.resolve_rig(config).name == config.rig.target
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
+  config.world.rig = "pretrain"
+  assert simulate_mode.resolve_rig(config).name == config.rig.pretrain
   path = tmp_path / "ring.json"
   calibration.save_rig_file(rigs.ring_rig(3, seed=0, name="my_ring"), path)
-  config.world.rig = str(path)
+  config.world.rig = "target"
+  config.rig.target = str(path)
   assert simulate_mode.resolve_rig(config).name == "my_ring"
-  config.world.rig = "no_such_rig"
+  config.world.rig = str(path)  # A rig goes in config.rig.*, world.rig only picks the role.
+  with pytest.raises(ValueError, match=r"config.world.rig='.*ring.json'.*'pretrain', 'target'"
+                                       r".*--config.rig.target"):
+    simulate_mode.resolve_rig(config)
+  config.world.rig = "target"
+  config.rig.target = "no_such_rig"
   with pytest.raises(ValueError, match="unknown rig 'no_such_rig'"):
     simulate_mode.resolve_rig(config)
 
@@ -93,12 +101,11 @@ def test_small_run_without_images_and_epipolar_sheet(tmp_path):
     np.testing.assert_array_equal(again[key], value)
 
 
-def test_world_rig_target_simulates_the_target_rig_file(tmp_path):
-  from mf_tf.geometry import calibration  # pylint: disable=import-outside-toplevel
+def test_rig_target_file_is_what_simulate_writes(tmp_path):
   path = tmp_path / "my_rig.json"
   rig = rigs.ring_rig(3, seed=2, name="my_rig")
   calibration.save_rig_file(rig, path)
-  _run(tmp_path, **{"rig.target": str(path), "world.rig": "target",
+  _run(tmp_path, **{"rig.target": str(path),
                     "world.render_images": False, "world.num_frames": 4, "world.shard_size": 2,
                     "world.sheet_views": 3})
   out = os.path.join(str(tmp_path), "simulate", "my_rig")

@@ -38,16 +38,19 @@ import time
 from absl import logging
 import numpy as np
 
+from mf_tf import checkpoints
 from mf_tf.data import codec as codec_lib
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import world
-from mf_tf.evaluation import benchmark
 from mf_tf.evaluation import evaluate
 from mf_tf.evaluation import pictorial
 from mf_tf.evaluation import plots
+from mf_tf.experiments import benchmark
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.geometry.rig import pair_index
 from mf_tf.meta import tasks as tasks_lib
+from mf_tf.models import backbone as backbone_lib
+from mf_tf.serving import export as export_lib
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
 
@@ -87,44 +90,6 @@ class DemoSettings:
   theta_grid: int = 4
 
 
-def settings_from_config(config) -> DemoSettings:
-  """`DemoSettings` from the experiment config (sections demo, rig, fusion, evaluate)."""
-  demo = config.demo
-  size = int(demo.heatmap_size)
-  sigma = float(config.detector.sigma) * size / 64.0  # Targets as sharp as the detector's peaks.
-  # Training losses (meta-training, finetuning) use the loss temperature; read-out keeps T.
-  loss_t = float(config.fusion.get("loss_temperature", config.fusion.temperature))
-  maml_settings = metatrain.MamlSettings(
-      num_steps=int(demo.meta_steps), tasks_per_step=int(demo.tasks_per_step),
-      support_size=int(demo.support_size), query_size=int(demo.query_size),
-      inner_lr=float(demo.inner_lr), inner_steps=1, outer_lr=float(demo.outer_lr),
-      first_order=bool(demo.first_order), temperature=loss_t,
-      target_sigma=sigma, seed=int(config.seed), loss=str(config.fusion.loss))
-  return DemoSettings(
-      joint_set=str(config.joint_set), heatmap_size=size,
-      temperature=float(config.fusion.temperature), target_sigma=sigma, seed=int(config.seed),
-      pretrain_rig=str(config.rig.pretrain), target_rig=str(config.rig.target),
-      pretrain_frames=int(demo.pretrain_frames), maml=maml_settings, shots=int(demo.shots),
-      finetune=benchmark.FitSettings(int(demo.finetune_steps), float(demo.finetune_lr),
-                                     int(demo.finetune_batch_size), loss_t),
-      test_frames=int(demo.test_frames),
-      test_seed=int(config.seed) + int(config.evaluate.seed_offset),
-      detector=world.detector_params_from_config(config.detector),
-      pictorial_options=dataclasses.replace(
-          evaluate.pictorial_options_from_config(config.evaluate),
-          coarse_bins=int(demo.coarse_bins), refine_iterations=int(demo.refine_iterations)),
-      limb_frames=int(config.evaluate.limb_frames),
-      line_width_px=float(config.fusion.line_width_px),
-      line_value=float(config.fusion.line_value),
-      eval_batch_size=int(config.evaluate.batch_size), export=bool(demo.export),
-      export_backbone=str(demo.export_backbone),
-      export_backbone_weights=str(demo.export_backbone_weights),
-      export_top_k=int(config.export.top_k), progress=bool(demo.progress),
-      calibrated_variant=bool(demo.calibrated_variant), metafuse_init=str(demo.metafuse_init),
-      paper_row=bool(demo.paper_row), loss=str(config.fusion.loss),
-      selection=str(config.finetune.selection), theta_grid=int(config.finetune.theta_grid))
-
-
 DEMO_INITS = ("self_calibrated", "shared")
 
 
@@ -150,7 +115,7 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "s
                                         progress=settings.progress)
     path = os.path.join(out_dir, "meta_params.npz")
   path = os.path.join(out_dir, file_name) if file_name else path
-  metatrain.save_meta_params(params, path, {"rig": rig.name, "steps": settings.maml.num_steps,
+  checkpoints.save_meta_params(params, path, {"rig": rig.name, "steps": settings.maml.num_steps,
                                             "heatmap_size": settings.heatmap_size,
                                             "theta_init": theta_init})
   return params, rig
@@ -219,16 +184,6 @@ def figure6_panels(heatmaps, matrices_by_name, joints2d, frame, view, joint, hea
 
 
 def _export(settings: DemoSettings, rig, layer, out_dir: str):
-  try:
-    from mf_tf.serving import export as export_lib
-  except ImportError as error:  # The serving stage is optional for the demo.
-    logging.warning("demo: skipping the export (mf_tf.serving.export unavailable: %s)", error)
-    return None
-  if not hasattr(export_lib, "export_rig"):
-    logging.warning("demo: skipping the export (mf_tf.serving.export has no export_rig)")
-    return None
-  from mf_tf.models import backbone as backbone_lib
-
   joint_set = joints_lib.get_joint_set(settings.joint_set)
   weights = settings.export_backbone_weights or None
   if weights is None:
@@ -301,7 +256,7 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
                                label=f"finetune {rig.name}", loss=settings.loss,
                                selection=settings.selection, **recipe)
   losses = history["loss"]
-  checkpoint = finetune_lib.save_finetuned(
+  checkpoint = checkpoints.save_finetuned(
       layer, rig, checkpoint_dir,
       {"method": method, "shots": settings.shots, "heatmap_size": settings.heatmap_size,
        "temperature": settings.temperature, "epochs": history["epochs"],
@@ -400,13 +355,3 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
           "example": {"frame": frame, "view": view, "joint": joint_name}}
 
 
-def run(config, workdir: str, args) -> dict:
-  """--mode=demo: writes <workdir>/demo/ (results, figures, meta-parameters, export)."""
-  del args  # No CLI-only flags are used.
-  start = time.time()
-  settings = settings_from_config(config)
-  # The finetuned fusion goes where --mode=evaluate / export look for it.
-  checkpoint_dir = os.path.join(workdir, "finetune", rigs_lib.get_rig(settings.target_rig).name)
-  out = run_demo(settings, os.path.join(workdir, "demo"), checkpoint_dir)
-  logging.info("demo: finished in %.0f s", time.time() - start)
-  return out

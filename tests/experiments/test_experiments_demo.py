@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mf_tf.evaluation import demo
+from mf_tf.experiments import demo
 from mf_tf.fusion import layers
+from mf_tf.modes import demo as demo_mode
 
 
 def test_choose_example_prefers_an_occluded_joint_that_fusion_corrects():
@@ -53,7 +54,7 @@ def test_demo_smoke_run_writes_its_outputs(repo_root, tmp_path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config("smoke")
-  out = demo.run(config, str(tmp_path), args=None)
+  out = demo_mode.run(config, str(tmp_path))
   folder = tmp_path / "demo"
   for name in ("results.json", "results.md", "methods.png", "figure6.png",
                "meta_params_paper.npz"):

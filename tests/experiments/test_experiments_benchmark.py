@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from mf_tf.data import world
-from mf_tf.evaluation import benchmark
 from mf_tf.evaluation import plots
+from mf_tf.experiments import benchmark
 from mf_tf.geometry import rigs
+from mf_tf.modes import benchmark as benchmark_mode
 
 JOINTS = {"lelbow": 50.0, "relbow": 70.0, "lwrist": 40.0, "rwrist": 60.0, "lknee": 80.0,
           "rknee": 90.0, "lankle": 30.0, "rankle": 50.0}
@@ -117,7 +118,7 @@ def test_plot_jdr_vs_shots_writes_a_png(tmp_path):
 def test_config_variants_build_settings(repo_root):
   for variant in (None, "smoke", "full", "images"):
     config = _load_benchmark_config(repo_root, variant)
-    settings = benchmark.settings_from_config(config)
+    settings = benchmark_mode.settings_from_config(config)
     assert settings.train_frames >= max(settings.shots)
   with pytest.raises(ValueError, match="variant"):
     _load_benchmark_config(repo_root, "huge")
@@ -126,7 +127,7 @@ def test_config_variants_build_settings(repo_root):
 @pytest.mark.large
 def test_smoke_benchmark_schema_and_floors(repo_root, tmp_path):
   config = _load_benchmark_config(repo_root, "smoke")
-  payload = benchmark.run(config, str(tmp_path), args=None)
+  payload = benchmark_mode.run(config, str(tmp_path))
   path = tmp_path / "benchmark" / "results.json"
   with open(path) as f:
     stored = json.load(f)

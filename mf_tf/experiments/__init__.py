@@ -1,0 +1,1 @@
+"""Experiments: the paper's benchmark protocol and the end-to-end demo (--mode=benchmark, demo)."""

@@ -1,0 +1,87 @@
+"""--mode=finetune: adapt fusion to the target rig from K labelled frames (config.finetune).
+
+The frames are config.finetune.data_dir's (a dataset written by --mode=simulate or
+`mf_tf.data.convert`), a TFDS dataset's (config.finetune.tfds, `mf_tf.data.tfds_builders`) or
+simulated on the rig; the loop is `mf_tf.train.finetune.finetune_fusion`
+(Keras fit, kept only if the validation JDR does not drop). Output: <workdir>/finetune/<rig name>/
+(`mf_tf.checkpoints.save_finetuned`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import logging
+
+from mf_tf import checkpoints
+from mf_tf.data import pipeline
+from mf_tf.data import tfds_builders
+from mf_tf.data import world
+from mf_tf.modes import common
+from mf_tf.train import finetune
+
+
+def run(config, workdir: str) -> str:
+  """--mode=finetune: writes <workdir>/finetune/<rig name>/ (see `mf_tf.checkpoints.load_finetuned`)."""
+  section = config.finetune
+  method = section.method
+  if method not in finetune.METHODS:
+    raise ValueError(f"config.finetune.method={method!r}, expected one of {finetune.METHODS}")
+  rig = common.rig(config, "target")
+  finetune.validate_rig(rig)
+  size = int(config.heatmap_size)
+  shots = section.shots
+  if section.data_dir and section.tfds:
+    raise ValueError(f"config.finetune.data_dir={section.data_dir!r} and config.finetune.tfds="
+                     f"{section.tfds!r}: expected one source of labelled frames")
+  if section.data_dir or section.tfds:
+    if section.data_dir:
+      dataset = pipeline.make_dataset(section.data_dir, 64, render_heatmaps=True, rig=rig,
+                                      heatmap_size=size)
+    else:
+      dataset, _ = tfds_builders.load_training_dataset(
+          str(section.tfds), str(section.tfds_split),
+          config.data.tfds_dir or os.path.join(workdir, "tensorflow_datasets"), 64,
+          manual_dir=config.data.manual_dir or None, rig=rig, heatmap_size=size,
+          render_heatmaps=True)
+    frames = {"heatmaps": [], "joints2d": []}
+    for batch in dataset:
+      for key in frames:
+        frames[key].append(batch[key].numpy())
+    frames = {key: np.concatenate(value) for key, value in frames.items()}
+    chosen = finetune.select_shots(len(frames["joints2d"]), shots, int(config.seed))
+    heatmaps, joints2d = frames["heatmaps"][chosen], frames["joints2d"][chosen]
+  else:
+    finetune.select_shots(int(shots), shots, int(config.seed))  # Validates K.
+    frames = world.simulate_frames(rig, int(shots), int(config.seed), config.joint_set, size,
+                                   detector_params=world.detector_params_from_config(
+                                       config.detector))
+    heatmaps, joints2d = frames["heatmaps"], frames["joints2d"]
+  init_path = section.init or checkpoints.default_init_path(method, workdir)
+  fusion = common.fusion_settings(config)
+  layer = finetune.make_fusion_layer(
+      method, rig, size, init=checkpoints.load_init(method, init_path),
+      temperature=fusion.temperature, line_width_px=fusion.line_width_px,
+      line_value=fusion.line_value,
+      theta_grid=0 if method == "naive" else int(section.theta_grid), labels=joints2d)
+  rig_dir = checkpoints.finetuned_rig_dir(os.path.join(workdir, "finetune"), rig)
+  history = finetune.finetune_fusion(
+      layer, heatmaps, joints2d,
+      target_sigma=common.target_sigma(config, size),
+      learning_rate=float(section.learning_rate), epochs=int(section.epochs),
+      batch_size=int(section.batch_size), validation_fraction=float(section.validation_fraction),
+      patience=int(section.patience), seed=int(config.seed),
+      log_dir=os.path.join(rig_dir, "tensorboard"),
+      loss_temperature=fusion.loss_temperature, loss=fusion.loss,
+      selection=str(section.selection), proximal=float(section.proximal))
+  logging.info("finetune: kept %s", "the starting parameters" if history["restored_init"] else
+               f"epoch {history['best_epoch']} (validation JDR {history['initial_val_jdr']:.1f}% "
+               f"-> {history['best_val_jdr']:.1f}%)")
+  checkpoints.save_finetuned(layer, rig, rig_dir,
+                             {"method": method, "shots": int(shots), "heatmap_size": size,
+                              "init": init_path, "temperature": fusion.temperature,
+                              "history": history})
+  logging.info("finetune %s on %s (K=%d): %d epochs, val_loss %.4f -> %s", method, rig.name,
+               shots, history["epochs"], history["val_loss"][-1], rig_dir)
+  return rig_dir
