@@ -10,6 +10,7 @@ from mf_tf.fusion import layers
 from mf_tf.fusion import ops
 from mf_tf.geometry import epipolar
 from mf_tf.geometry import rigs
+from mf_tf.geometry import volume
 from mf_tf.geometry.rig import ordered_pairs
 
 WIDTH, VALUE = 1.0, 0.1  # The calibrated MetaFuse^0 defaults (config.fusion).
@@ -55,7 +56,7 @@ def h36m_case():
   rig = rigs.get_rig("h36m")
   size = 32
   rng = np.random.default_rng(0)
-  centre = rigs.axes_meeting_point(rig)
+  centre = volume.axes_meeting_point(rig)
   points = centre + rng.uniform(-500, 500, (6, 6, 3)) * [1, 1, 2]  # [poses, joints, 3] mm
   views = []
   for camera in rig.cameras:
