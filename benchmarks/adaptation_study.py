@@ -31,7 +31,6 @@ import numpy as np
 
 from mf_tf import checkpoints
 from mf_tf.evaluation import evaluate
-from mf_tf.evaluation import pictorial
 from mf_tf.experiments import benchmark
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import tasks as tasks_lib

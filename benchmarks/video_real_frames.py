@@ -9,7 +9,10 @@ so people correspond). Printed: people reconstructed per instant; the median and
 of the reprojection error (raw image px) of the triangulated joints against each view's 2D
 estimate; and, for the joints whose single-view estimate was inconsistent with the other views
 (reprojection error > --threshold_px without fusion), how many are below the threshold after
-fusion. No ground truth is involved: this measures multi-view consistency, not accuracy.
+fusion; then the triangulated joints and the lengths of the bones that
+`mf_tf.modes.video.reference_bone_lengths` checks, as ratios to the reference skeleton
+(`mf_tf.data.skeleton.BONE_LENGTHS_MM`). No ground truth is involved: this measures multi-view
+consistency and plausibility, not accuracy.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ def main() -> None:
   model = blazepose.BlazePose()
   errors = {"none": [], "epipolar": []}
   inconsistent = corrected = worsened = 0
+  reference = video.reference_bone_lengths(joint_set)
+  triangulated, ratios = 0, []
   print(f"{len(keys)} instants x {len(cameras)} views {cameras}, joint set {joint_set.name}, "
         f"line value {args.line_value}")
-  print("instant   detections per view   people (views each)")
+  print("instant   detections per view   people (views each; * one view's sides swapped)")
   for key in keys:
     images = [blazepose.read_image(paths[key][camera]) for camera in cameras]
     estimates = [model.estimate(image, joint_set, camera=camera)
@@ -66,8 +71,15 @@ def main() -> None:
       worsened += int(((plain["errors"] <= args.threshold_px)
                        & (fused["errors"] > args.threshold_px)).sum())
     people = results["epipolar"]["people"]
-    print(f"{key}  {results['none']['detections']}   {len(people)} "
-          f"({', '.join(str(len(p['views'])) for p in people)})")
+    for person in people:
+      points = person["joints3d"]
+      triangulated += int(np.isfinite(points[:, 0]).sum())
+      for joint, parent in enumerate(joint_set.parents):
+        if parent >= 0 and np.isfinite(reference[joint]):
+          ratios.append(np.linalg.norm(points[joint] - points[parent]) / reference[joint])
+    print(f"{key}  {results['none']['detections']}   {len(people)} ("
+          + ", ".join(f"{len(p['views'])}{'*' if any(p['mirrored']) else ''}" for p in people)
+          + ")")
     if args.overlays:
       for view, (camera, image) in enumerate(zip(rig.cameras, images)):
         video.write_overlay(os.path.join(args.overlays, f"{key}_{camera.name}.png"), image,
@@ -82,6 +94,13 @@ def main() -> None:
   print(f"inconsistent single-view joints (error > {args.threshold_px:g} px without fusion): "
         f"{inconsistent}; below the threshold after fusion: {corrected}; consistent joints made "
         f"inconsistent by fusion: {worsened}")
+  ratios = np.asarray(ratios)
+  ratios = ratios[np.isfinite(ratios)]
+  if ratios.size:
+    plausible = np.mean((ratios >= 0.7) & (ratios <= 1.3)) * 100
+    print(f"fusion=epipolar: {triangulated} joints triangulated; {ratios.size} checked bones, "
+          f"length / reference: median {np.median(ratios):.2f}, range {ratios.min():.2f}-"
+          f"{ratios.max():.2f}, within 0.7-1.3: {plausible:.0f} %")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,13 @@ def get_config(arg=None):
   config.video.output_dir = ""  # Empty: <workdir>/video (frames/*.json, overlays/*.png).
   config.video.max_cost_px = 30.0  # Association: mean symmetric epipolar distance of one person.
   config.video.min_score = 0.5  # Joint visibility below it: not associated, not triangulated.
+  config.video.max_error_px = 25.0  # A view leaves a joint of >= 3 views beyond this reprojection
+  # error (confident fused joints: median 2.6 px, 99th percentile 15.3 px, Panoptic demo frames).
+  config.video.min_bone_ratio = 0.55  # Bone length / reference (data.skeleton) outside
+  config.video.max_bone_ratio = 1.6  # [min, max] drops the joint and what hangs on it (4-5 view
+  # people of the demo frames: 0.66-1.40; a 2-view person with another's legs: 0.59-5.4).
+  config.video.track_max_distance_mm = 500.0  # Pelvis move between instants that keeps a track
+  # (50 mm a frame walking at 30 fps; the closest two demo people stand 0.87 m apart).
   config.video.overlays = True  # One PNG per view and instant (about 0.3 s each).
 
   config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).

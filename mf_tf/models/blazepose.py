@@ -13,7 +13,8 @@ the models are MediaPipe's (Apache-2.0), run here with `ai_edge_litert` from the
    (`decode_detections`, scale 224). Scores are sigmoid(clip(logit, +-100)); anchors above
    `min_score` (0.5) are merged by weighted non-maximum suppression (`weighted_nms`, IoU 0.3).
    Beyond MediaPipe, the detector also runs on overlapping square tiles of a wide image, which
-   finds more of the small people of a multi-camera studio (`detection_windows`).
+   finds more of the small people of a multi-camera studio (`detection_windows`); a person that
+   NMS leaves twice (found by windows of two sizes) is estimated once (`DUPLICATE_POSE_DISTANCE`).
 2. ROI: keypoint 0 is the mid-hip centre, keypoint 1 a point whose offset from it gives the body's
    size and direction. The crop is the square centred at keypoint 0, of side
    2 |k1 - k0| x 1.25, rotated so that k1 - k0 points up in the crop (target angle 90 degrees):
@@ -49,7 +50,10 @@ of the standard deviation `DERIVED_HEATMAP_SIGMA` (measured on the model's own p
 with peak height the smallest heatmap peak among its source points (a midpoint is as reliable as
 its least reliable end). Heatmaps of joints that are a BlazePose point are the model's sigmoid
 heatmap, unchanged. Per-joint scores: the landmark visibility (sigmoid), the minimum over the
-sources for derived joints.
+sources for derived joints, and 0 for a joint placed outside the image: the model extrapolates
+limbs that the frame cuts off and can still call them visible (on the 25 Panoptic demo frames 11
+of the 764 joints of visibility >= 0.5 lie outside the image, up to 120 px below it), and such a
+guess, triangulated with one real view, puts the joint anywhere along that view's ray.
 """
 
 from __future__ import annotations
@@ -84,6 +88,14 @@ NMS_IOU_THRESHOLD = 0.3  # NonMaxSuppressionCalculator min_suppression_threshold
 ROI_TARGET_ANGLE = math.pi / 2
 ROI_SCALE = 1.25
 MIN_PRESENCE = 0.5  # tensors_to_pose_landmarks_and_segmentation.pbtxt ThresholdingCalculator.
+# Two poses of one image are one person when the median distance between their joints is below
+# this fraction of the body's half extent |k1 - k0| (the crop side / (2 ROI_SCALE)). The detector's
+# box is a fixed 0.2 x 0.2 of its window, so weighted NMS misses a person found by windows of two
+# sizes whose box centres differ by more than about 84 px (their IoU drops below 0.3), and the
+# landmark model then gives that person twice. Measured on the 25 Panoptic demo frames with
+# detections down to score 0.1: pairs of one person 0.029-0.105, pairs of different people
+# (including one standing right behind another) 0.265 and above.
+DUPLICATE_POSE_DISTANCE = 0.18
 # Standard deviation, in heatmap pixels, of the Gaussian heatmaps of derived joints: the median
 # per-axis spread of the model's own sigmoid heatmaps (second moment in 11 x 11 px around the
 # peak) over 758 confident points of the 25 Panoptic demo frames is 1.2 px (quartiles 1.0, 1.5).
@@ -449,18 +461,22 @@ class BlazePose:
     num_threads: CPU threads per model.
     min_detection_score: Person detection threshold.
     min_presence: Pose presence threshold below which `estimate` drops a person.
+    duplicate_pose_distance: `estimate` keeps one pose of two whose joints lie this close
+      (DUPLICATE_POSE_DISTANCE).
     tiled_detection: Also run the detector on overlapping square tiles of a non-square image
       (`detection_windows`); False runs it once on the letterboxed image, as MediaPipe does.
   """
 
   def __init__(self, model_dir: str | None = None, num_threads: int = 2,
                min_detection_score: float = MIN_DETECTION_SCORE,
-               min_presence: float = MIN_PRESENCE, tiled_detection: bool = True):
+               min_presence: float = MIN_PRESENCE, tiled_detection: bool = True,
+               duplicate_pose_distance: float = DUPLICATE_POSE_DISTANCE):
     self.model_dir = model_dir
     self.num_threads = num_threads
     self.tiled_detection = tiled_detection
     self.min_detection_score = min_detection_score
     self.min_presence = min_presence
+    self.duplicate_pose_distance = duplicate_pose_distance
     paths = fetch_blazepose.verified_model_paths(model_dir)
     self._detector = Interpreter(paths["pose_detection.tflite"], num_threads=num_threads)
     self._landmarker = Interpreter(paths["pose_landmark_full.tflite"], num_threads=num_threads)
@@ -565,14 +581,16 @@ class BlazePose:
         raw image.
 
     Returns:
-      One dict per person whose pose presence reaches `min_presence`, best detection first:
+      One dict per person whose pose presence reaches `min_presence` and whose joints are not
+      those of a better detection (`duplicate_pose_distance`), best detection first:
         joints2d: [J, 2] raw image pixels.
-        scores: [J] per-joint visibility probabilities.
+        scores: [J] per-joint visibility probabilities, 0 for a joint outside the image.
         heatmaps: [64, 64, J] float32 probabilities in crop heatmap pixels.
         crop_affine: [3, 3] image pixels (undistorted when `camera` is given) -> heatmap pixels.
         presence: pose presence probability.
         box: the PersonBox.
     """
+    image_height, image_width = _check_image(image).shape[:2]
     weights = joint_weights(joint_set)
     derived = np.count_nonzero(weights, axis=1) > 1
     results = []
@@ -595,9 +613,22 @@ class BlazePose:
       image_points = crops.apply_affine(np.linalg.inv(affine), points)
       if camera is not None:
         image_points = camera_lib.distort_points(camera, image_points)
+      inside = np.all((image_points >= -0.5)
+                      & (image_points <= [image_width - 0.5, image_height - 0.5]), axis=-1)
+      scores = np.where(inside, scores, 0.0)
+      if any(_is_duplicate_pose(image_points, kept["joints2d"], kept["box"],
+                                self.duplicate_pose_distance) for kept in results):
+        continue
       results.append({"joints2d": image_points, "scores": scores, "heatmaps": heatmaps,
                       "crop_affine": affine, "presence": out["presence"], "box": box})
     return results
+
+
+def _is_duplicate_pose(joints2d, kept_joints2d, kept_box: PersonBox, distance: float) -> bool:
+  """Whether a pose [J, 2] repeats a kept pose [J, 2]: median joint distance below `distance`
+  times the kept body's half extent |k1 - k0| (its crop side / (2 ROI_SCALE))."""
+  gaps = np.linalg.norm(np.asarray(joints2d) - np.asarray(kept_joints2d), axis=-1)
+  return bool(np.median(gaps) < distance * kept_box.size / (2.0 * ROI_SCALE))
 
 
 def _check_image(image) -> np.ndarray:

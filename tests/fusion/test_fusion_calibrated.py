@@ -8,7 +8,6 @@ from mf_tf.fusion import layers
 from mf_tf.fusion import ops
 from mf_tf.geometry import calibration
 from mf_tf.geometry import epipolar
-from mf_tf.geometry import rigs
 from mf_tf.geometry import volume
 
 

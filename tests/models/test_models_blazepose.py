@@ -324,3 +324,44 @@ def test_real_heatmap_grid_and_derived_joints(model, demo_frames):
   assert np.hypot(col - expected[0, 0], row - expected[0, 1]) <= 0.75
   shoulders = person["heatmaps"][..., [coco.index("lshoulder"), coco.index("rshoulder")]]
   assert neck.max() <= shoulders.max(axis=(0, 1)).min() + 1e-6
+
+
+def _demo_view(repo_root, camera_name, instant):
+  demo = pathlib.Path(repo_root) / "tests" / "fixtures" / "panoptic_demo"
+  rig = calibration.read_panoptic(demo / "camera_parameters.json", "hd", [camera_name])
+  return rig.cameras[0], blazepose.read_image(
+      str(demo / camera_name / f"{camera_name}_{instant}.jpg"))
+
+
+def test_joints_placed_outside_the_image_score_zero(model, repo_root):
+  # Instant 00006859, view 00_03: the frame cuts the feet of the person on the left (her back
+  # to the camera); BlazePose places her left ankle 39 px below the frame at visibility 0.55.
+  camera, image = _demo_view(repo_root, "00_03", "00006859")
+  h36m = joints_lib.get_joint_set("h36m17")
+  people = model.estimate(image, h36m, camera=camera)
+  outside = 0
+  for person in people:
+    joints = person["joints2d"]
+    inside = np.all((joints >= -0.5) & (joints <= [1919.5, 1079.5]), axis=-1)
+    assert np.all(person["scores"][~inside] == 0.0), person["scores"]
+    assert np.all(person["scores"][inside] > 0.0)
+    outside += int((~inside).sum())
+  left = min(people, key=lambda person: person["joints2d"][h36m.root, 0])
+  assert left["joints2d"][h36m.index("lankle"), 1] > 1079.5
+  assert left["scores"][h36m.index("lankle")] == 0.0 and outside >= 1
+
+
+def test_a_person_found_by_two_windows_is_estimated_once(model_paths, repo_root):
+  # Instant 00005514, view 00_13 with detections down to score 0.1: the windows find the woman
+  # at the centre (best score 0.93), and the rightmost tile finds her again at 0.36 with its box
+  # centre 146 px away (IoU of the fixed-size boxes 0.16-0.25 < 0.3), so NMS keeps both.
+  low = blazepose.BlazePose(min_detection_score=0.1)
+  camera, image = _demo_view(repo_root, "00_13", "00005514")
+  boxes = low.detect_people(image)
+  people = low.estimate(image, "h36m17", camera=camera)
+  assert len(people) < len(boxes)
+  for i, first in enumerate(people):
+    for second in people[i + 1:]:
+      gaps = np.linalg.norm(first["joints2d"] - second["joints2d"], axis=-1)
+      half_extent = first["box"].size / (2 * blazepose.ROI_SCALE)
+      assert np.median(gaps) >= blazepose.DUPLICATE_POSE_DISTANCE * half_extent
