@@ -100,7 +100,8 @@ def run(config, workdir: str) -> dict:
                                              common.fusion_settings(config).temperature,
                                              limb_lengths=limb_lengths,
                                              pictorial_options=options,
-                                             batch_size=int(section.batch_size))
+                                             batch_size=int(section.batch_size),
+                                             outlier_px=float(section.outlier_px) or None)
     logging.info("%s: JDR %.1f%%, MPJPE triangulation %.1f mm, pictorial %.1f mm", name,
                  results[name]["jdr_mean"], results[name]["mpjpe_triangulation_mm"],
                  results[name]["mpjpe_pictorial_mm"])
@@ -108,7 +109,8 @@ def run(config, workdir: str) -> dict:
   metadata = {"rig": rig.name, "joint_set": joint_set.name, "seed": seed,
               "num_frames": int(section.num_frames), "heatmap_size": int(config.heatmap_size),
               "temperature": common.fusion_settings(config).temperature,
-              "pictorial": dataclasses.asdict(options)}
+              "pictorial": dataclasses.asdict(options),
+              "outlier_px": float(section.outlier_px)}
   paths = evaluate.write_results(results, out_dir, metadata)
   logging.info("wrote %s and %s", paths["json"], paths["markdown"])
   return results
