@@ -279,7 +279,8 @@ class ExportModule(tf.Module):
     line_width_px: fuse_crops: std of the epipolar line's cross-section, crop heatmap pixels.
     line_value: fuse_crops: peak weight on the line (`mf_tf.fusion.epipolar_fusion`).
     crop_heatmap_size: fuse_crops: side C of the crop heatmaps.
-    num_lines: fuse_crops: at most this many pencil lines per pair; None: `epipolar_fusion.default_num_lines`.
+    num_lines: fuse_crops: at most this many pencil lines per pair; None:
+      `epipolar_fusion.default_num_lines`.
     name: Module name.
   """
 
