@@ -21,9 +21,9 @@ The canonical rig file (`save_rig_file` / `load_rig_file`) is JSON:
    "cameras": [{"name", "K" [3,3], "R" [3,3], "t" [3] mm, "dist" [5], "width", "height"}]}
 
 Loading one rejects unknown fields (e.g. "distCoef" for "dist") and a rig whose cameras do not
-share a capture volume (`mf_tf.geometry.volume.check_capture_volume`): a standing person, 1800 mm tall, upright along
-the world up at the point closest to every optical axis, must be in front of every camera, inside
-its image, and project between MIN_PERSON_HEIGHT_PX and MAX_PERSON_IMAGE_FRACTION x the image
+share a capture volume (`mf_tf.geometry.volume.check_capture_volume`): a standing person,
+1800 mm tall, upright along the world up at the point closest to every optical axis, must be in
+front of every camera, inside its image, and project between MIN_PERSON_HEIGHT_PX and MAX_PERSON_IMAGE_FRACTION x the image
 height. Cameras facing away fail the first test, a translation in the wrong units (e.g. cm read
 as mm: |t| ten times too small) the last: a camera 550 mm from the person with a 1000 px focal
 length would see them 3270 px tall, a third of them in a 1000 px image. Built-in and real rigs

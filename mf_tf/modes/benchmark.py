@@ -17,8 +17,8 @@ from mf_tf.modes import evaluate as evaluate_mode
 
 
 def _fit(section, loss_temperature: float | None = None) -> benchmark.FitSettings:
-  return benchmark.FitSettings(int(section.steps), float(section.learning_rate), int(section.batch_size),
-                     loss_temperature)
+  return benchmark.FitSettings(int(section.steps), float(section.learning_rate),
+                               int(section.batch_size), loss_temperature)
 
 
 def _as_tuple(value) -> tuple:

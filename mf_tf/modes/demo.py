@@ -1,4 +1,4 @@
-"""--mode=demo: the README's main job, end to end (meta-train, finetune on a new rig, compare, plot).
+"""--mode=demo: the README's main job (meta-train, finetune on a new rig, compare, plot).
 
 Turns the config's demo section into `mf_tf.experiments.demo.DemoSettings` and runs `run_demo`;
 writes <workdir>/demo/ (results, figures, meta-parameters, export) and the finetuned fusion where

@@ -23,7 +23,7 @@ from mf_tf.train import finetune
 
 
 def run(config, workdir: str) -> str:
-  """--mode=finetune: writes <workdir>/finetune/<rig name>/ (see `mf_tf.checkpoints.load_finetuned`)."""
+  """Writes <workdir>/finetune/<rig name>/ (read with `mf_tf.checkpoints.load_finetuned`)."""
   section = config.finetune
   method = section.method
   if method not in finetune.METHODS:

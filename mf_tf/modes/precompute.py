@@ -28,9 +28,10 @@ def pool_from_config(config, workdir: str, save: bool = False) -> tasks_lib.Fram
                      "expected >= 1")
   rig = common.rig(config, "pretrain")
   backbone = precompute.load_warmup_backbone(workdir) if source == "backbone" else None
-  pool = precompute.build_pool(rig, int(config.precompute.num_frames), int(config.seed), config.joint_set,
-                    int(config.heatmap_size), world.detector_params_from_config(config.detector),
-                    backbone, int(config.image_size), int(config.precompute.batch_size))
+  pool = precompute.build_pool(rig, int(config.precompute.num_frames), int(config.seed),
+                               config.joint_set, int(config.heatmap_size),
+                               world.detector_params_from_config(config.detector), backbone,
+                               int(config.image_size), int(config.precompute.batch_size))
   if save:
     path = os.path.join(workdir, precompute.POOL_FILE)
     pool.save(path)
