@@ -1,7 +1,7 @@
 r"""Peak memory and time of the affine fusion: plain matrices vs rematerializing gradient.
 
-  python benchmarks/memory_bench.py                        # paper shapes, the goals below
-  python benchmarks/memory_bench.py --size=32 --reps=2     # quick look
+  python -m benchmarks.memory_bench                     # paper shapes, the goals below
+  python -m benchmarks.memory_bench--size=32 --reps=2     # quick look
 
 Cases, each in a fresh subprocess (so no case sees another's allocations or compiled code), all
 `tf.function(jit_compile=True)`:
@@ -33,7 +33,8 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
+
+from benchmarks import timing
 
 _GOALS = {"rig_peak": 2.5e9, "rig_time_ratio": 1.3, "maml_peak": 0.8e9}
 
@@ -120,9 +121,7 @@ def _child(case: str, variant: str, measure: str, args) -> dict:
 
   result = {}
   before = _status("VmRSS")
-  start = time.perf_counter()
-  run()
-  result["first_call_s"] = time.perf_counter() - start
+  result["first_call_s"] = timing.measure(run, 1, warmup=0).times[0]
   result["compile_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
   if measure == "memory":
     _reset_peak()
@@ -130,12 +129,7 @@ def _child(case: str, variant: str, measure: str, args) -> dict:
     run()
     result["step_peak"] = _status("VmHWM") - before
   else:
-    times = []
-    for _ in range(args.reps):
-      start = time.perf_counter()
-      run()
-      times.append(time.perf_counter() - start)
-    result["times"] = times
+    result["times"] = list(timing.measure(run, args.reps, warmup=0).times)
   return result
 
 
@@ -143,10 +137,11 @@ def _spawn(case: str, variant: str, measure: str, args) -> dict:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   if measure == "memory":
     env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 17)  # Freed blocks above 128 KiB are unmapped.
-  command = [sys.executable, os.path.abspath(__file__), f"--child={case}:{variant}:{measure}",
+  command = [sys.executable, "-m", "benchmarks.memory_bench", f"--child={case}:{variant}:{measure}",
              f"--size={args.size}", f"--joints={args.joints}", f"--batch={args.batch}",
              f"--frames={args.frames}", f"--reps={args.reps}"]
-  done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+  done = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
   if done.returncode != 0 or not lines:
     raise RuntimeError(f"{case}:{variant}:{measure} failed (exit {done.returncode}):\n"
@@ -156,10 +151,6 @@ def _spawn(case: str, variant: str, measure: str, args) -> dict:
 
 def _gb(value: float) -> str:
   return f"{value / 1e9:.2f} GB"
-
-
-def _met(ok: bool) -> str:
-  return "MET" if ok else "NOT MET"
 
 
 def main(argv=None):
@@ -187,29 +178,32 @@ def main(argv=None):
   for case in args.cases.split(","):
     for variant in ("plain", "remat"):
       memory = _spawn(case, variant, "memory", args)
-      timing = _spawn(case, variant, "time", args)
-      results[case, variant] = {**memory, "times": timing["times"],
-                                "time": statistics.median(timing["times"])}
+      timed = _spawn(case, variant, "time", args)
+      results[case, variant] = {**memory, "times": timed["times"],
+                                "time": statistics.median(timed["times"])}
       row = results[case, variant]
       print(f"[{case} {variant:5s}] peak step {_gb(row['step_peak'])} (+compile "
             f"{_gb(row['compile_peak'])}); time median {row['time']:.3f} s (min "
             f"{min(row['times']):.3f}, max {max(row['times']):.3f}, n={len(row['times'])}); "
-            f"first call {timing['first_call_s']:.1f} s", flush=True)
+            f"first call {timed['first_call_s']:.1f} s", flush=True)
 
   if "rig" in args.cases.split(","):
     plain, remat = results["rig", "plain"], results["rig", "remat"]
     ratio = remat["time"] / plain["time"]
     print(f"peak 4-view fwd+bwd: plain {_gb(plain['step_peak'])}, remat "
-          f"{_gb(remat['step_peak'])} (goal < {_gb(_GOALS['rig_peak'])}) "
-          f"{_met(remat['step_peak'] < _GOALS['rig_peak'])}; memory ratio "
-          f"{plain['step_peak'] / remat['step_peak']:.1f}x less; time ratio {ratio:.2f} "
-          f"(goal <= {_GOALS['rig_time_ratio']}) {_met(ratio <= _GOALS['rig_time_ratio'])}")
+          f"{_gb(remat['step_peak'])}; memory ratio "
+          f"{plain['step_peak'] / remat['step_peak']:.1f}x less")
+    timing.report_goal("peak 4-view fwd+bwd, remat", remat["step_peak"] / 1e9,
+                       _GOALS["rig_peak"] / 1e9, "GB")
+    timing.report_goal("time remat / plain, 4-view fwd+bwd", ratio, _GOALS["rig_time_ratio"],
+                       "x")
   if "maml" in args.cases.split(","):
     plain, remat = results["maml", "plain"], results["maml", "remat"]
     print(f"peak second-order MAML step, one pair: plain {_gb(plain['step_peak'])}, remat "
-          f"{_gb(remat['step_peak'])} (goal < {_gb(_GOALS['maml_peak'])}) "
-          f"{_met(remat['step_peak'] < _GOALS['maml_peak'])}; time ratio "
-          f"{remat['time'] / plain['time']:.2f} (remat / plain, no goal)")
+          f"{_gb(remat['step_peak'])}; time ratio {remat['time'] / plain['time']:.2f} "
+          "(remat / plain, no goal)")
+    timing.report_goal("peak second-order MAML step, one pair, remat",
+                       remat["step_peak"] / 1e9, _GOALS["maml_peak"] / 1e9, "GB")
   return results
 
 
