@@ -1,7 +1,7 @@
 r"""Peak memory and time of the affine fusion: plain matrices vs rematerializing gradient.
 
-  python -m benchmarks.memory_bench                     # paper shapes, the goals below
-  python -m benchmarks.memory_bench--size=32 --reps=2     # quick look
+  python -m benchmarks.memory_bench                    # paper shapes, the goals below
+  python -m benchmarks.memory_bench --size=32 --reps=2  # quick look
 
 Cases, each in a fresh subprocess (so no case sees another's allocations or compiled code), all
 `tf.function(jit_compile=True)`:
