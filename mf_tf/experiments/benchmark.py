@@ -22,7 +22,8 @@ Protocol:
        metafuse    K in Ks      meta-learned omega_base (frozen), theta finetuned on K frames;
        affine      K in Ks      SGD-pretrained omega_base (frozen), theta finetuned;
        naive       K in Ks      pretrained matrices finetuned on K frames;
-       naive       K = "full"   NaiveFuse trained from zero on all the rig's training frames.
+       naive       K = "full"   NaiveFuse trained to convergence on all the rig's training
+                                frames (the exact MSE optimum, scaled by validation JDR).
   4. Output in <workdir>/benchmark/: results.json (written atomically)
        {"rigs": {RIG: {METHOD: {K: result}}}, "targets": {RIG: {check: {...}}}, "config": {...}}
      with each result as in `evaluate.evaluate_fusion` (JDR in percent, MPJPE in mm), the
@@ -61,6 +62,7 @@ from mf_tf.train import pretrain as pretrain_lib
 from mf_tf.train import warmup as warmup_lib
 
 METHODS = ("no_fusion", "naive", "affine", "metafuse", "metafuse_paper")
+NAIVE_FULL_SOLVERS = ("least_squares", "fit")
 # MetaFuse^K theta initializations (`BenchmarkSettings.metafuse_init`) -> finetune method.
 METAFUSE_INITS = {"self_calibrated": "self_calibrated", "shared": "metafuse",
                   "calibrated": "metafuse_calibrated"}
@@ -110,7 +112,10 @@ class BenchmarkSettings:
     test_frames: Test frames per held-out rig.
     finetune: Finetuning of theta (MetaFuse, AffineFuse): paper Adam lr 5e-3.
     naive_finetune: Finetuning of NaiveFuse on K frames.
-    naive_full: NaiveFuse^full training on all training frames.
+    naive_full: NaiveFuse^full training on all training frames (solver "fit").
+    naive_full_solver: How NaiveFuse^full is trained to convergence: "least_squares" (the exact
+      MSE optimum, its scale chosen by validation JDR: `finetune.solve_naive_fusion`) or "fit"
+      (Adam steps of `naive_full` with the recipe's loss, as the other methods).
     detector: `DetectorParams` (64 px units).
     pictorial_options: RPSM options; None skips the RPSM (MPJPE by triangulation only).
     limb_frames: Training poses giving the RPSM limb lengths.
@@ -150,6 +155,7 @@ class BenchmarkSettings:
   finetune: FitSettings = FitSettings(60, 5e-3)
   naive_finetune: FitSettings = FitSettings(60, 1e-4)
   naive_full: FitSettings = FitSettings(300, 1e-4)
+  naive_full_solver: str = "least_squares"
   detector: world.DetectorParams = world.DetectorParams()
   pictorial_options: pictorial.PictorialOptions | None = pictorial.PictorialOptions()
   limb_frames: int = 300
@@ -168,6 +174,9 @@ class BenchmarkSettings:
   def __post_init__(self):
     if self.source not in ("detector", "images"):
       raise ValueError(f"benchmark source={self.source!r}, expected 'detector' or 'images'")
+    if self.naive_full_solver not in NAIVE_FULL_SOLVERS:
+      raise ValueError(f"benchmark naive_full_solver={self.naive_full_solver!r}, expected one "
+                       f"of {NAIVE_FULL_SOLVERS}")
     if not self.shots or min(self.shots) < 1:
       raise ValueError(f"benchmark shots={self.shots}, expected positive K values")
     if self.train_frames < max(self.shots):
@@ -511,9 +520,16 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
       record(name, shots, layer.materialize() if not naive else layer)
   layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=temperature,
                                          name="naive_full")
-  finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
-           label=f"{rig.name} naive^full", head_size_px=train.get("head_size"),
-           **settings.recipe(), **fit_kwargs)
+  if settings.naive_full_solver == "least_squares":
+    solved = finetune_lib.solve_naive_fusion(
+        layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
+        seed=seed, head_size_px=train.get("head_size"))
+    logging.info("%s naive^full: least squares on %d frames, kept scale x%g", rig.name,
+                 solved["train_frames"], solved["scale"])
+  else:
+    finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
+             label=f"{rig.name} naive^full", head_size_px=train.get("head_size"),
+             **settings.recipe(), **fit_kwargs)
   record("naive", "full", layer)
   return results
 

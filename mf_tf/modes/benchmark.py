@@ -52,6 +52,7 @@ def settings_from_config(config) -> benchmark.BenchmarkSettings:
       finetune=_fit(section.finetune, loss_t),
       naive_finetune=_fit(section.naive_finetune, loss_t),
       naive_full=_fit(section.naive_full, loss_t),
+      naive_full_solver=str(section.naive_full_solver),
       detector=world.detector_params_from_config(config.detector),
       pictorial_options=(evaluate_mode.pictorial_options_from_config(config.evaluate)
                          if section.pictorial else None),

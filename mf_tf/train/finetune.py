@@ -26,6 +26,8 @@ from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import ops
 from mf_tf.geometry.rig import Rig
+from mf_tf.geometry.rig import ordered_pairs
+from mf_tf.geometry.rig import pair_index
 from mf_tf.train import summaries
 
 METHODS = ("metafuse", "affine", "naive", "calibrated", "metafuse_calibrated",
@@ -240,6 +242,156 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
 
 
 SELECTIONS = ("val_jdr", "val_loss")
+# Scales of the least-squares NaiveFuse matrices tried on the validation frames (1: the MSE optimum).
+NAIVE_SOLVE_SCALES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def _split(shots: int, validation_fraction: float, seed: int):
+  """(validation, training) frame indices of a seeded split, at least one frame each side."""
+  if not 0.0 < validation_fraction < 1.0:
+    raise ValueError(f"validation_fraction={validation_fraction}, expected in (0, 1)")
+  num_val = min(max(1, int(round(validation_fraction * shots))), shots - 1)
+  if num_val < 1:
+    raise ValueError(f"K={shots} frames cannot be split into training and validation")
+  order = np.random.default_rng(seed).permutation(shots)
+  return order[:num_val], order[num_val:]
+
+
+def _jdr_threshold(head_size_px, heatmaps_shape, val):
+  """Validation detection radius: half the head size per frame and view, or 0.05 of the side."""
+  if head_size_px is None:
+    return 0.05 * heatmaps_shape[2]
+  head = np.asarray(head_size_px, np.float64)
+  if head.ndim not in (0, 2) or (head.ndim == 2 and head.shape != tuple(heatmaps_shape[:2])):
+    raise ValueError(f"head_size_px has shape {head.shape}, expected a scalar or "
+                     f"{tuple(heatmaps_shape[:2])} [K, V]")
+  threshold = 0.5 * np.where(head > 0, head, np.nan)
+  return threshold[val] if threshold.ndim == 2 else float(threshold)
+
+
+def _check_frames(heatmaps, joints2d):
+  heatmaps = np.asarray(heatmaps, np.float32)
+  joints2d = np.asarray(joints2d, np.float32)
+  if heatmaps.ndim != 5 or joints2d.shape != (heatmaps.shape[0], heatmaps.shape[1],
+                                              heatmaps.shape[4], 2):
+    raise ValueError(f"heatmaps {heatmaps.shape} and joints2d {joints2d.shape} must be "
+                     "[K, V, H, W, J] and [K, V, J, 2]")
+  if not np.all(np.isfinite(heatmaps)):
+    raise ValueError("fusion training heatmaps hold NaN or Inf")
+  return heatmaps, joints2d
+
+
+def naive_least_squares(heatmaps, targets, weights, ridge: float = 1e-4,
+                        chunk_rows: int = 4096) -> np.ndarray:
+  """The NaiveFuse matrices minimizing the paper's MSE loss on the given frames (ridge regression).
+
+  For every target view v, the V - 1 matrices W_{u->v} jointly minimize
+  sum over supervised (frame, joint) of ||t_v - h_v - sum_u W_{u->v} h_u||^2
+  + ridge * rows * sum_u ||W_{u->v}||_F^2: the point that gradient training of Eq. 1 with the MSE
+  loss converges to, solved exactly from the normal equations (products of float32 chunks summed
+  and solved in float64).
+
+  Args:
+    heatmaps: [N, V, H, W, J] initial heatmaps.
+    targets: [N, V, H, W, J] target heatmaps (`HeatmapCodec.encode`).
+    weights: [N, V, J] 0/1 supervision of each joint in each view.
+    ridge: Ridge weight per supervised row (scale-free in the number of frames).
+    chunk_rows: Rows (frame x joint) accumulated at a time.
+
+  Returns:
+    [P, HW, HW] float32 matrices in `ordered_pairs` order (target pixel, source pixel).
+  """
+  heatmaps = np.asarray(heatmaps, np.float32)
+  num_frames, num_views, height, width, num_joints = heatmaps.shape
+  hw = height * width
+  if not ridge > 0:
+    raise ValueError(f"ridge={ridge}, expected > 0 (the normal equations need it)")
+
+  def rows_of(maps):  # [N, V, H, W, J] -> rows (frame, joint): [N * J, V, HW].
+    return np.transpose(np.asarray(maps, np.float32).reshape(
+        num_frames, num_views, hw, num_joints), (0, 3, 1, 2)).reshape(-1, num_views, hw)
+
+  x, t = rows_of(heatmaps), rows_of(targets)
+  w = np.transpose(np.asarray(weights, np.float32), (0, 2, 1)).reshape(-1, num_views)
+  pairs = ordered_pairs(num_views)
+  matrices = np.zeros((len(pairs), hw, hw), np.float32)
+  for target in range(num_views):
+    sources = [u for u in range(num_views) if u != target]
+    rows = np.flatnonzero(w[:, target] > 0)
+    if rows.size == 0:
+      continue
+    gram = np.zeros((len(sources) * hw,) * 2)
+    cross = np.zeros((len(sources) * hw, hw))
+    for start in range(0, rows.size, chunk_rows):
+      chunk = rows[start:start + chunk_rows]
+      features = tf.constant(x[chunk][:, sources].reshape(len(chunk), -1))
+      residual = tf.constant(t[chunk, target] - x[chunk, target])
+      # float32 products (on an accelerator when there is one), float64 sums across chunks.
+      gram += tf.matmul(features, features, transpose_a=True).numpy()
+      cross += tf.matmul(features, residual, transpose_a=True).numpy()
+    gram[np.diag_indices_from(gram)] += ridge * rows.size
+    solution = np.linalg.solve(gram, cross)  # [(V - 1) HW, HW]: fused_v = h_v + solution^T x.
+    for n, source in enumerate(sources):
+      matrices[pair_index(source, target, num_views)] = solution[n * hw:(n + 1) * hw].T
+  return matrices
+
+
+def solve_naive_fusion(layer: fusion_layers.NaiveFusion, heatmaps, joints2d, *,
+                       target_sigma: float, ridge: float = 1e-4,
+                       scales=NAIVE_SOLVE_SCALES, validation_fraction: float = 0.2,
+                       seed: int = 0, head_size_px=None) -> dict:
+  """NaiveFuse trained to convergence: the exact MSE optimum, its scale chosen by validation JDR.
+
+  `naive_least_squares` on the training split gives the matrices that minimize the paper's MSE
+  loss (what `finetune_fusion` with loss "mse" approaches after many epochs, at any data size in
+  seconds). The MSE optimum adds the conditional mean of the target, which is too weak to move a
+  confident wrong peak; every scale in `scales` and the starting matrices are scored by the
+  detection rate of the validation frames, as `finetune_fusion` selects, and the best is kept
+  (ties: the smaller change), so the result is never below the start on validation frames.
+
+  Args:
+    layer: A built `NaiveFusion` (its matrices are replaced in place by the kept candidate).
+    heatmaps: [N, V, H, W, J] initial heatmaps.
+    joints2d: [N, V, J, 2] true joints in heatmap px.
+    target_sigma: Target std in heatmap px.
+    ridge: `naive_least_squares` ridge per row.
+    scales: Positive factors of the least-squares matrices to try.
+    validation_fraction, seed: The validation split (as `finetune_fusion`).
+    head_size_px: Validation detection radius (as `finetune_fusion`).
+
+  Returns:
+    {"scale": kept factor (0.0: the starting matrices), "val_jdr": {factor: JDR},
+    "initial_val_jdr": float, "best_val_jdr": float, "train_frames": int, "restored_init": bool}.
+  """
+  if not isinstance(layer, fusion_layers.NaiveFusion) or not layer.built:
+    raise ValueError(f"solve_naive_fusion needs a built NaiveFusion, got {type(layer).__name__}")
+  heatmaps, joints2d = _check_frames(heatmaps, joints2d)
+  scales = tuple(float(s) for s in scales)
+  if not scales or min(scales) <= 0:
+    raise ValueError(f"scales={scales}, expected positive factors")
+  val, train = _split(heatmaps.shape[0], validation_fraction, seed)
+  threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
+  target, weights = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma).encode(joints2d)
+  solution = naive_least_squares(heatmaps[train], target.numpy()[train],
+                                 weights.numpy()[train], ridge)
+  start = layer.matrices.numpy()
+
+  def score(matrices):
+    layer.matrices.assign(matrices)
+    return detection_rate(layer(heatmaps[val]), joints2d[val], threshold, layer.temperature)
+
+  initial = score(start)
+  val_jdr = {scale: score(scale * solution) for scale in scales}
+  best_scale = max(sorted(val_jdr), key=lambda s: (val_jdr[s], -s))
+  restored_init = not val_jdr[best_scale] > initial
+  layer.matrices.assign(start if restored_init else best_scale * solution)
+  kept = 0.0 if restored_init else best_scale
+  logging.info("naive least squares: %d training frames, validation JDR %s (start %.1f%%); kept "
+               "%s", len(train), ", ".join(f"x{s:g} {j:.1f}%" for s, j in val_jdr.items()),
+               initial, "the start" if restored_init else f"x{best_scale:g}")
+  return {"scale": kept, "val_jdr": val_jdr, "initial_val_jdr": float(initial),
+          "best_val_jdr": float(max(initial, val_jdr[best_scale])),
+          "train_frames": int(len(train)), "restored_init": bool(restored_init)}
 
 
 def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sigma: float,
@@ -293,16 +445,9 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
     "initial_val_loss": float, "initial_val_jdr": float, "best_epoch": int (0: the initial
     parameters), "restored_init": bool, "selection": str}.
   """
-  heatmaps = np.asarray(heatmaps, np.float32)
-  joints2d = np.asarray(joints2d, np.float32)
-  if heatmaps.ndim != 5 or joints2d.shape != (heatmaps.shape[0], heatmaps.shape[1],
-                                              heatmaps.shape[4], 2):
-    raise ValueError(f"heatmaps {heatmaps.shape} and joints2d {joints2d.shape} must be "
-                     "[K, V, H, W, J] and [K, V, J, 2]")
+  heatmaps, joints2d = _check_frames(heatmaps, joints2d)
   if not learning_rate > 0:
     raise ValueError(f"finetune learning_rate={learning_rate}, expected > 0")
-  if not 0.0 < validation_fraction < 1.0:
-    raise ValueError(f"validation_fraction={validation_fraction}, expected in (0, 1)")
   if epochs < 1 or batch_size < 1 or patience < 0:
     raise ValueError(f"epochs={epochs}, batch_size={batch_size}, patience={patience}: expected "
                      "epochs, batch_size >= 1 and patience >= 0")
@@ -315,28 +460,13 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   if isinstance(layer, fusion_layers.AffineFusion) and layer.omega_base.trainable:
     raise ValueError("finetuning trains theta only: build the AffineFusion with "
                      "train_base=False (paper Sec. 4.3)")
-  shots = heatmaps.shape[0]
-  if not np.all(np.isfinite(heatmaps)):
-    raise ValueError("finetuning heatmaps hold NaN or Inf")
-  num_val = min(max(1, int(round(validation_fraction * shots))), shots - 1)
-  if num_val < 1:
-    raise ValueError(f"K={shots} frames cannot be split into training and validation")
-  order = np.random.default_rng(seed).permutation(shots)
-  val, train = order[:num_val], order[num_val:]
+  val, train = _split(heatmaps.shape[0], validation_fraction, seed)
   target, weights = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma).encode(joints2d)
   target, weights = target.numpy(), weights.numpy()
   temperature = layer.temperature if loss_temperature is None else float(loss_temperature)
   if not temperature > 0:
     raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
-  if head_size_px is None:
-    threshold = 0.05 * heatmaps.shape[2]
-  else:
-    head = np.asarray(head_size_px, np.float64)
-    if head.ndim not in (0, 2) or (head.ndim == 2 and head.shape != heatmaps.shape[:2]):
-      raise ValueError(f"head_size_px has shape {head.shape}, expected a scalar or "
-                       f"{heatmaps.shape[:2]} [K, V]")
-    threshold = 0.5 * np.where(head > 0, head, np.nan)
-    threshold = threshold[val] if threshold.ndim == 2 else float(threshold)
+  threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
   model = _FusionFit(layer, temperature, loss, proximal, name="fusion_finetune")
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
   val_data = (heatmaps[val], (target[val], weights[val]))
