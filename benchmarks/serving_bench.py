@@ -12,8 +12,10 @@ repetitions after one warm-up call (`benchmarks.timing`):
   fusion    Eq. 1 alone, as served (`ExportModule.fuse`: dense matmul, or for top-k one
             sparse-dense product per target view);
   backbone  the Keras backbone alone on the V images (tf.function).
-Ratios (fusion / frame, ...) are medians of the per-repetition ratios of this one run. Targets:
-fusion at most 15% of the frame time dense, at most 3% sparse.
+Ratios (fusion / frame, ...) are medians of the per-repetition ratios of this one run. Goals,
+served without XLA (as TF Serving runs a SavedModel unless configured): sparse fusion at most 5%
+of the frame, the sparse SavedModel at most 1/4 of the dense one, and sparse JDR within 0.2
+points of dense on the simulated frames (one-sided: sparse may score higher).
 
 Fusion weights are MetaFuse^0 (epipolar-line theta and line base from the rig's calibration,
 `mf_tf.fusion.calibrated`), so fusion does real cross-view work; the backbone's weights are
@@ -62,7 +64,7 @@ def main():
   parser.add_argument("--backbone", default="resnet50")
   parser.add_argument("--image_size", type=int, default=256)
   parser.add_argument("--joints", type=int, default=17)
-  parser.add_argument("--top_k", type=int, default=256)
+  parser.add_argument("--top_k", type=int, default=128)
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--frames", type=int, default=128, help="simulated frames for agreement")
   parser.add_argument("--line_value", type=float, default=0.3, help="MetaFuse^0 line peak")
@@ -96,12 +98,13 @@ def main():
   flat_images = tf.reshape(tf.cast(images, tf.float32), [-1, args.image_size, args.image_size, 3])
 
   with tempfile.TemporaryDirectory() as export_dir:
-    loaded, timers = {}, {"backbone": lambda: backbone_fn(flat_images)}
+    loaded, timers, sizes = {}, {"backbone": lambda: backbone_fn(flat_images)}, {}
     for kind, materialized in kinds.items():
       start = time.perf_counter()
       kind_rig = Rig(f"{rig.name}_{kind}", rig.cameras, up=rig.up, floor=rig.floor)
       path = export.export_rig(backbone, materialized, kind_rig, export_dir, warmup=False)
       size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+      sizes[kind] = size
       print(f"exported {kind:6s} in {time.perf_counter() - start:5.1f} s, SavedModel "
             f"{size / 2**20:7.1f} MiB (materialized fusion {matrix_mb[kind]:6.1f} MiB)")
       loaded[kind] = tf.saved_model.load(path)
@@ -144,9 +147,11 @@ def main():
             f"{100 * s['backbone_share']:5.1f}%")
     print(f"  sparse / dense fusion time "
           f"{timing.paired_ratio(times['fusion_sparse'], times['fusion_dense']):.3f}")
-    for kind, target in (("dense", 0.15), ("sparse", 0.03)):
-      timing.report_goal(f"fusion / frame, {kind}", 100 * summary[kind]["fusion_share"],
-                         100 * target, "%")
+    print(f"  dense  fusion / frame {100 * summary['dense']['fusion_share']:.1f}% (no goal)")
+    timing.report_goal("sparse fusion / frame, no XLA", 100 * summary["sparse"]["fusion_share"],
+                       5.0, "%")
+    summary["size_ratio"] = sizes["sparse"] / sizes["dense"]
+    timing.report_goal("sparse / dense SavedModel size", summary["size_ratio"], 0.25, "")
 
     # Dense versus sparse on simulated detector heatmaps (same rig, MetaFuse^0 fusion).
     if args.frames > 0:
@@ -175,6 +180,9 @@ def main():
               f"{100 * np.mean(distance > 0.5):.1f}%; JDR initial {rates['initial']:.2f}, "
               f"dense {rates['dense']:.2f}, sparse {rates['sparse']:.2f} "
               f"(dense - sparse {rates['dense'] - rates['sparse']:+.2f} points)")
+        # One-sided: sparse may not lose more than 0.2 points (top-k may also sharpen the lines).
+        timing.report_goal("JDR lost by sparse (dense - sparse, points)",
+                           rates["dense"] - rates["sparse"], 0.2, "")
   print("\n" + json.dumps(summary, indent=1))
 
 

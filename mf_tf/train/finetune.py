@@ -242,7 +242,7 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
 
 
 SELECTIONS = ("val_jdr", "val_loss")
-# Scales of the least-squares NaiveFuse matrices tried on the validation frames (1: the MSE optimum).
+# Scales of the least-squares NaiveFuse matrices tried on validation frames (1: the MSE optimum).
 NAIVE_SOLVE_SCALES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
 
