@@ -101,13 +101,15 @@ ROWS = {
 }
 
 
-def _settings(seed: int) -> benchmark.BenchmarkSettings:
+def benchmark_settings(seed: int | None = None) -> benchmark.BenchmarkSettings:
+  """configs/benchmark.py's default `BenchmarkSettings` (its seed, or `seed`)."""
   spec = importlib.util.spec_from_file_location("mf_tf_benchmark_config",
                                                 os.path.join(_CONFIGS, "benchmark.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)  # configs/ is a folder of config files, not a package.
   config = module.get_config()
-  config.seed = seed
+  if seed is not None:
+    config.seed = seed
   return benchmark_mode.settings_from_config(config)
 
 
@@ -245,7 +247,7 @@ def main(argv):
     print(markdown(study))
     return
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  settings = _settings(FLAGS.seed)
+  settings = benchmark_settings(FLAGS.seed)
   rigs = [_rig(name) for name in FLAGS.rigs]
   rows = FLAGS.rows or list(ROWS)
   view_counts = sorted({r.num_views for r in rigs})

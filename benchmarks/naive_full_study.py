@@ -14,27 +14,17 @@ MPJPE by triangulation (mm). The RPSM is skipped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmarks.adaptation_study import benchmark_settings  # noqa: E402
 from mf_tf.experiments import benchmark  # noqa: E402
 from mf_tf.geometry import rigs as rigs_lib  # noqa: E402
-from mf_tf.modes import benchmark as benchmark_mode  # noqa: E402
 from mf_tf.train import finetune as finetune_lib  # noqa: E402
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 TRAIN_SEED, TEST_SEED = 7, 8
-
-
-def _settings() -> benchmark.BenchmarkSettings:
-  spec = importlib.util.spec_from_file_location("mf_tf_benchmark_config",
-                                                os.path.join(_CONFIGS, "benchmark.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)  # configs/ is a folder of config files, not a package.
-  return benchmark_mode.settings_from_config(module.get_config())
 
 
 def _rig(name: str, settings: benchmark.BenchmarkSettings):
@@ -53,7 +43,7 @@ def main():
   parser.add_argument("--rigs", default="h36m,panoptic4,shelf,ring4")
   parser.add_argument("--fit", action="store_true", help="also Adam from zero (paper start)")
   args = parser.parse_args()
-  settings = _settings()
+  settings = benchmark_settings()
   for name in args.rigs.split(","):
     start = time.time()
     rig = _rig(name, settings)

@@ -112,7 +112,7 @@ class BenchmarkSettings:
     test_frames: Test frames per held-out rig.
     finetune: Finetuning of theta (MetaFuse, AffineFuse): paper Adam lr 5e-3.
     naive_finetune: Finetuning of NaiveFuse on K frames.
-    naive_full: NaiveFuse^full training on all training frames (solver "fit").
+    naive_full: Adam steps of NaiveFuse^full on all training frames (from its solver's start).
     naive_full_solver: Start of NaiveFuse^full's `naive_full` Adam steps (recipe loss and
       selection): "least_squares" (the exact MSE optimum, its scale chosen by validation JDR:
       `finetune.solve_naive_fusion`) or "fit" (zero matrices, as the paper).
