@@ -101,10 +101,11 @@ class _SelectByValidation(keras.callbacks.Callback):
   the validation frames. Stops after `patience` epochs without a new best.
   """
 
-  def __init__(self, layer, heatmaps, joints2d, threshold_px, temperature, patience,
+  def __init__(self, layer, heatmaps, joints2d, targets, threshold_px, temperature, patience,
                initial_jdr, initial_loss, criterion):
     super().__init__()
     self.layer, self.heatmaps, self.joints2d = layer, heatmaps, joints2d
+    self.targets = targets  # (target maps, weights) of the validation frames.
     self.threshold_px, self.read_temperature = threshold_px, temperature
     self.patience, self.criterion = patience, criterion
     self.best = (initial_jdr, -initial_loss) if criterion == "val_jdr" else (-initial_loss,)
@@ -114,12 +115,14 @@ class _SelectByValidation(keras.callbacks.Callback):
     self._wait = 0
 
   def on_epoch_end(self, epoch, logs=None):
+    # One forward pass of the validation frames gives both criteria (fit runs no validation
+    # of its own: that would compile a second XLA step per batch shape for the same numbers).
     fused = self.layer(self.heatmaps)
     jdr = detection_rate(fused, self.joints2d, self.threshold_px, self.read_temperature)
+    loss = float(self.model.compute_loss(y=self.targets, y_pred=fused))
     self.jdr.append(jdr)
     logs = {} if logs is None else logs
-    loss = float(logs.get("val_loss", np.inf))
-    logs["val_jdr"] = jdr
+    logs["val_loss"], logs["val_jdr"] = loss, jdr
     score = (jdr, -loss) if self.criterion == "val_jdr" else (-loss,)
     if score > self.best:
       self.best, self.best_epoch = score, epoch + 1
@@ -469,12 +472,12 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
   model = _FusionFit(layer, temperature, loss, proximal, name="fusion_finetune")
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
-  val_data = (heatmaps[val], (target[val], weights[val]))
   initial_fused = layer(heatmaps[val])
   initial_val = float(ops.fusion_loss(initial_fused, target[val], weights[val], temperature,
                                       loss))
   initial_jdr = detection_rate(initial_fused, joints2d[val], threshold, layer.temperature)
-  selector = _SelectByValidation(layer, heatmaps[val], joints2d[val], threshold,
+  selector = _SelectByValidation(layer, heatmaps[val], joints2d[val],
+                                 (tf.constant(target[val]), tf.constant(weights[val])), threshold,
                                  layer.temperature, patience, initial_jdr, initial_val,
                                  selection)
   callbacks = [selector]
@@ -482,7 +485,6 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
     callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
   keras.utils.set_random_seed(seed)
   history = model.fit(heatmaps[train], (target[train], weights[train]),
-                      validation_data=val_data,
                       epochs=epochs, batch_size=batch_size, shuffle=True,
                       callbacks=callbacks, verbose=1 if progress else 0)
   restored_init = selector.best_epoch == 0
