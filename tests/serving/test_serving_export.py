@@ -206,10 +206,35 @@ def test_bad_inputs_raise_invalid_argument(exported, signature, array, message):
   assert message in info.value.message
 
 
-def test_versions_are_atomic_and_increment(exported, small_backbone, tmp_path, monkeypatch):
+class _SmallModule(tf.Module):
+  """An export module with one small signature: what version numbering and atomicity see.
+
+  Tracing and saving the real module takes most of a minute; the versioning logic around the
+  save is the same for any module (the real exports are checked by the other tests here).
+  """
+
+  def __init__(self, backbone, fusion, rig, **settings):
+    super().__init__()
+    del backbone, settings
+    self.rig_name, self.num_views, self.image_size = rig.name, rig.num_views, IMAGE_SIZE
+    self.heatmap_size, self.num_joints, self.top_k = HEATMAP_SIZE, NUM_JOINTS, fusion.top_k
+    self.triangulate, self.crop_heatmap_size, self.num_lines = True, HEATMAP_SIZE, 1
+    self.line_width_px, self.line_value = 1.0, 0.1
+    self.scale = tf.Variable(2.0)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+  def serve(self, x):
+    return {"y": self.scale * x}
+
+  def signatures(self):
+    return {"serving_default": self.serve.get_concrete_function()}
+
+
+def test_versions_are_atomic_and_increment(exported, tmp_path, monkeypatch):
   export_dir = str(tmp_path)
   rig = distorted_rig("atomic")
   fusion = exported["sparse"]
+  monkeypatch.setattr(export, "ExportModule", _SmallModule)
   original_save = tf.saved_model.save
 
   def failing_save(*args, **kwargs):
@@ -218,19 +243,23 @@ def test_versions_are_atomic_and_increment(exported, small_backbone, tmp_path, m
 
   monkeypatch.setattr(tf.saved_model, "save", failing_save)
   with pytest.raises(OSError, match="disk full"):
-    export.export_rig(small_backbone, fusion, rig, export_dir, warmup=False)
+    export.export_rig(None, fusion, rig, export_dir, warmup=False)
   assert os.listdir(os.path.join(export_dir, "atomic")) == []  # Neither "1" nor a temporary.
   assert not os.path.exists(os.path.join(export_dir, "models.config"))
   monkeypatch.setattr(tf.saved_model, "save", original_save)
-  first = export.export_rig(small_backbone, fusion, rig, export_dir, warmup=False)
-  second = export.export_rig(small_backbone, fusion, rig, export_dir, warmup=False,
+  first = export.export_rig(None, fusion, rig, export_dir, warmup=False)
+  second = export.export_rig(None, fusion, rig, export_dir, warmup=True,
                              base_path_prefix="/models")
   assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
   assert model_config.latest_version(os.path.join(export_dir, "atomic")) == 2
   assert model_config.read_models_config(os.path.join(export_dir, "models.config")) == {
       "atomic": "/models/atomic"}
+  with open(os.path.join(second, "assets.extra", "export_config.json"), encoding="utf-8") as f:
+    assert json.load(f)["version"] == 2
+  assert tf.saved_model.load(second).signatures["serving_default"](
+      x=tf.constant([1.5]))["y"].numpy() == pytest.approx([3.0])
   with pytest.raises(FileExistsError, match="immutable"):
-    export.export_rig(small_backbone, fusion, rig, export_dir, version=2)
+    export.export_rig(None, fusion, rig, export_dir, version=2)
 
 
 def test_models_config_rejects_bad_text():
