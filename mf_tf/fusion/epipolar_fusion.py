@@ -501,8 +501,10 @@ def _apply(xp, heatmaps, plan: dict, layout: _Layout):
   pixels = num_views * height * width
   gathered = xp.reshape(xp.take(fine, plan["target_rows"]),
                         [pixels, 2 * (num_views - 1), num_joints])
-  messages = xp.einsum("nk,nkj->nj", xp.reshape(plan["target_weights"], [pixels, -1]),
-                       gathered)
+  # One [1, 2 (V - 1)] x [2 (V - 1), J] product per pixel (NumPy: 1.0 ms against einsum's 1.4
+  # at 64 px, 4 views).
+  messages = xp.reshape(xp.matmul(xp.reshape(plan["target_weights"], [pixels, 1, -1]),
+                                  gathered), [pixels, num_joints])
   return heatmaps + xp.reshape(messages, [num_views, height, width, num_joints])
 
 

@@ -339,6 +339,11 @@ class ExportModule(tf.Module):
     self._pair_fundamental = tf.constant(np.stack([
         epipolar.fundamental_matrix(cameras[source], cameras[target])
         for source, target in ordered_pairs(self.num_views)]), tf.float64)  # Undistorted px.
+    # Both image signatures call one traced images -> outputs function: the backbone is traced
+    # (and stored in the SavedModel) once.
+    self._images_to_outputs = tf.function(
+        self._serve_images, input_signature=[tf.TensorSpec(
+            [None, self.num_views, self.image_size, self.image_size, 3], tf.float32, "images")])
     self.serve = tf.function(
         self._serve_uint8, input_signature=[tf.TensorSpec([None] * 5, tf.uint8, "images")])
     self.serve_float32 = tf.function(
@@ -514,11 +519,11 @@ class ExportModule(tf.Module):
   def _serve_uint8(self, images):
     """images: uint8 [B, V, S, S, 3] -> dict of outputs (module docstring)."""
     images = self._check_images(images)
-    return self._serve_images(tf.cast(images, tf.float32))
+    return self._images_to_outputs(tf.cast(images, tf.float32))
 
   def _serve_float32(self, images):
     """images: float32 [B, V, S, S, 3] in [0, 255] -> dict of outputs (module docstring)."""
-    return self._serve_images(self._check_images(images))
+    return self._images_to_outputs(self._check_images(images))
 
   def _serve_heatmaps(self, heatmaps):
     """heatmaps: float32 [B, V, H, W, J] -> dict of outputs without `initial_heatmaps`."""
