@@ -30,14 +30,14 @@ def pool():
 @pytest.mark.large
 def test_metatraining_lowers_adapted_query_loss_on_heldout_pairs(pool):
   train_pairs, heldout = tasks.split_pairs(pool.num_views, 40, seed=0)
-  settings = metatrain.MamlSettings(num_steps=150, tasks_per_step=4, inner_lr=2.0,
+  settings = metatrain.MamlSettings(num_steps=60, tasks_per_step=4, inner_lr=2.0,
                                     outer_lr=3e-3, target_sigma=0.5, seed=0)
   init = metatrain.default_meta_params(SIZE)
   before = metatrain.evaluate_pairs(init, pool, heldout, settings, 16)
   params = metatrain.metatrain_fusion(pool, train_pairs, settings, init=init, progress=False)
   after = metatrain.evaluate_pairs(params, pool, heldout, settings, 16)
   # Meta-training lowers the loss reached after one adaptation step on pairs it never saw ...
-  assert after["query_loss_after"] < before["query_loss_after"] - 0.01  # Measured: -0.035.
+  assert after["query_loss_after"] < before["query_loss_after"] - 0.01  # Measured: -0.030.
   # ... and adaptation from the meta-learned init still helps.
   assert after["query_loss_after"] < after["query_loss_before"]
 
