@@ -333,10 +333,10 @@ def _rpsm_chunk(heatmaps, center, cameras, scale, parents, limb_lengths, options
   center = tf.convert_to_tensor(center, tf.float32)[:, None, None, :]  # [B, 1, 1, 3]
   heatmaps = normalize_heatmaps(heatmaps)
   tolerance = options.limb_tolerance * limb_lengths
+  scale = tf.constant(scale, tf.float32)
 
   def solve(local, spacing):
-    unary = _compiled_unary(heatmaps, center + local, cameras, tf.constant(scale, tf.float32),
-                            options.sampling)
+    unary = _compiled_unary(heatmaps, center + local, cameras, scale, options.sampling)
     return max_product_tree(unary, local, parents, limb_lengths, tolerance + spacing,
                             max(options.limb_sigma_mm, spacing))
 

@@ -101,29 +101,36 @@ class _SelectByValidation(keras.callbacks.Callback):
   the validation frames. Stops after `patience` epochs without a new best.
   """
 
-  def __init__(self, layer, heatmaps, joints2d, targets, threshold_px, temperature, patience,
-               initial_jdr, initial_loss, criterion):
+  def __init__(self, model, heatmaps, joints2d, targets, threshold_px, temperature, patience,
+               criterion):
     super().__init__()
-    self.layer, self.heatmaps, self.joints2d = layer, heatmaps, joints2d
+    self.layer, self.heatmaps, self.joints2d = model.fusion, heatmaps, joints2d
     self.targets = targets  # (target maps, weights) of the validation frames.
     self.threshold_px, self.read_temperature = threshold_px, temperature
     self.patience, self.criterion = patience, criterion
-    self.best = (initial_jdr, -initial_loss) if criterion == "val_jdr" else (-initial_loss,)
+    self.initial_jdr, self.initial_loss = self._validate(model)
+    self.best = self._score(self.initial_jdr, self.initial_loss)
     self.best_epoch = 0  # 0: the initial parameters.
-    self.best_weights = [w.copy() for w in layer.get_weights()]
+    self.best_weights = [w.copy() for w in self.layer.get_weights()]
     self.jdr = []
     self._wait = 0
 
-  def on_epoch_end(self, epoch, logs=None):
-    # One forward pass of the validation frames gives both criteria (fit runs no validation
-    # of its own: that would compile a second XLA step per batch shape for the same numbers).
+  def _validate(self, model):
+    """(JDR, loss) of the validation frames from one forward pass: fit runs no validation of
+    its own (that would compile a second XLA step per batch shape for the same numbers)."""
     fused = self.layer(self.heatmaps)
     jdr = detection_rate(fused, self.joints2d, self.threshold_px, self.read_temperature)
-    loss = float(self.model.compute_loss(y=self.targets, y_pred=fused))
+    return jdr, float(model.compute_loss(y=self.targets, y_pred=fused))
+
+  def _score(self, jdr, loss):
+    return (jdr, -loss) if self.criterion == "val_jdr" else (-loss,)
+
+  def on_epoch_end(self, epoch, logs=None):
+    jdr, loss = self._validate(self.model)
     self.jdr.append(jdr)
     logs = {} if logs is None else logs
     logs["val_loss"], logs["val_jdr"] = loss, jdr
-    score = (jdr, -loss) if self.criterion == "val_jdr" else (-loss,)
+    score = self._score(jdr, loss)
     if score > self.best:
       self.best, self.best_epoch = score, epoch + 1
       self.best_weights = [w.copy() for w in self.layer.get_weights()]
@@ -472,14 +479,10 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
   model = _FusionFit(layer, temperature, loss, proximal, name="fusion_finetune")
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
-  initial_fused = layer(heatmaps[val])
-  initial_val = float(ops.fusion_loss(initial_fused, target[val], weights[val], temperature,
-                                      loss))
-  initial_jdr = detection_rate(initial_fused, joints2d[val], threshold, layer.temperature)
-  selector = _SelectByValidation(layer, heatmaps[val], joints2d[val],
+  selector = _SelectByValidation(model, heatmaps[val], joints2d[val],
                                  (tf.constant(target[val]), tf.constant(weights[val])), threshold,
-                                 layer.temperature, patience, initial_jdr, initial_val,
-                                 selection)
+                                 layer.temperature, patience, selection)
+  initial_jdr, initial_val = selector.initial_jdr, selector.initial_loss
   callbacks = [selector]
   if log_dir:
     callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
