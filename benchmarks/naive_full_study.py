@@ -6,9 +6,11 @@ r"""NaiveFuse^full: how far a free linear fusion trained to convergence gets on 
 Per rig, on the same frames (configs/benchmark.py defaults: 1000 training frames of seed 7, the
 test frames of seed 8, 32 px): No-Fusion, MetaFuse^0 (the calibrated geometry), the exact MSE
 optimum of NaiveFuse (`finetune.naive_least_squares`) scaled by validation JDR
-(`finetune.solve_naive_fusion`), that start followed by the benchmark's NaiveFuse^full Adam steps
-(its default), and with --fit the same Adam steps from zero matrices. Cells: JDR / occluded JDR /
-MPJPE by triangulation (mm). The RPSM is skipped.
+(`finetune.solve_naive_fusion`) and that start followed by the benchmark's NaiveFuse^full Adam
+steps; the solver's start with the epipolar candidate (the matrices of the geometry estimated from
+the training labels) and its Adam steps (the benchmark's default); with --fit the same Adam steps
+from zero matrices. Cells: JDR / occluded JDR / MPJPE by triangulation (mm). The RPSM is
+skipped.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ def main():
         layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
         seed=TRAIN_SEED, head_size_px=train.get("head_size"))
     row[f"MSE optimum x{solved['scale']:g}"] = cell(layer)
+    adam(layer)
+    row["+ Adam"] = cell(layer)
+    layer = naive("naive_epipolar")
+    solved = finetune_lib.solve_naive_fusion(
+        layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
+        seed=TRAIN_SEED, head_size_px=train.get("head_size"), epipolar_rig=rig,
+        line_width_px=settings.line_width_px, line_value=settings.line_value)
+    row[f"solved start ({solved['start']})"] = cell(layer)
     adam(layer)
     row["+ Adam (default)"] = cell(layer)
     if args.fit:

@@ -22,8 +22,9 @@ Protocol:
        metafuse    K in Ks      meta-learned omega_base (frozen), theta finetuned on K frames;
        affine      K in Ks      SGD-pretrained omega_base (frozen), theta finetuned;
        naive       K in Ks      pretrained matrices finetuned on K frames;
-       naive       K = "full"   NaiveFuse on all the rig's training frames: the exact MSE
-                                optimum scaled by validation JDR, then Adam steps.
+       naive       K = "full"   NaiveFuse on all the rig's training frames: the better start
+                                (validation JDR) of the scaled exact MSE optimum and the
+                                epipolar map of the labels' geometry, then Adam steps.
   4. Output in <workdir>/benchmark/: results.json (written atomically)
        {"rigs": {RIG: {METHOD: {K: result}}}, "targets": {RIG: {check: {...}}}, "config": {...}}
      with each result as in `evaluate.evaluate_fusion` (JDR in percent, MPJPE in mm), the
@@ -62,7 +63,7 @@ from mf_tf.train import pretrain as pretrain_lib
 from mf_tf.train import warmup as warmup_lib
 
 METHODS = ("no_fusion", "naive", "affine", "metafuse", "metafuse_paper")
-NAIVE_FULL_SOLVERS = ("least_squares", "fit")
+NAIVE_FULL_SOLVERS = ("epipolar", "least_squares", "fit")
 # MetaFuse^K theta initializations (`BenchmarkSettings.metafuse_init`) -> finetune method.
 METAFUSE_INITS = {"self_calibrated": "self_calibrated", "shared": "metafuse",
                   "calibrated": "metafuse_calibrated"}
@@ -114,8 +115,10 @@ class BenchmarkSettings:
     naive_finetune: Finetuning of NaiveFuse on K frames.
     naive_full: Adam steps of NaiveFuse^full on all training frames (from its solver's start).
     naive_full_solver: Start of NaiveFuse^full's `naive_full` Adam steps (recipe loss and
-      selection): "least_squares" (the exact MSE optimum, its scale chosen by validation JDR:
-      `finetune.solve_naive_fusion`) or "fit" (zero matrices, as the paper).
+      selection), chosen by validation JDR (`finetune.solve_naive_fusion`): "epipolar" (the
+      better of the scaled MSE optimum and the epipolar matrices of the geometry estimated from
+      the training labels), "least_squares" (the exact MSE optimum, its scale chosen) or "fit"
+      (zero matrices, as the paper).
     detector: `DetectorParams` (64 px units).
     pictorial_options: RPSM options; None skips the RPSM (MPJPE by triangulation only).
     limb_frames: Training poses giving the RPSM limb lengths.
@@ -155,7 +158,7 @@ class BenchmarkSettings:
   finetune: FitSettings = FitSettings(60, 5e-3)
   naive_finetune: FitSettings = FitSettings(60, 1e-4)
   naive_full: FitSettings = FitSettings(300, 1e-4)
-  naive_full_solver: str = "least_squares"
+  naive_full_solver: str = "epipolar"
   detector: world.DetectorParams = world.DetectorParams()
   pictorial_options: pictorial.PictorialOptions | None = pictorial.PictorialOptions()
   limb_frames: int = 300
@@ -520,13 +523,15 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
       record(name, shots, layer.materialize() if not naive else layer)
   layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=temperature,
                                          name="naive_full")
-  if settings.naive_full_solver == "least_squares":
+  if settings.naive_full_solver != "fit":
     solved = finetune_lib.solve_naive_fusion(
         layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
-        seed=seed, head_size_px=train.get("head_size"))
-    logging.info("%s naive^full: least squares on %d frames, kept scale x%g", rig.name,
-                 solved["train_frames"], solved["scale"])
-  # Adam steps with the recipe's loss (from the least-squares start, or from zero with "fit").
+        seed=seed, head_size_px=train.get("head_size"),
+        epipolar_rig=rig if settings.naive_full_solver == "epipolar" else None,
+        line_width_px=settings.line_width_px, line_value=settings.line_value)
+    logging.info("%s naive^full: solved on %d frames, kept %s", rig.name,
+                 solved["train_frames"], solved["start"])
+  # Adam steps with the recipe's loss (from the solved start, or from zero with "fit").
   finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
            label=f"{rig.name} naive^full", head_size_px=train.get("head_size"),
            **settings.recipe(), **fit_kwargs)
