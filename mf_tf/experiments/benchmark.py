@@ -235,7 +235,7 @@ def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float
   The budget `fit.steps` x `fit.batch_size` samples is converted to epochs over the training
   part of the frames (finetune_fusion holds out 20% for validation and early stopping), so
   every K gets about the same number of optimizer steps. `recipe` (loss, selection, proximal,
-  head_size_px) is passed to `finetune_fusion`.
+  head_size_px, compiled) is passed to `finetune_fusion`.
   """
   count = len(heatmaps)
   train_count = max(1, count - min(max(1, int(round(0.2 * count))), count - 1))
@@ -504,6 +504,18 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
   common = dict(temperature=temperature, line_width_px=settings.line_width_px,
                 line_value=settings.line_value)
   metafuse_method = METAFUSE_INITS[settings.metafuse_init]
+  # One layer object and compiled train step per method, its weights set anew for every K (and
+  # NaiveFuse^full): the step is traced and compiled once per method and rig, not once per K.
+  slots = {}
+
+  def reuse(name, layer):
+    if name not in slots:
+      slots[name] = (layer, {})
+      return slots[name]
+    kept, compiled = slots[name]
+    kept.set_weights(layer.get_weights())
+    return kept, compiled
+
   for shots in settings.shots:
     heatmaps, joints2d = train["heatmaps"][:shots], train["joints2d"][:shots]
     head = train["head_size"][:shots] if "head_size" in train else None
@@ -514,15 +526,15 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
       runs.append(("metafuse_paper", "metafuse", pretrained.metafuse_paper, True))
     for name, method, init, paper in runs:
       naive = method == "naive"
-      layer = finetune_lib.make_fusion_layer(
-          method, rig, size, init=init, labels=joints2d, name=f"{name}_{shots}",
-          theta_grid=0 if (naive or paper) else settings.theta_grid, **common)
+      layer, compiled = reuse(name, finetune_lib.make_fusion_layer(
+          method, rig, size, init=init, labels=joints2d, name=name,
+          theta_grid=0 if (naive or paper) else settings.theta_grid, **common))
       fit = settings.naive_finetune if naive else settings.finetune
       finetune(layer, heatmaps, joints2d, fit, label=f"{rig.name} {name}^{shots}",
-               head_size_px=head, **settings.recipe(paper), **fit_kwargs)
+               head_size_px=head, compiled=compiled, **settings.recipe(paper), **fit_kwargs)
       record(name, shots, layer.materialize() if not naive else layer)
-  layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=temperature,
-                                         name="naive_full")
+  layer, compiled = reuse("naive", finetune_lib.make_fusion_layer(
+      "naive", rig, size, temperature=temperature, name="naive_full"))
   if settings.naive_full_solver != "fit":
     solved = finetune_lib.solve_naive_fusion(
         layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
@@ -534,7 +546,7 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
   # Adam steps with the recipe's loss (from the solved start, or from zero with "fit").
   finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
            label=f"{rig.name} naive^full", head_size_px=train.get("head_size"),
-           **settings.recipe(), **fit_kwargs)
+           compiled=compiled, **settings.recipe(), **fit_kwargs)
   record("naive", "full", layer)
   return results
 

@@ -49,7 +49,24 @@ class _FusionFit(keras.Model):
     self.temperature = float(temperature)
     self.loss_kind = loss
     self.proximal = float(proximal)
-    self._anchors = [tf.constant(v.numpy()) for v in fusion.trainable_variables]
+    # Variables, not constants: a reused compiled step (`restart`) reads the new start.
+    self._anchors = [tf.Variable(v.numpy(), trainable=False) for v in
+                     fusion.trainable_variables] if self.proximal > 0 else []
+    self._optimizer_start = None
+
+  def compile_for(self, learning_rate, jit_compile):
+    """Compiles with Adam and notes the optimizer's starting state (for `restart`)."""
+    self.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+    self.optimizer.build(self.fusion.trainable_variables)
+    self._optimizer_start = [v.numpy() for v in self.optimizer.variables]
+
+  def restart(self):
+    """A new start from the layer's current weights: Adam's state (moments, step count) and
+    the proximal anchors are reset, the compiled train step is kept."""
+    for variable, value in zip(self.optimizer.variables, self._optimizer_start):
+      variable.assign(value)
+    for anchor, variable in zip(self._anchors, self.fusion.trainable_variables):
+      anchor.assign(variable)
 
   def call(self, heatmaps):
     return self.fusion(heatmaps)
@@ -142,6 +159,20 @@ class _SelectByValidation(keras.callbacks.Callback):
 
   def on_train_end(self, logs=None):
     self.layer.set_weights(self.best_weights)
+
+
+def _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile, compiled):
+  """The compiled `_FusionFit` of `layer`: the one kept in `compiled` when it trains the same
+  layer with the same settings (restarted), else a new one (kept there)."""
+  key = (float(temperature), loss, float(proximal), float(learning_rate), bool(jit_compile))
+  model = compiled.get("model")
+  if model is not None and model.fusion is layer and compiled.get("key") == key:
+    model.restart()
+    return model
+  model = _FusionFit(layer, temperature, loss, proximal, name="fusion_finetune")
+  model.compile_for(learning_rate, jit_compile)
+  compiled.update(model=model, key=key)
+  return model
 
 
 def validate_rig(rig: Rig) -> None:
@@ -438,7 +469,7 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                     log_dir: str | None = None, progress: bool = True,
                     jit_compile: bool = True, loss_temperature: float | None = None,
                     loss: str = "mse", proximal: float = 0.0, selection: str = "val_jdr",
-                    head_size_px: float | None = None) -> dict:
+                    head_size_px: float | None = None, compiled: dict | None = None) -> dict:
   """Trains a fusion layer in place on labelled frames with Keras `fit` (paper Sec. 4.3).
 
   The one fusion training loop of mf_tf: few-shot finetuning (MetaFuse^K, AffineFuse^K,
@@ -477,6 +508,11 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
     head_size_px: Head size for the validation JDR (detected within half of it), heatmap px:
       a scalar or [K, V] per frame and view (e.g. the frames' "head_size"; <= 0 or nan drops
       the view); None: CrossView's 0.1 of the side (25.6 px at 256 px input).
+    compiled: Optional dict that keeps the compiled training step between calls. Pass the same
+      dict to finetune the same layer object again from new weights (e.g. one layer per method,
+      its weights set for every K): with the same loss, temperature, proximal weight, learning
+      rate and `jit_compile` the step is not traced and compiled again (Adam and the proximal
+      anchors restart from the new weights). Anything else compiles a new step in its place.
 
   Returns:
     {"epochs": int, "loss": [...], "val_loss": [...], "val_jdr": [...],
@@ -505,8 +541,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   if not temperature > 0:
     raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
   threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
-  model = _FusionFit(layer, temperature, loss, proximal, name="fusion_finetune")
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+  model = _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile,
+                     {} if compiled is None else compiled)
   selector = _SelectByValidation(model, heatmaps[val], joints2d[val],
                                  (tf.constant(target[val]), tf.constant(weights[val])), threshold,
                                  layer.temperature, patience, selection)

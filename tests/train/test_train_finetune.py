@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mf_tf import checkpoints
 from mf_tf.data import world
@@ -150,3 +151,45 @@ def test_self_calibrated_init_from_labels_matches_the_calibrated_fusion(rig):
   assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
   with pytest.raises(ValueError, match="labels"):
     finetune.make_fusion_layer("self_calibrated", rig, size)
+
+
+def test_reused_compiled_step_trains_as_a_fresh_one(rig, frames, monkeypatch):
+  # One layer finetuned twice through one `compiled` dict, the second time from other weights
+  # (and with a proximal pull), ends exactly where a fresh layer and fresh compile end from those
+  # weights: Adam's moments, its step count and the proximal anchors restart, the step is traced
+  # once.
+  kwargs = dict(target_sigma=0.5, epochs=2, batch_size=4, patience=2, learning_rate=2e-2,
+                proximal=0.5, progress=False, selection="val_loss")
+  traces = []
+  original = finetune._FusionFit.compute_loss
+
+  def counting(self, *args, **kw):
+    if not tf.executing_eagerly():
+      traces.append(1)
+    return original(self, *args, **kw)
+
+  monkeypatch.setattr(finetune._FusionFit, "compute_loss", counting)
+  layer = finetune.make_fusion_layer("calibrated", rig, SIZE, theta_grid=2)
+  second_start = [w.copy() for w in layer.get_weights()]
+  residual = [w.name for w in layer.weights].index("theta_residual")
+  second_start[residual] = second_start[residual] + 0.01  # Another start.
+  compiled = {}
+  finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"], compiled=compiled,
+                           **kwargs)
+  model, count = compiled["model"], len(traces)
+  assert count >= 1
+  layer.set_weights(second_start)
+  reused = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
+                                    compiled=compiled, **kwargs)
+  assert compiled["model"] is model and len(traces) == count  # No new trace.
+  fresh = finetune.make_fusion_layer("calibrated", rig, SIZE, theta_grid=2, name="fresh")
+  fresh.set_weights(second_start)
+  expected = finetune.finetune_fusion(fresh, frames["heatmaps"], frames["joints2d"], **kwargs)
+  np.testing.assert_allclose(reused["loss"], expected["loss"], rtol=1e-5)
+  np.testing.assert_allclose(layer.theta_residual.numpy(), fresh.theta_residual.numpy(),
+                             atol=1e-6)
+  assert np.abs(layer.theta_residual.numpy() - second_start[residual]).max() > 1e-3  # Trained.
+  # Other settings: a new step in the dict's place.
+  finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"], compiled=compiled,
+                           **dict(kwargs, learning_rate=1e-2))
+  assert compiled["model"] is not model
