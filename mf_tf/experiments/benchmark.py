@@ -36,15 +36,18 @@ backbone briefly trained on rendered images of the same worlds (smaller, slower)
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import time
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 from mf_tf import checkpoints
 from mf_tf.data import joints as joints_lib
@@ -137,6 +140,9 @@ class BenchmarkSettings:
     paper_rows: Also run "metafuse_paper": MetaFuse^K exactly as the paper (meta-learned shared
       init, MSE, per-pixel theta, no selection beyond early stopping on the validation loss).
     outlier_px: Robust triangulation threshold (heatmap px) or None for the plain DLT.
+    workers: Processes that run the held-out rigs' trials side by side (source "detector"; the
+      image source runs them in this process). A fusion train step runs on one core, so on
+      C cores up to C workers each keep about their single-process speed.
   """
   joint_set: str = "h36m17"
   heatmap_size: int = 32
@@ -173,6 +179,7 @@ class BenchmarkSettings:
   metafuse_init: str = "self_calibrated"
   paper_rows: bool = True
   outlier_px: float | None = None
+  workers: int = 1
 
   def __post_init__(self):
     if self.source not in ("detector", "images"):
@@ -185,6 +192,8 @@ class BenchmarkSettings:
     if self.train_frames < max(self.shots):
       raise ValueError(f"benchmark train_frames={self.train_frames} is below the largest K "
                        f"{max(self.shots)}")
+    if int(self.workers) != self.workers or self.workers < 1:
+      raise ValueError(f"benchmark workers={self.workers}, expected an integer >= 1")
     if self.metafuse_init not in METAFUSE_INITS:
       raise ValueError(f"benchmark metafuse_init={self.metafuse_init!r}, expected one of "
                        f"{sorted(METAFUSE_INITS)}")
@@ -393,6 +402,9 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
     workdir: If set, meta-parameters go to <workdir>/metafuse.npz and affine.npz.
     progress: Progress bars.
     backbone: The image backbone (source "images").
+
+  With `settings.workers` > 1 (source "detector") meta-training runs in worker processes while
+  this one pretrains AffineFuse and NaiveFuse (the same parameters as in one process).
   """
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   timings = {}
@@ -408,23 +420,35 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
 
   start = time.time()
   paper_maml = dataclasses.replace(settings.maml, loss="mse")
-  meta = paper = None
+  maml_runs = {}  # name -> (log line, MamlSettings, init, theta_by_pair)
   if settings.metafuse_init == "shared":
-    logging.info("benchmark: MetaFuse meta-training, %d steps of %d tasks over %d pairs",
-                 settings.maml.num_steps, settings.maml.tasks_per_step, len(pairs))
-    meta = metatrain.metatrain_fusion(pool, pairs, settings.maml, progress=progress)
+    maml_runs["metafuse"] = (f"MetaFuse meta-training, {settings.maml.num_steps} steps of "
+                             f"{settings.maml.tasks_per_step} tasks over {len(pairs)} pairs",
+                             settings.maml, None, None)
   elif settings.metafuse_init == "calibrated":
-    logging.info("benchmark: MetaFuse meta-training from calibrated theta, %d steps",
-                 settings.maml.num_steps)
     init, theta_by_pair = metatrain.calibrated_meta_init(
         rig, settings.heatmap_size, settings.line_width_px, settings.line_value)
-    meta = metatrain.metatrain_fusion(pool, pairs, settings.maml, init=init, progress=progress,
-                                      theta_by_pair=theta_by_pair)
+    maml_runs["metafuse"] = (f"MetaFuse meta-training from calibrated theta, "
+                             f"{settings.maml.num_steps} steps", settings.maml, init,
+                             theta_by_pair)
   if settings.paper_rows and settings.metafuse_init != "shared":
-    logging.info("benchmark: MetaFuse meta-training as in the paper, %d steps",
-                 settings.maml.num_steps)
-    paper = metatrain.metatrain_fusion(pool, pairs, paper_maml, progress=progress)
-  timings["metafuse_pretrain_s"] = time.time() - start
+    maml_runs["metafuse_paper"] = (f"MetaFuse meta-training as in the paper, "
+                                   f"{settings.maml.num_steps} steps", paper_maml, None, None)
+  # With workers, meta-training runs in worker processes while this one pretrains the baselines.
+  parallel = settings.workers > 1 and backbone is None and maml_runs
+  executor = _worker_pool(min(int(settings.workers), len(maml_runs))) if parallel else None
+  meta_params, futures = {}, {}
+  for name, (line, maml_settings, init, theta_by_pair) in maml_runs.items():
+    logging.info("benchmark: %s%s", line, " (worker process)" if parallel else "")
+    if parallel:
+      futures[name] = executor.submit(_metatrain_job, pool, pairs, maml_settings, init,
+                                      theta_by_pair, _worker_threads(settings.workers))
+    else:
+      meta_params[name] = metatrain.metatrain_fusion(pool, pairs, maml_settings, init=init,
+                                                     progress=progress,
+                                                     theta_by_pair=theta_by_pair)
+  if not parallel:
+    timings["metafuse_pretrain_s"] = time.time() - start
 
   start = time.time()
   logging.info("benchmark: AffineFuse pretraining (plain Adam), %d steps",
@@ -433,10 +457,6 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
                            progress=progress)
   timings["affine_pretrain_s"] = time.time() - start
   if workdir:
-    for name, params in (("metafuse", meta), ("metafuse_paper", paper)):
-      if params is not None:
-        checkpoints.save_meta_params(params, os.path.join(workdir, f"{name}.npz"),
-                                   {"method": "maml", "init": settings.metafuse_init})
     checkpoints.save_meta_params(affine, os.path.join(workdir, "affine.npz"), {"method": "sgd"})
 
   start = time.time()
@@ -454,6 +474,17 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
              label=f"naive pretrain V={num_views}", **settings.recipe())
     naive[num_views] = layer.matrices.numpy()
   timings["naive_pretrain_s"] = time.time() - start
+  if parallel:
+    with executor:
+      for name, future in futures.items():
+        meta_params[name], seconds = future.result()
+        timings["metafuse_pretrain_s"] = timings.get("metafuse_pretrain_s", 0) + seconds
+  meta, paper = meta_params.get("metafuse"), meta_params.get("metafuse_paper")
+  if workdir:
+    for name, params in (("metafuse", meta), ("metafuse_paper", paper)):
+      if params is not None:
+        checkpoints.save_meta_params(params, os.path.join(workdir, f"{name}.npz"),
+                                   {"method": "maml", "init": settings.metafuse_init})
   return Pretrained(meta, affine, naive, timings, paper)
 
 
@@ -720,6 +751,72 @@ def heldout_rigs(settings: BenchmarkSettings) -> list[tuple[str, list]]:
   return out
 
 
+def _worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """Spawned worker processes (TensorFlow does not survive a fork)."""
+  return concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _worker_threads(workers: int) -> int:
+  """Each worker's share of this machine's cores."""
+  return max(1, (os.cpu_count() or 1) // int(workers))
+
+
+def _in_worker(threads: int | None) -> None:
+  """A spawned worker's TensorFlow threads and log level (the parent's INFO)."""
+  if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    logging.set_verbosity(logging.INFO)
+
+
+def _metatrain_job(pool, pairs, maml_settings, init, theta_by_pair,
+                   threads: int | None = None) -> tuple[maml.MetaParams, float]:
+  """One meta-training run (`metatrain.metatrain_fusion`) in a worker: (params, seconds)."""
+  _in_worker(threads)
+  start = time.time()
+  params = metatrain.metatrain_fusion(pool, pairs, maml_settings, init=init, progress=False,
+                                      theta_by_pair=theta_by_pair)
+  return params, time.time() - start
+
+
+def _rig_job(rig, pretrained: Pretrained, settings: BenchmarkSettings, seed: int, progress: bool,
+             backbone=None, threads: int | None = None) -> tuple[dict, float]:
+  """One held-out trial (`benchmark_rig`), in this process or a worker: (results, seconds)."""
+  _in_worker(threads)
+  start = time.time()
+  logging.info("benchmark: held-out rig %s (%d views, seed %d)", rig.name, rig.num_views, seed)
+  results = benchmark_rig(rig, pretrained, settings, seed=seed, progress=progress,
+                          backbone=backbone)
+  return results, time.time() - start
+
+
+def _run_rig_jobs(jobs, pretrained: Pretrained, settings: BenchmarkSettings, progress: bool,
+                  backbone):
+  """Yields (name, trial, results, seconds) of every (name, trial, trials, rig, seed) job as it
+  ends: in this process, or with `settings.workers` > 1 in spawned worker processes, the rigs
+  with the most camera pairs first (the longest jobs start first)."""
+  workers = min(int(settings.workers), len(jobs))
+  if workers <= 1 or backbone is not None:
+    for name, trial, trials, rig, seed in jobs:
+      logging.info("benchmark: trial %d/%d of %s", trial + 1, trials, name)
+      yield (name, trial) + _rig_job(rig, pretrained, settings, seed, progress, backbone)
+    return
+  threads = _worker_threads(workers)
+  order = sorted(jobs, key=lambda job: -job[3].num_views * (job[3].num_views - 1))
+  logging.info("benchmark: %d held-out trials on %d worker processes (%d threads each)",
+               len(jobs), workers, threads)
+  with _worker_pool(workers) as pool:
+    futures = {pool.submit(_rig_job, rig, pretrained, settings, seed, False, None, threads):
+               (name, trial, trials, rig) for name, trial, trials, rig, seed in order}
+    for future in concurrent.futures.as_completed(futures):
+      name, trial, trials, rig = futures[future]
+      results, seconds = future.result()
+      logging.info("benchmark: %s (trial %d/%d, %d views) done in %.0f s", rig.name, trial + 1,
+                   trials, rig.num_views, seconds)
+      yield name, trial, results, seconds
+
+
 def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dict | None = None,
                   progress: bool = True) -> dict:
   """The whole protocol (module docstring); writes results.json, results.md and the plots.
@@ -745,22 +842,24 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
              "config": config_dict if config_dict is not None else dataclasses.asdict(settings),
              "timings": dict(pretrained.timings)}
   json_path = os.path.join(out_dir, "results.json")
-  for index, (name, trial_rigs) in enumerate(targets):
-    rig_start = time.time()
-    trial_results = []
-    for trial, rig in enumerate(trial_rigs):
-      logging.info("benchmark: held-out rig %s (trial %d/%d, %d views)", rig.name, trial + 1,
-                   len(trial_rigs), rig.num_views)
-      trial_results.append(benchmark_rig(rig, pretrained, settings,
-                                         seed=settings.seed + 1000 * (index + 1) + 10 * trial,
-                                         progress=progress, backbone=backbone))
-    payload["rigs"][name] = average_results(trial_results)
+  jobs = [(name, trial, len(trial_rigs), rig, settings.seed + 1000 * (index + 1) + 10 * trial)
+          for index, (name, trial_rigs) in enumerate(targets)
+          for trial, rig in enumerate(trial_rigs)]
+  done = {name: {} for name, _ in targets}
+  for name, trial, result, seconds in _run_rig_jobs(jobs, pretrained, settings, progress,
+                                                    backbone):
+    done[name][trial] = result
+    payload["timings"][f"rig_{name}_s"] = payload["timings"].get(f"rig_{name}_s", 0) + seconds
+    trial_rigs = dict(targets)[name]
+    if len(done[name]) < len(trial_rigs):
+      continue
+    payload["rigs"][name] = average_results([done[name][t] for t in range(len(trial_rigs))])
     payload["trials"][name] = [r.name for r in trial_rigs]
     payload["targets"][name] = check_targets(payload["rigs"][name], settings.shots)
-    payload["timings"][f"rig_{name}_s"] = time.time() - rig_start
     write_json_atomic(payload, json_path)  # Partial results survive an interrupted run.
     plots.plot_jdr_vs_shots(payload["rigs"][name], os.path.join(out_dir, f"figure7_{name}.png"),
                             title=f"JDR on the held-out rig {name}")
+  payload["rigs"] = {name: payload["rigs"][name] for name, _ in targets}  # Config order.
   payload["timings"]["total_s"] = time.time() - start
   write_json_atomic(payload, json_path)
   with open(os.path.join(out_dir, "results.md"), "w") as f:

@@ -64,7 +64,8 @@ def settings_from_config(config) -> benchmark.BenchmarkSettings:
       loss=fusion.loss, selection=str(config.finetune.selection),
       theta_grid=int(config.finetune.theta_grid), metafuse_init=str(section.metafuse_init),
       paper_rows=bool(section.paper_rows),
-      outlier_px=float(config.evaluate.outlier_px) or None)
+      outlier_px=float(config.evaluate.outlier_px) or None,
+      workers=int(section.get("workers", 1)))
 
 
 def run(config, workdir: str) -> dict:
