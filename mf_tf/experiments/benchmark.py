@@ -44,6 +44,7 @@ import math
 import multiprocessing
 import os
 import time
+from typing import Callable
 
 from absl import logging
 import numpy as np
@@ -393,7 +394,9 @@ class Pretrained:
 
 
 def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = None,
-             progress: bool = True, backbone=None) -> Pretrained:
+             progress: bool = True, backbone=None,
+             executor: concurrent.futures.Executor | None = None,
+             then: Callable[[], None] | None = None) -> Pretrained:
   """Stage 1 of the protocol on the pretraining rig (module docstring).
 
   Args:
@@ -402,9 +405,9 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
     workdir: If set, meta-parameters go to <workdir>/metafuse.npz and affine.npz.
     progress: Progress bars.
     backbone: The image backbone (source "images").
-
-  With `settings.workers` > 1 (source "detector") meta-training runs in worker processes while
-  this one pretrains AffineFuse and NaiveFuse (the same parameters as in one process).
+    executor: Worker processes (`_worker_pool`): meta-training is submitted there and runs
+      while this process pretrains AffineFuse and NaiveFuse (the same parameters as here).
+    then: Called once meta-training is submitted, before the rest (e.g. to queue more work).
   """
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   timings = {}
@@ -434,9 +437,7 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
   if settings.paper_rows and settings.metafuse_init != "shared":
     maml_runs["metafuse_paper"] = (f"MetaFuse meta-training as in the paper, "
                                    f"{settings.maml.num_steps} steps", paper_maml, None, None)
-  # With workers, meta-training runs in worker processes while this one pretrains the baselines.
-  parallel = settings.workers > 1 and backbone is None and maml_runs
-  executor = _worker_pool(min(int(settings.workers), len(maml_runs))) if parallel else None
+  parallel = executor is not None
   meta_params, futures = {}, {}
   for name, (line, maml_settings, init, theta_by_pair) in maml_runs.items():
     logging.info("benchmark: %s%s", line, " (worker process)" if parallel else "")
@@ -449,6 +450,8 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
                                                      theta_by_pair=theta_by_pair)
   if not parallel:
     timings["metafuse_pretrain_s"] = time.time() - start
+  if then is not None:
+    then()
 
   start = time.time()
   logging.info("benchmark: AffineFuse pretraining (plain Adam), %d steps",
@@ -474,11 +477,9 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
              label=f"naive pretrain V={num_views}", **settings.recipe())
     naive[num_views] = layer.matrices.numpy()
   timings["naive_pretrain_s"] = time.time() - start
-  if parallel:
-    with executor:
-      for name, future in futures.items():
-        meta_params[name], seconds = future.result()
-        timings["metafuse_pretrain_s"] = timings.get("metafuse_pretrain_s", 0) + seconds
+  for name, future in futures.items():
+    meta_params[name], seconds = future.result()
+    timings["metafuse_pretrain_s"] = timings.get("metafuse_pretrain_s", 0) + seconds
   meta, paper = meta_params.get("metafuse"), meta_params.get("metafuse_paper")
   if workdir:
     for name, params in (("metafuse", meta), ("metafuse_paper", paper)):
@@ -496,27 +497,58 @@ def _eval(layer, frames, rig, settings, limb_lengths):
                                   outlier_px=settings.outlier_px)
 
 
-def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, seed: int,
-                  progress: bool = False, backbone=None) -> dict:
-  """Every method on one held-out rig.
+PARTS = ("all", "unpretrained", "pretrained")
+
+
+def needs_pretraining(method: str, shots, settings: BenchmarkSettings) -> bool:
+  """Whether a benchmark row needs stage 1 (the pretraining rig): No-Fusion, MetaFuse^0,
+  NaiveFuse^full and the self-calibrated MetaFuse^K do not, so they can run during it."""
+  if method == "no_fusion" or str(shots) in ("0", "full"):
+    return False
+  return not (method == "metafuse" and settings.metafuse_init == "self_calibrated")
+
+
+def _shots_order(shots: str):
+  return (shots == "full", int(shots) if shots.isdigit() else 0)
+
+
+def merge_results(parts: list[dict]) -> dict:
+  """One {method: {K: result}} from the parts of a trial (K in order: 0, the Ks, full)."""
+  return {method: dict(sorted(((k, r) for part in parts for k, r in part.get(method, {}).items()),
+                              key=lambda item: _shots_order(item[0])))
+          for method in METHODS}
+
+
+def benchmark_rig(rig, pretrained: Pretrained | None, settings: BenchmarkSettings, *, seed: int,
+                  progress: bool = False, backbone=None, part: str = "all") -> dict:
+  """Every method on one held-out rig (or one part of them).
 
   Args:
     rig: The held-out `Rig`.
-    pretrained: Stage-1 models.
+    pretrained: Stage-1 models (None for part "unpretrained").
     settings: `BenchmarkSettings`.
     seed: Seed of the rig's training frames; test frames use seed + 1.
     progress: Progress bars for training.
     backbone: The image backbone (source "images").
+    part: "all", or the rows that need no pretraining ("unpretrained", `needs_pretraining`) or
+      the others ("pretrained"); `merge_results` joins the two.
 
   Returns:
     {method: {K (str): result dict}}.
   """
+  if part not in PARTS:
+    raise ValueError(f"benchmark part={part!r}, expected one of {PARTS}")
+  if pretrained is None and part != "unpretrained":
+    raise ValueError(f"benchmark part={part!r} needs the pretrained models")
   size, temperature = settings.heatmap_size, settings.temperature
   train = simulate(rig, settings.train_frames, seed, settings, backbone=backbone)
   test = simulate(rig, settings.test_frames, seed + 1, settings, backbone=backbone)
   limb_lengths = pictorial.mean_limb_lengths(train["joints3d"][:settings.limb_frames],
                                              settings.joint_set)
   results = {method: {} for method in METHODS}
+
+  def wanted(method, shots):
+    return part == "all" or needs_pretraining(method, shots, settings) == (part == "pretrained")
 
   def record(method, shots, layer):
     start = time.time()
@@ -528,9 +560,10 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
                  result["mpjpe_triangulation_mm"], result["mpjpe_pictorial_mm"],
                  time.time() - start)
 
-  record("no_fusion", 0, None)
-  record("metafuse", 0, calibrated_layer(rig, size, temperature, settings.line_width_px,
-                                         settings.line_value))
+  if wanted("no_fusion", 0):
+    record("no_fusion", 0, None)
+    record("metafuse", 0, calibrated_layer(rig, size, temperature, settings.line_width_px,
+                                           settings.line_value))
   fit_kwargs = dict(target_sigma=settings.target_sigma, seed=seed, progress=progress)
   common = dict(temperature=temperature, line_width_px=settings.line_width_px,
                 line_value=settings.line_value)
@@ -550,13 +583,18 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
   for shots in settings.shots:
     heatmaps, joints2d = train["heatmaps"][:shots], train["joints2d"][:shots]
     head = train["head_size"][:shots] if "head_size" in train else None
-    runs = [("metafuse", metafuse_method, pretrained.metafuse, False),
-            ("affine", "affine", pretrained.affine, False),
-            ("naive", "naive", pretrained.naive[rig.num_views], False)]
+    runs = [("metafuse", metafuse_method), ("affine", "affine"), ("naive", "naive")]
     if settings.paper_rows and metafuse_method != "metafuse":
-      runs.append(("metafuse_paper", "metafuse", pretrained.metafuse_paper, True))
-    for name, method, init, paper in runs:
-      naive = method == "naive"
+      runs.append(("metafuse_paper", "metafuse"))
+    for name, method in runs:
+      if not wanted(name, shots):
+        continue
+      naive, paper = method == "naive", name == "metafuse_paper"
+      # Without pretrained models only the self-calibrated MetaFuse^K gets here (no init).
+      init = None if pretrained is None else {
+          "metafuse": pretrained.metafuse, "affine": pretrained.affine,
+          "naive": pretrained.naive[rig.num_views],
+          "metafuse_paper": pretrained.metafuse_paper}[name]
       layer, compiled = reuse(name, finetune_lib.make_fusion_layer(
           method, rig, size, init=init, labels=joints2d, name=name,
           theta_grid=0 if (naive or paper) else settings.theta_grid, **common))
@@ -564,6 +602,8 @@ def benchmark_rig(rig, pretrained: Pretrained, settings: BenchmarkSettings, *, s
       finetune(layer, heatmaps, joints2d, fit, label=f"{rig.name} {name}^{shots}",
                head_size_px=head, compiled=compiled, **settings.recipe(paper), **fit_kwargs)
       record(name, shots, layer.materialize() if not naive else layer)
+  if not wanted("naive", "full"):
+    return results
   layer, compiled = reuse("naive", finetune_lib.make_fusion_layer(
       "naive", rig, size, temperature=temperature, name="naive_full"))
   if settings.naive_full_solver != "fit":
@@ -780,41 +820,67 @@ def _metatrain_job(pool, pairs, maml_settings, init, theta_by_pair,
   return params, time.time() - start
 
 
-def _rig_job(rig, pretrained: Pretrained, settings: BenchmarkSettings, seed: int, progress: bool,
-             backbone=None, threads: int | None = None) -> tuple[dict, float]:
-  """One held-out trial (`benchmark_rig`), in this process or a worker: (results, seconds)."""
+def _rig_job(rig, pretrained: Pretrained | None, settings: BenchmarkSettings, seed: int,
+             progress: bool, backbone=None, threads: int | None = None,
+             part: str = "all") -> tuple[dict, float]:
+  """One held-out trial or part of it (`benchmark_rig`), here or in a worker: (results, s)."""
   _in_worker(threads)
   start = time.time()
-  logging.info("benchmark: held-out rig %s (%d views, seed %d)", rig.name, rig.num_views, seed)
+  logging.info("benchmark: held-out rig %s (%d views, seed %d, rows: %s)", rig.name,
+               rig.num_views, seed, part)
   results = benchmark_rig(rig, pretrained, settings, seed=seed, progress=progress,
-                          backbone=backbone)
+                          backbone=backbone, part=part)
   return results, time.time() - start
 
 
-def _run_rig_jobs(jobs, pretrained: Pretrained, settings: BenchmarkSettings, progress: bool,
-                  backbone):
-  """Yields (name, trial, results, seconds) of every (name, trial, trials, rig, seed) job as it
-  ends: in this process, or with `settings.workers` > 1 in spawned worker processes, the rigs
-  with the most camera pairs first (the longest jobs start first)."""
-  workers = min(int(settings.workers), len(jobs))
+def _run_protocol(jobs, settings: BenchmarkSettings, view_counts, out_dir: str, progress: bool,
+                  backbone, timings: dict):
+  """Stage 1 and the held-out trials: yields (name, trial, results, seconds) of every (name,
+  trial, trials, rig, seed) job as it ends, after adding the pretraining timings to `timings`.
+
+  In this process: pretraining, then each trial whole. With `settings.workers` > 1 (source
+  "detector"), spawned worker processes: meta-training is submitted first, then every trial's
+  rows that need no pretraining (`needs_pretraining`), which run while this process pretrains
+  AffineFuse and NaiveFuse; then the other rows. Rigs with the most camera pairs go first.
+  """
+  workers = int(settings.workers)
   if workers <= 1 or backbone is not None:
+    pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
+                          backbone=backbone)
+    timings.update(pretrained.timings)
     for name, trial, trials, rig, seed in jobs:
-      logging.info("benchmark: trial %d/%d of %s", trial + 1, trials, name)
+      logging.info("benchmark: held-out rig %s (trial %d/%d of %s)", rig.name, trial + 1, trials,
+                   name)
       yield (name, trial) + _rig_job(rig, pretrained, settings, seed, progress, backbone)
     return
   threads = _worker_threads(workers)
   order = sorted(jobs, key=lambda job: -job[3].num_views * (job[3].num_views - 1))
-  logging.info("benchmark: %d held-out trials on %d worker processes (%d threads each)",
-               len(jobs), workers, threads)
-  with _worker_pool(workers) as pool:
-    futures = {pool.submit(_rig_job, rig, pretrained, settings, seed, False, None, threads):
-               (name, trial, trials, rig) for name, trial, trials, rig, seed in order}
-    for future in concurrent.futures.as_completed(futures):
+  logging.info("benchmark: %d held-out trials in 2 parts each on %d worker processes (%d threads "
+               "each)", len(jobs), workers, threads)
+  futures = {}
+  with _worker_pool(workers) as executor:
+
+    def submit(part, pretrained=None):
+      for name, trial, trials, rig, seed in order:
+        future = executor.submit(_rig_job, rig, pretrained, settings, seed, False, None, threads,
+                                 part)
+        futures[future] = (name, trial, trials, rig)
+
+    pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
+                          executor=executor, then=lambda: submit("unpretrained"))
+    timings.update(pretrained.timings)
+    submit("pretrained", pretrained)
+    parts = {}
+    for future in concurrent.futures.as_completed(list(futures)):
       name, trial, trials, rig = futures[future]
       results, seconds = future.result()
-      logging.info("benchmark: %s (trial %d/%d, %d views) done in %.0f s", rig.name, trial + 1,
-                   trials, rig.num_views, seconds)
-      yield name, trial, results, seconds
+      parts.setdefault((name, trial), []).append((results, seconds))
+      if len(parts[(name, trial)]) < 2:
+        continue
+      seconds = sum(s for _, s in parts[(name, trial)])
+      logging.info("benchmark: %s (trial %d/%d, %d views) done, %.0f s in workers", rig.name,
+                   trial + 1, trials, rig.num_views, seconds)
+      yield name, trial, merge_results([r for r, _ in parts[(name, trial)]]), seconds
 
 
 def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dict | None = None,
@@ -836,18 +902,16 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
   backbone = (prepare_image_backbone(pretrain_rig, settings, out_dir)
               if settings.source == "images" else None)
   view_counts = {r.num_views for _, trial_rigs in targets for r in trial_rigs}
-  pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
-                        backbone=backbone)
   payload = {"rigs": {}, "targets": {}, "trials": {},
              "config": config_dict if config_dict is not None else dataclasses.asdict(settings),
-             "timings": dict(pretrained.timings)}
+             "timings": {}}
   json_path = os.path.join(out_dir, "results.json")
   jobs = [(name, trial, len(trial_rigs), rig, settings.seed + 1000 * (index + 1) + 10 * trial)
           for index, (name, trial_rigs) in enumerate(targets)
           for trial, rig in enumerate(trial_rigs)]
   done = {name: {} for name, _ in targets}
-  for name, trial, result, seconds in _run_rig_jobs(jobs, pretrained, settings, progress,
-                                                    backbone):
+  for name, trial, result, seconds in _run_protocol(jobs, settings, view_counts, out_dir,
+                                                    progress, backbone, payload["timings"]):
     done[name][trial] = result
     payload["timings"][f"rig_{name}_s"] = payload["timings"].get(f"rig_{name}_s", 0) + seconds
     trial_rigs = dict(targets)[name]
