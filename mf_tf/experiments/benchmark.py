@@ -923,7 +923,8 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
     write_json_atomic(payload, json_path)  # Partial results survive an interrupted run.
     plots.plot_jdr_vs_shots(payload["rigs"][name], os.path.join(out_dir, f"figure7_{name}.png"),
                             title=f"JDR on the held-out rig {name}")
-  payload["rigs"] = {name: payload["rigs"][name] for name, _ in targets}  # Config order.
+  for key in ("rigs", "targets", "trials"):  # Config order (workers end in any order).
+    payload[key] = {name: payload[key][name] for name, _ in targets}
   payload["timings"]["total_s"] = time.time() - start
   write_json_atomic(payload, json_path)
   with open(os.path.join(out_dir, "results.md"), "w") as f:

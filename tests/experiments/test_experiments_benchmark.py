@@ -133,6 +133,8 @@ def test_smoke_benchmark_schema_and_floors(repo_root, tmp_path):
     stored = json.load(f)
   assert set(stored) >= {"rigs", "config"}
   assert stored["config"]["benchmark"]["shots"] == "50"
+  # Worker processes, each trial in two parts (rows without and with pretraining), merged.
+  assert stored["config"]["benchmark"]["workers"] == 2
   assert set(stored["rigs"]) == {"panoptic_heldout6", "h36m"}
   keys = {"jdr_mean", "jdr_per_joint", "jdr_visible", "jdr_occluded", "mpjpe_triangulation_mm",
           "mpjpe_pictorial_mm"}
@@ -166,3 +168,33 @@ def test_frames_with_nonfinite_heatmaps_raise_naming_the_frame():
   frames["heatmaps"][3, 1, 0, 0, 0] = np.inf
   with pytest.raises(FloatingPointError, match=r"rig: simulated 'heatmaps' of frame 1 .*\[1, 3\]"):
     benchmark._check_finite(frames, "rig")
+
+
+def test_rows_split_by_whether_they_need_pretraining():
+  settings = benchmark.BenchmarkSettings()  # Self-calibrated MetaFuse^K: no pretraining.
+  free = [("no_fusion", 0), ("metafuse", 0), ("metafuse", 50), ("naive", "full")]
+  assert not any(benchmark.needs_pretraining(m, k, settings) for m, k in free)
+  for method in ("affine", "naive", "metafuse_paper"):
+    assert benchmark.needs_pretraining(method, 50, settings)
+  shared = benchmark.BenchmarkSettings(metafuse_init="shared")
+  assert benchmark.needs_pretraining("metafuse", 50, shared)
+  assert not benchmark.needs_pretraining("metafuse", 0, shared)
+  with pytest.raises(ValueError, match="workers=0"):
+    benchmark.BenchmarkSettings(workers=0)
+
+
+def test_merge_results_joins_the_parts_of_a_trial_in_shots_order():
+  unpretrained = {"no_fusion": {"0": _result(70)}, "naive": {"full": _result(80)},
+                  "metafuse": {"0": _result(82), "50": _result(83)}}
+  pretrained = {"naive": {"500": _result(72), "50": _result(66)}, "affine": {"50": _result(75)}}
+  merged = benchmark.merge_results([unpretrained, pretrained])
+  assert set(merged) == set(benchmark.METHODS)
+  assert list(merged["naive"]) == ["50", "500", "full"]
+  assert merged["naive"]["full"]["jdr_mean"] == 80 and merged["affine"]["50"]["jdr_mean"] == 75
+  assert list(merged["metafuse"]) == ["0", "50"] and merged["metafuse_paper"] == {}
+  with pytest.raises(ValueError, match="part='half'"):
+    benchmark.benchmark_rig(rigs.get_rig("h36m"), None, benchmark.BenchmarkSettings(), seed=0,
+                            part="half")
+  with pytest.raises(ValueError, match="needs the pretrained models"):
+    benchmark.benchmark_rig(rigs.get_rig("h36m"), None, benchmark.BenchmarkSettings(), seed=0,
+                            part="pretrained")
