@@ -887,21 +887,25 @@ def _run_protocol(jobs, settings: BenchmarkSettings, view_counts, out_dir: str, 
                                  part)
         futures[future] = (name, trial, trials, rig)
 
-    pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
-                          executor=executor, then=lambda: submit("unpretrained"))
-    timings.update(pretrained.timings)
-    submit("pretrained", pretrained)
-    parts = {}
-    for future in concurrent.futures.as_completed(list(futures)):
-      name, trial, trials, rig = futures[future]
-      results, seconds = future.result()
-      parts.setdefault((name, trial), []).append((results, seconds))
-      if len(parts[(name, trial)]) < 2:
-        continue
-      seconds = sum(s for _, s in parts[(name, trial)])
-      logging.info("benchmark: %s (trial %d/%d, %d views) done, %.0f s in workers", rig.name,
-                   trial + 1, trials, rig.num_views, seconds)
-      yield name, trial, merge_results([r for r, _ in parts[(name, trial)]]), seconds
+    try:
+      pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
+                            executor=executor, then=lambda: submit("unpretrained"))
+      timings.update(pretrained.timings)
+      submit("pretrained", pretrained)
+      parts = {}
+      for future in concurrent.futures.as_completed(list(futures)):
+        name, trial, trials, rig = futures[future]
+        results, seconds = future.result()
+        parts.setdefault((name, trial), []).append((results, seconds))
+        if len(parts[(name, trial)]) < 2:
+          continue
+        seconds = sum(s for _, s in parts[(name, trial)])
+        logging.info("benchmark: %s (trial %d/%d, %d views) done, %.0f s in workers", rig.name,
+                     trial + 1, trials, rig.num_views, seconds)
+        yield name, trial, merge_results([r for r, _ in parts[(name, trial)]]), seconds
+    except BaseException:  # A failed job or an interrupt: queued jobs do not start.
+      executor.shutdown(wait=False, cancel_futures=True)
+      raise
 
 
 def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dict | None = None,
