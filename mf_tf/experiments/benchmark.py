@@ -869,9 +869,7 @@ def _run_protocol(jobs, settings: BenchmarkSettings, view_counts, out_dir: str, 
     pretrained = pretrain(settings, view_counts, workdir=out_dir, progress=progress,
                           backbone=backbone)
     timings.update(pretrained.timings)
-    for name, trial, trials, rig, seed in jobs:
-      logging.info("benchmark: held-out rig %s (trial %d/%d of %s)", rig.name, trial + 1, trials,
-                   name)
+    for name, trial, _, rig, seed in jobs:  # `_rig_job` logs the rig it starts.
       yield (name, trial) + _rig_job(rig, pretrained, settings, seed, progress, backbone)
     return
   threads = _worker_threads(workers)
