@@ -13,6 +13,7 @@ stderr and exits with status 2; `--verbosity=1` (or higher) also prints the trac
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 import traceback
@@ -22,40 +23,24 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from mf_tf.modes import benchmark
-from mf_tf.modes import common as modes_common
-from mf_tf.modes import convert
-from mf_tf.modes import demo
-from mf_tf.modes import evaluate
-from mf_tf.modes import export
-from mf_tf.modes import finetune
-from mf_tf.modes import metatrain
-from mf_tf.modes import precompute
-from mf_tf.modes import predict
-from mf_tf.modes import pretrain
-from mf_tf.modes import simulate
-from mf_tf.modes import tflite
-from mf_tf.modes import video
-from mf_tf.modes import warmup
-
-# name -> (run function, one-line help). Each function is run(config, workdir); predict also takes
-# the --server, --rig and --images flags.
+# name -> one-line help. Mode NAME runs `mf_tf.modes.NAME.run(config, workdir)` (predict also
+# takes the --server, --rig and --images flags). A mode's module (and with it TensorFlow) is
+# imported only when the mode runs, so help and usage errors answer at once.
 MODES = {
-    "simulate": (simulate.run,
-                 "write a synthetic multi-view dataset for a rig and a PNG contact sheet of one frame"),
-    "warmup": (warmup.run, "train the backbone on rendered images (MSE to Gaussians)"),
-    "precompute": (precompute.run, "store the pretraining rig's heatmap pool"),
-    "metatrain": (metatrain.run, "MAML over camera-pair tasks: omega_base, theta init"),
-    "pretrain": (pretrain.run, "baselines: AffineFuse / NaiveFuse by plain training"),
-    "finetune": (finetune.run, "finetune fusion (theta only) on K frames of a new rig"),
-    "convert": (convert.run, "convert a TRUSTED annotation pickle to the safe format"),
-    "export": (export.run, "export a TF Serving SavedModel per rig + models.config"),
-    "predict": (predict.run, "send --images of each view to --server for --rig"),
-    "tflite": (tflite.run, "convert the backbone to TFLite; size, latency, agreement"),
-    "evaluate": (evaluate.run, "JDR and MPJPE (DLT, pictorial) of fusion methods"),
-    "benchmark": (benchmark.run, "paper protocol: all methods x K on held-out rigs"),
-    "demo": (demo.run, "end to end: meta-train, finetune on a new rig, compare, plot"),
-    "video": (video.run, "real synchronized frames: BlazePose, associate, fuse, 3D"),
+    "simulate": "write a synthetic multi-view dataset for a rig and a contact sheet of one frame",
+    "warmup": "train the backbone on rendered images (MSE to Gaussians)",
+    "precompute": "store the pretraining rig's heatmap pool",
+    "metatrain": "MAML over camera-pair tasks: omega_base, theta init",
+    "pretrain": "baselines: AffineFuse / NaiveFuse by plain training",
+    "finetune": "finetune fusion (theta only) on K frames of a new rig",
+    "convert": "convert a TRUSTED annotation pickle to the safe format",
+    "export": "export a TF Serving SavedModel per rig + models.config",
+    "predict": "send --images of each view to --server for --rig",
+    "tflite": "convert the backbone to TFLite; size, latency, agreement",
+    "evaluate": "JDR and MPJPE (DLT, pictorial) of fusion methods",
+    "benchmark": "paper protocol: all methods x K on held-out rigs",
+    "demo": "end to end: meta-train, finetune on a new rig, compare, plot",
+    "video": "real synchronized frames: BlazePose, associate, fuse, 3D",
 }
 
 # Exit status of a user error (bad flag, config or input), as absl uses for usage errors.
@@ -86,7 +71,7 @@ def _define_flags() -> _Flags:
   return _Flags(
       mode=flags.DEFINE_enum(
           "mode", None, list(MODES),
-          "What to run:\n" + "\n".join(f"  {name}: {text}" for name, (_, text) in MODES.items())),
+          "What to run:\n" + "\n".join(f"  {name}: {text}" for name, text in MODES.items())),
       workdir=flags.DEFINE_string("workdir", "workdir",
                                   "Directory for outputs, checkpoints and logs."),
       config=config_flags.DEFINE_config_file(
@@ -101,7 +86,7 @@ def resolve_mode(mode: str):
   """The run function of a mode name (a key of MODES)."""
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(MODES)}")
-  return MODES[mode][0]
+  return importlib.import_module(f"mf_tf.modes.{mode}").run
 
 
 def _message(error: BaseException) -> str:
@@ -170,6 +155,8 @@ def _check_common(config, mode: str) -> None:
     value = config.get(key)
     if value is not None and (int(value) != value or value < 2):
       raise ValueError(f"config.{key}={value}, expected an integer >= 2 pixels")
+  from mf_tf.modes import common as modes_common  # TensorFlow: imported once a mode is to run.
+
   if "fusion" in config:
     modes_common.fusion_settings(config)
   if mode in _RIG_MODES and "rig" in config:

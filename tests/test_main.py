@@ -37,6 +37,15 @@ def test_resolve_rejects_unknown_mode():
     main_lib.resolve_mode("nope")
 
 
+def test_help_and_usage_errors_do_not_import_tensorflow(repo_root):
+  # A mode's module (and TensorFlow) is imported only when the mode runs.
+  code = ("import sys; from mf_tf import main; "
+          "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
+                          text=True, timeout=60, check=True)
+  assert result.stdout.split() == ["False", "False"], result.stdout + result.stderr
+
+
 def test_helpfull_lists_every_mode(repo_root):
   result = run_cli(repo_root, "--helpfull")
   for mode in main_lib.MODES:

@@ -144,8 +144,12 @@ class BenchmarkSettings:
       init, MSE, per-pixel theta, no selection beyond early stopping on the validation loss).
     outlier_px: Robust triangulation threshold (heatmap px) or None for the plain DLT.
     workers: Processes that run the held-out rigs' trials side by side (source "detector"; the
-      image source runs them in this process). A fusion train step runs on one core, so on
-      C cores up to C workers each keep about their single-process speed.
+      image source runs them in this process). An AffineFusion train step runs on one core, so
+      a second process keeps the other one busy.
+    worker_threads: TensorFlow intra- and inter-op threads of each worker process; 0 leaves
+      TensorFlow's default (every core). Measured on 2 cores, default config, 2 workers: 580 s
+      with 2 threads each (the default there), 1057 s with 1 thread each (the multi-threaded
+      phases, NaiveFuse's dense products, evaluation and the MAML step, then run on one core).
   """
   joint_set: str = "h36m17"
   heatmap_size: int = 32
@@ -183,6 +187,7 @@ class BenchmarkSettings:
   paper_rows: bool = True
   outlier_px: float | None = None
   workers: int = 1
+  worker_threads: int = 0
 
   def __post_init__(self):
     if self.source not in ("detector", "images"):
@@ -197,6 +202,9 @@ class BenchmarkSettings:
                        f"{max(self.shots)}")
     if int(self.workers) != self.workers or self.workers < 1:
       raise ValueError(f"benchmark workers={self.workers}, expected an integer >= 1")
+    if int(self.worker_threads) != self.worker_threads or self.worker_threads < 0:
+      raise ValueError(f"benchmark worker_threads={self.worker_threads}, expected an integer "
+                       ">= 0 (0: TensorFlow's default)")
     if self.metafuse_init not in METAFUSE_INITS:
       raise ValueError(f"benchmark metafuse_init={self.metafuse_init!r}, expected one of "
                        f"{sorted(METAFUSE_INITS)}")
@@ -445,7 +453,7 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
     logging.info("benchmark: %s%s", line, " (worker process)" if parallel else "")
     if parallel:
       futures[name] = executor.submit(_metatrain_job, pool, pairs, maml_settings, init,
-                                      theta_by_pair, _worker_threads(settings.workers))
+                                      theta_by_pair, int(settings.worker_threads))
     else:
       meta_params[name] = metatrain.metatrain_fusion(pool, pairs, maml_settings, init=init,
                                                      progress=progress,
@@ -818,17 +826,16 @@ def _worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
       workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _worker_threads(workers: int) -> int:
-  """Each worker's share of this machine's cores."""
-  return max(1, (os.cpu_count() or 1) // int(workers))
-
-
 def _in_worker(threads: int | None) -> None:
-  """A spawned worker's TensorFlow threads and log level (the parent's INFO)."""
+  """A spawned worker's TensorFlow threads (0: TensorFlow's default) and log format and level
+  (the parent's: absl, INFO); None: this process, nothing to set."""
+  if threads is None:
+    return
   if threads:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    logging.set_verbosity(logging.INFO)
+  logging.use_absl_handler()  # Timestamped lines, as the parent's.
+  logging.set_verbosity(logging.INFO)
 
 
 def _metatrain_job(pool, pairs, maml_settings, init, theta_by_pair,
@@ -872,10 +879,10 @@ def _run_protocol(jobs, settings: BenchmarkSettings, view_counts, out_dir: str, 
     for name, trial, _, rig, seed in jobs:  # `_rig_job` logs the rig it starts.
       yield (name, trial) + _rig_job(rig, pretrained, settings, seed, progress, backbone)
     return
-  threads = _worker_threads(workers)
+  threads = int(settings.worker_threads)
   order = sorted(jobs, key=lambda job: -job[3].num_views * (job[3].num_views - 1))
-  logging.info("benchmark: %d held-out trials in 2 parts each on %d worker processes (%d threads "
-               "each)", len(jobs), workers, threads)
+  logging.info("benchmark: %d held-out trials in 2 parts each on %d worker processes (%s threads "
+               "each)", len(jobs), workers, threads or "TensorFlow's default")
   futures = {}
   with _worker_pool(workers) as executor:
 

@@ -65,7 +65,8 @@ def settings_from_config(config) -> benchmark.BenchmarkSettings:
       theta_grid=int(config.finetune.theta_grid), metafuse_init=str(section.metafuse_init),
       paper_rows=bool(section.paper_rows),
       outlier_px=float(config.evaluate.outlier_px) or None,
-      workers=int(section.get("workers", 1)))
+      workers=int(section.get("workers", 1)),
+      worker_threads=int(section.get("worker_threads", 0)))
 
 
 def run(config, workdir: str) -> dict:
