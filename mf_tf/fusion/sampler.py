@@ -141,11 +141,13 @@ def warp_maps(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
   return tf.reshape(warped, tf.concat([tf.shape(warped)[:-1], [height, width]], 0))
 
 
-# Values in one chunk's [P, n, HW_source] warp block (16 MiB in float32); about a dozen such
-# blocks are alive while a chunk's gradient is computed. Measured at 64x64 under XLA on CPU
-# (benchmarks/memory_bench.py): 2^21 to 2^23 run the 4-view forward + backward equally fast
-# (2^20 about 20% slower), and 2^22 keeps its peak at 0.26 GB (2^23: 0.45 GB).
-REMAT_CHUNK_ELEMENTS = 1 << 22
+# Values in one chunk's [P, n, HW_source] warp block (8 MiB in float32); about a dozen such
+# blocks are alive while a chunk's gradient is computed. Measured with the coefficient-table
+# sampler under XLA on 2 CPU cores (benchmarks/memory_bench.py; plain matrices 2.66-2.75 s):
+# the 4-view forward + backward at 64x64 takes 3.18-3.36 s at 2^21 (peak 0.33 GB), 3.65 s at
+# 2^22 (0.45 GB), 3.27 s at 2^23 (0.65 GB); the one-pair second-order MAML step peaks at 0.49 GB
+# at 2^21; at 32x32, 2^21 and 2^22 run equally fast. (2^20 was 20% slower with the corner table.)
+REMAT_CHUNK_ELEMENTS = 1 << 21
 
 
 def remat_chunk_pixels(num_maps: int, num_target: int, num_source: int,
