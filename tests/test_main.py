@@ -37,8 +37,9 @@ def test_resolve_rejects_unknown_mode():
     main_lib.resolve_mode("nope")
 
 
-def test_help_and_usage_errors_do_not_import_tensorflow(repo_root):
-  # A mode's module (and TensorFlow) is imported only when the mode runs.
+def test_importing_the_entry_point_does_not_import_tensorflow(repo_root):
+  # A mode's module (and TensorFlow) is imported only when the mode runs, so --helpfull and flag
+  # errors answer without it.
   code = ("import sys; from mf_tf import main; "
           "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
   result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,

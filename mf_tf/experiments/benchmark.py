@@ -147,7 +147,7 @@ class BenchmarkSettings:
       image source runs them in this process). An AffineFusion train step runs on one core, so
       a second process keeps the other one busy.
     worker_threads: TensorFlow intra- and inter-op threads of each worker process; 0 leaves
-      TensorFlow's default (every core). Measured on 2 cores, default config, 2 workers: 580 s
+      TensorFlow's default (every core). Measured on 2 cores, default config, 2 workers: 504 s
       with 2 threads each (the default there), 1057 s with 1 thread each (the multi-threaded
       phases, NaiveFuse's dense products, evaluation and the MAML step, then run on one core).
   """

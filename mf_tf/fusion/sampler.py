@@ -19,9 +19,10 @@ with x the column and y the row, pixel centres at integers (mf_tf's heatmap conv
 
 Implementation: one `tf.gather` per output pixel from a table holding, for every 2x2 patch of the
 zero-padded base, the coefficients of its bilinear polynomial (floor indices carry no gradient; the
-fractional offsets carry the gradient in theta), then that polynomial at the offsets. This is piecewise polynomial in theta and linear in omega_base, so first- and
-second-order gradients (MAML) are exact almost everywhere and XLA-compilable. `tf.recompute_grad`
-is deliberately not used: it breaks second-order gradients.
+fractional offsets carry the gradient in theta), then that polynomial at the offsets. This is
+piecewise polynomial in theta and linear in omega_base, so first- and second-order gradients
+(MAML) are exact almost everywhere and XLA-compilable. `tf.recompute_grad` is deliberately not
+used: it breaks second-order gradients.
 
 `warp_product` fuses the warp with the product that consumes it (paper Eq. 1's W h) and never
 keeps the [P, HW, HW] warps: it runs over chunks of target pixels, and its gradient, of every
@@ -68,8 +69,8 @@ def _bilinear_table(omega_base: tf.Tensor) -> tf.Tensor:
 
   which is the bilinear blend (p00 (1 - fx) + p01 fx) (1 - fy) + (p10 (1 - fx) + p11 fx) fy.
   Gathering coefficients instead of corners leaves fewer operations per sample point, forward
-  and backward (one pair's fusion forward + backward at 64x64 under XLA on 2 CPU cores: 213 ms
-  against 259 ms, `benchmarks/torch_compare.py`'s problem).
+  and backward (one pair's fusion forward + backward at 64x64 under XLA on 2 CPU cores, on
+  `benchmarks/torch_compare.py`'s problem with the matrix materialized: 213 ms against 259 ms).
   """
   height, width = omega_base.shape[-2], omega_base.shape[-1]
   rank = omega_base.shape.rank
