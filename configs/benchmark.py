@@ -7,7 +7,7 @@ r"""The paper's benchmark protocol (Sec. 5.1-5.2, Figure 7) on the synthetic wor
 
 Variants:
   (none)  sized for 2 CPU cores: 32x32 heatmaps, short meta-training, 1 Panoptic trial,
-          Human3.6M and Shelf, K in {50, 500}, MPJPE by triangulation (no RPSM); about 13 min.
+          Human3.6M and Shelf, K in {50, 500}, MPJPE by triangulation (no RPSM); about 8.5 min.
   smoke   a few minutes in CI: 16x16 heatmaps, a handful of steps, K = 50 only.
   full    paper scale (64x64 heatmaps, long meta-training, 5 Panoptic trials): for an accelerator.
   images  the rendered-image backbone path instead of the simulated detector (small, slower).

@@ -181,6 +181,8 @@ def test_rows_split_by_whether_they_need_pretraining():
   assert not benchmark.needs_pretraining("metafuse", 0, shared)
   with pytest.raises(ValueError, match="workers=0"):
     benchmark.BenchmarkSettings(workers=0)
+  with pytest.raises(ValueError, match="worker_threads=-1"):
+    benchmark.BenchmarkSettings(worker_threads=-1)
 
 
 def test_merge_results_joins_the_parts_of_a_trial_in_shots_order():
