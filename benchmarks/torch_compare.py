@@ -47,6 +47,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from mf_tf.fusion import ops  # noqa: E402
+from mf_tf.fusion import warp_kernel  # noqa: E402
 from mf_tf.meta import maml  # noqa: E402
 
 GOAL_SPEEDUP = 3.0  # torch time / mf_tf time, one pair forward + backward at paper shapes.
@@ -107,11 +108,15 @@ def _grad_step(omega_base, theta, heatmaps, target, weights, *, loss_fn, tempera
   return loss, grad_omega, grad_theta
 
 
-def _mf_tf_step(loss_fn, temperature):
-  """Compiled forward + backward: (loss, d loss / d omega_base, d loss / d theta)."""
+def _mf_tf_step(loss_fn, temperature, jit_compile):
+  """Forward + backward as one tf.function: (loss, d loss / d omega_base, d loss / d theta).
+
+  Under XLA the warp is the TensorFlow-op sampler; without, the compiled warp kernels
+  (`mf_tf.fusion.warp_kernel`, when they build here).
+  """
   # A partial, so that each step counts its own traces (tf.function keys them by code object).
   return tf.function(functools.partial(_grad_step, loss_fn=loss_fn, temperature=temperature),
-                     jit_compile=True)
+                     jit_compile=jit_compile)
 
 
 # ------------------------------------------------------------------------------------ torch
@@ -220,8 +225,14 @@ def main(argv=None):
         f"PyTorch {torch.__version__} (threads {torch.get_num_threads()}), "
         f"{os.cpu_count()} CPUs, devices {[d.name for d in tf.config.list_logical_devices()]}")
 
-  steps = {"mf_tf": _mf_tf_step(_mf_tf_loss, temperature),
-           "mf_tf_1": _mf_tf_step(_mf_tf_single_product_loss, temperature)}
+  kernels = warp_kernel.available()
+  print("warp kernels: " + ("built and loaded" if kernels else
+                            f"unavailable ({warp_kernel.unavailable_reason()})"))
+  # mf_tf: the step as meta-training runs it (kernels without XLA where they build, else XLA).
+  steps = {"mf_tf": _mf_tf_step(_mf_tf_loss, temperature, jit_compile=not kernels),
+           "mf_tf_1": _mf_tf_step(_mf_tf_single_product_loss, temperature, not kernels)}
+  if kernels:
+    steps["mf_tf_xla"] = _mf_tf_step(_mf_tf_loss, temperature, jit_compile=True)
   for height, width in ((12, 16), (16, 16)):
     worst = check_same_values(steps, height, width, 4, 2, temperature)
     print(f"same values, mf_tf and mf_tf_1 vs torch at {height}x{width}, 4 joints, batch 2; "

@@ -1,6 +1,7 @@
 """Multi-view heatmap fusion (MetaFuse paper Sec. 3-4.1).
 
   sampler     differentiable bilinear spatial-transformer sampler (pure TF, second order, XLA)
+  warp_kernel the same warp as compiled C++ ops (kernels/affine_warp.cc, built on first use)
   ops         fusion matrices, paper Eq. 1, temperature softmax, fusion loss, top-k (pure)
   layers      Keras layers: AffineFusion, NaiveFusion, NoFusion, MaterializedFusion (thin)
   calibrated  epipolar-line theta from a calibrated rig (MetaFuse^0)

@@ -24,6 +24,10 @@ piecewise polynomial in theta and linear in omega_base, so first- and second-ord
 (MAML) are exact almost everywhere and XLA-compilable. `tf.recompute_grad` is deliberately not
 used: it breaks second-order gradients.
 
+`warp_base(..., backend="auto")` runs the same math on the compiled kernels of
+`mf_tf.fusion.warp_kernel` wherever they can run (not inside XLA): the TensorFlow ops here are the
+reference they are tested against, and what XLA compiles.
+
 `warp_product` fuses the warp with the product that consumes it (paper Eq. 1's W h) and never
 keeps the [P, HW, HW] warps: it runs over chunks of target pixels, and its gradient, of every
 order, recomputes each chunk's warp instead of storing it (`_remat_chunks`).
@@ -32,6 +36,8 @@ order, recomputes each chunk's warp instead of storing it (`_remat_chunks`).
 from __future__ import annotations
 
 import tensorflow as tf
+
+from mf_tf.fusion import warp_kernel
 
 # Padding of the base map on each side: indices -2..W+1 exist, so a floor index clamped into
 # [-2, W] always addresses either the true 2x2 neighbourhood or an all-zero patch.
@@ -83,7 +89,10 @@ def _bilinear_table(omega_base: tf.Tensor) -> tf.Tensor:
   return tf.reshape(coefficients, tf.concat([tf.shape(omega_base)[:-2], [rows * cols, 4]], 0))
 
 
-def warp_base(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
+BACKENDS = ("auto", "kernel", "tf")
+
+
+def warp_base(omega_base: tf.Tensor, theta: tf.Tensor, *, backend: str = "auto") -> tf.Tensor:
   """Warps a base map by many affine transforms, sampling on the base's own pixel grid.
 
   Args:
@@ -103,6 +112,14 @@ def warp_base(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     raise ValueError(f"omega_base must be [H, W] or [T, H, W], got shape {omega_base.shape}")
   if theta.shape[-1] != 6:
     raise ValueError(f"theta must end in 6 affine parameters, got shape {theta.shape}")
+  if backend not in BACKENDS:
+    raise ValueError(f"backend={backend!r}, expected one of {BACKENDS}")
+  if backend == "kernel" or (backend == "auto" and omega_base.dtype in (tf.float32, tf.float64)
+                             and warp_kernel.usable()):
+    if warp_kernel.in_xla_context():
+      raise ValueError("backend='kernel' cannot run inside an XLA-compiled function "
+                       "(jit_compile=True); use backend='tf' or 'auto' there")
+    return _warp_on_kernel(omega_base, theta)
   height, width = int(omega_base.shape[-2]), int(omega_base.shape[-1])
   dtype = omega_base.dtype
   grid_x, grid_y = normalized_grid(height, width, dtype)
@@ -133,6 +150,18 @@ def warp_base(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     coefficients = tf.gather(table, index)
   c0, c1, c2, c3 = tf.unstack(coefficients, axis=-1)
   return c0 + fx * c1 + fy * (c2 + fx * c3)
+
+
+def _warp_on_kernel(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
+  """`warp_base` by `warp_kernel.warp`: base [1 or T, H, W], theta [1 or T, M, 6]."""
+  height, width = int(omega_base.shape[-2]), int(omega_base.shape[-1])
+  batch_shape = tf.shape(theta)[:-1]
+  if omega_base.shape.rank == 2:
+    base, theta = omega_base[None], tf.reshape(theta, [1, -1, 6])
+  else:
+    base, theta = omega_base, tf.reshape(theta, [tf.shape(theta)[0], -1, 6])
+  warped = warp_kernel.warp(base, theta)
+  return tf.reshape(warped, tf.concat([batch_shape, [height * width]], 0))
 
 
 def warp_maps(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:

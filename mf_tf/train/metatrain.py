@@ -46,6 +46,7 @@ from google.protobuf import text_format
 from mf_tf.checkpoints import CheckpointError
 from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
+from mf_tf.fusion import warp_kernel
 from mf_tf.meta import maml
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import summaries
@@ -186,7 +187,7 @@ class MetaLearner:
         temperature=settings.temperature, first_order=settings.first_order,
         loss_scale=1.0 / settings.tasks_per_step, train_omega=settings.inner_omega,
         loss=settings.loss),
-        jit_compile=True)
+        jit_compile=warp_kernel.xla_for_warps())
     self._step_fn = tf.function(self._distributed_step)
 
   @property
@@ -552,7 +553,8 @@ def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,
                                   settings.target_sigma, seed)
   evaluate = tf.function(functools.partial(
       maml.evaluate_adaptation, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
-      temperature=settings.temperature, loss=settings.loss), jit_compile=True)
+      temperature=settings.temperature, loss=settings.loss),
+      jit_compile=warp_kernel.xla_for_warps())
   chunk = settings.tasks_per_step  # One compiled shape; the task axis is unrolled in the step.
   params = maml.MetaParams(*(tf.constant(p) for p in params))
   results = []

@@ -15,6 +15,8 @@ SIZE, VIEWS, BATCH, JOINTS = 8, 3, 2, 2
 PAIRS, PIXELS = VIEWS * (VIEWS - 1), SIZE * SIZE
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
+pytestmark = pytest.mark.usefixtures("warp_backend")
+
 
 def _parameters(rng, pairs=PAIRS, size=SIZE, spread=0.3):
   """float64 omega [H, W] and theta [P, HW, 6]; the spread moves samples off the base too."""
