@@ -222,6 +222,18 @@ inline void LocateRow(const Grid<T>& grid, const T* t, T gy, T* fx, T* fy, int32
   }
 }
 
+// d theta of one row from its sums sum_j h_x (gx, gy, 1) and sum_j h_y (gx, gy, 1).
+template <typename T>
+inline void WriteThetaGradient(const Grid<T>& grid, double sx_x, double sx_y, double sx_1,
+                               double sy_x, double sy_y, double sy_1, T* dt) {
+  dt[0] = static_cast<T>(grid.half_w * sx_x);
+  dt[1] = static_cast<T>(grid.half_w * sx_y);
+  dt[2] = static_cast<T>(grid.half_w * sx_1);
+  dt[3] = static_cast<T>(grid.half_h * sy_x);
+  dt[4] = static_cast<T>(grid.half_h * sy_y);
+  dt[5] = static_cast<T>(grid.half_h * sy_1);
+}
+
 // Runs fn(begin_row, end_row, block) over `blocks` fixed blocks of the P * N rows in parallel.
 template <typename Fn>
 void ForBlocks(OpKernelContext* context, int64_t total_rows, int64_t blocks, const Fn& fn) {
@@ -369,13 +381,7 @@ class AffineWarpGradOp : public OpKernel {
           sy_y += double(ry_1) * gy;
           sy_1 += ry_1;
         }
-        T* dt = d_theta_data + row * 6;
-        dt[0] = static_cast<T>(grid.half_w * sx_x);
-        dt[1] = static_cast<T>(grid.half_w * sx_y);
-        dt[2] = static_cast<T>(grid.half_w * sx_1);
-        dt[3] = static_cast<T>(grid.half_h * sy_x);
-        dt[4] = static_cast<T>(grid.half_h * sy_y);
-        dt[5] = static_cast<T>(grid.half_h * sy_1);
+        WriteThetaGradient(grid, sx_x, sx_y, sx_1, sy_x, sy_y, sy_1, d_theta_data + row * 6);
       }
     });
     ReduceBlocks(block_grads, dims, d_base_data);
@@ -474,13 +480,7 @@ class AffineWarpGradGradOp : public OpKernel {
           sy_y += double(ry_1) * gy;
           sy_1 += ry_1;
         }
-        T* dt = d_theta_data + row * 6;
-        dt[0] = static_cast<T>(grid.half_w * sx_x);
-        dt[1] = static_cast<T>(grid.half_w * sx_y);
-        dt[2] = static_cast<T>(grid.half_w * sx_1);
-        dt[3] = static_cast<T>(grid.half_h * sy_x);
-        dt[4] = static_cast<T>(grid.half_h * sy_y);
-        dt[5] = static_cast<T>(grid.half_h * sy_1);
+        WriteThetaGradient(grid, sx_x, sx_y, sx_1, sy_x, sy_y, sy_1, d_theta_data + row * 6);
       }
     });
     ReduceBlocks(block_grads, dims, d_base_data);
