@@ -1,16 +1,19 @@
 r"""Real Panoptic frames: 3D reconstruction with and without epipolar fusion of the crop heatmaps.
 
   python -m benchmarks.video_real_frames [--frames_dir=tests/fixtures/panoptic_demo] \
-      [--line_value=0.1] [--threshold_px=20] [--overlays=/tmp/overlays]
+      [--line_value=0.1] [--threshold_px=20]
 
 BlazePose runs once per view and instant; the same detections then go through
-`mf_tf.modes.video.reconstruct_instant` with fusion=none and fusion=epipolar (same association,
-so people correspond). Printed: people reconstructed per instant; the median and 90th percentile
+`mf_tf.reconstruct.people.reconstruct_people` with fusion=none and fusion=epipolar (same
+association, so people correspond). Then the recovery of missed views
+(`mf_tf.reconstruct.tracking`, mechanism 3): detections per view before and after, and people
+reconstructed per instant (`pipeline.Reconstructor`, a fresh one per instant since the instants
+are not consecutive). Printed: people reconstructed per instant; the median and 90th percentile
 of the reprojection error (raw image px) of the triangulated joints against each view's 2D
 estimate; and, for the joints whose single-view estimate was inconsistent with the other views
 (reprojection error > --threshold_px without fusion), how many are below the threshold after
 fusion; then the triangulated joints and the lengths of the bones that
-`mf_tf.modes.video.reference_bone_lengths` checks, as ratios to the reference skeleton
+`mf_tf.reconstruct.people.reference_bone_lengths` checks, as ratios to the reference skeleton
 (`mf_tf.data.skeleton.BONE_LENGTHS_MM`). No ground truth is involved: this measures multi-view
 consistency and plausibility, not accuracy.
 """
@@ -26,7 +29,10 @@ import numpy as np  # noqa: E402
 
 from mf_tf.data import joints as joints_lib  # noqa: E402
 from mf_tf.models import blazepose  # noqa: E402
-from mf_tf.modes import video  # noqa: E402
+from mf_tf.geometry import calibration_formats  # noqa: E402
+from mf_tf.reconstruct import people as people_lib  # noqa: E402
+from mf_tf.reconstruct import pipeline  # noqa: E402
+from mf_tf.reconstruct import recording as recording_lib  # noqa: E402
 
 _DEFAULT_FRAMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "tests", "fixtures", "panoptic_demo")
@@ -40,50 +46,58 @@ def main() -> None:
   parser.add_argument("--line_value", type=float, default=0.1)
   parser.add_argument("--line_width_px", type=float, default=1.0)
   parser.add_argument("--threshold_px", type=float, default=20.0)
-  parser.add_argument("--overlays", default="", help="Folder for fused overlay PNGs (optional).")
   args = parser.parse_args()
-  cameras, keys, paths = video.list_instants(args.frames_dir)
-  rig = video.load_rig(args.rig or os.path.join(args.frames_dir, "camera_parameters.json"),
-                       cameras)
+  recording = recording_lib.open_recording(args.frames_dir)
+  cameras = recording.camera_names
+  rig = calibration_formats.read_calibration(
+      args.rig or os.path.join(args.frames_dir, "camera_parameters.json"), names=cameras)
   joint_set = joints_lib.get_joint_set(args.joint_set)
   model = blazepose.BlazePose()
   errors = {"none": [], "epipolar": []}
   inconsistent = corrected = worsened = 0
-  reference = video.reference_bone_lengths(joint_set)
+  reference = people_lib.reference_bone_lengths(joint_set)
   triangulated, ratios = 0, []
-  print(f"{len(keys)} instants x {len(cameras)} views {cameras}, joint set {joint_set.name}, "
+  print(f"{recording.num_frames} instants x {len(cameras)} views {cameras}, joint set {joint_set.name}, "
         f"line value {args.line_value}")
   print("instant   detections per view   people (views each; * one view's sides swapped)")
-  for key in keys:
-    images = [blazepose.read_image(paths[key][camera]) for camera in cameras]
+  recovery = {"before": np.zeros(len(cameras), int), "after": np.zeros(len(cameras), int),
+              "people": [], "people_recovered": []}
+  for _, key, images in recording.frames():
     estimates = [model.estimate(image, joint_set, camera=camera)
                  for image, camera in zip(images, rig.cameras)]
-    results = {fusion: video.reconstruct_instant(
-        images, rig, model, joint_set, fusion=fusion, line_width_px=args.line_width_px,
-        line_value=args.line_value, estimates=estimates) for fusion in errors}
+    results = {fusion: people_lib.reconstruct_people(
+        estimates, rig, joint_set, people_lib.InstantSettings(
+            fusion=fusion, line_width_px=args.line_width_px, line_value=args.line_value))
+        for fusion in errors}
     for fusion, result in results.items():
-      for person in result["people"]:
+      for person in result:
         errors[fusion].append(person["errors"].ravel())
-    for plain, fused in zip(results["none"]["people"], results["epipolar"]["people"]):
+    for plain, fused in zip(results["none"], results["epipolar"]):
       bad = plain["errors"] > args.threshold_px  # NaN compares False.
       inconsistent += int(bad.sum())
       corrected += int((bad & (fused["errors"] <= args.threshold_px)).sum())
       worsened += int(((plain["errors"] <= args.threshold_px)
                        & (fused["errors"] > args.threshold_px)).sum())
-    people = results["epipolar"]["people"]
+    people = results["epipolar"]
     for person in people:
       points = person["joints3d"]
       triangulated += int(np.isfinite(points[:, 0]).sum())
       for joint, parent in enumerate(joint_set.parents):
         if parent >= 0 and np.isfinite(reference[joint]):
           ratios.append(np.linalg.norm(points[joint] - points[parent]) / reference[joint])
-    print(f"{key}  {results['none']['detections']}   {len(people)} ("
+    step = pipeline.Reconstructor(model, rig, joint_set).step(images)
+    recovery["before"] += step["detections"]
+    recovery["after"] += np.add(step["detections"], step["recovered"])
+    recovery["people"].append(len(people))
+    recovery["people_recovered"].append(len(step["people"]))
+    print(f"{key}  {[len(view) for view in estimates]}   {len(people)} ("
           + ", ".join(f"{len(p['views'])}{'*' if any(p['mirrored']) else ''}" for p in people)
-          + ")")
-    if args.overlays:
-      for view, (camera, image) in enumerate(zip(rig.cameras, images)):
-        video.write_overlay(os.path.join(args.overlays, f"{key}_{camera.name}.png"), image,
-                            camera, view, people, joint_set)
+          + f");  with recovery: detections {np.add(step['detections'], step['recovered']).tolist()}"
+          f", {len(step['people'])} people ("
+          + ", ".join(str(len(p["views"])) for p in step["people"]) + ")")
+  print(f"detections per view over all instants {cameras}: before recovery "
+        f"{recovery['before'].tolist()}, after {recovery['after'].tolist()}; people per instant "
+        f"{recovery['people']} -> {recovery['people_recovered']}")
   print("reprojection error of the triangulated joints vs each view's 2D estimate (raw px):")
   for fusion, values in errors.items():
     values = np.concatenate(values) if values else np.zeros(0)

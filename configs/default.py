@@ -228,13 +228,22 @@ def get_config(arg=None):
   config.finetune.proximal = 0.0  # Pull of the trained weights towards their start.
 
   config.video = ml_collections.ConfigDict()  # --mode=video (mf_tf/modes/video.py).
+  # The recording: exactly one of session, videos, frames_dir.
+  config.video.session = ""  # Pose2Sim session folder: videos/<camera>.mp4 and calibration/.
+  config.video.videos = ""  # Comma-separated video files, one per camera (name = file stem).
   config.video.frames_dir = ""  # One subfolder of synchronized frames per camera, named as it.
-  config.video.rig = ""  # Rig file, built-in rig name or Panoptic calibration JSON (no default).
+  config.video.rig = ""  # Calibration file (any supported format) or built-in rig name; empty:
+  # the session's calibration/ file.
+  config.video.units = ""  # m | cm | mm: a TOML/EasyMocap file's unit when it cannot be told.
+  config.video.start = 0  # First frame.
+  config.video.stop = 0  # Frame to stop before; 0: the end of the shortest camera.
+  config.video.stride = 1  # Every n-th frame (the outputs' frame rate is fps / stride).
+  config.video.offsets = ""  # "cam01:2,cam03:-1": camera c's frame i + k shows instant i.
+  config.video.fps = 0.0  # Frame rate of image folders (they carry none); 0: 30. Videos: theirs.
   config.video.joint_set = "h36m17"  # BlazePose joints mapped to this set (h36m17 | coco19 | ...).
   config.video.fusion = "epipolar"  # none | epipolar: calibrated line fusion of the crop heatmaps
   # (the line of config.fusion.line_width_px / line_value, as MetaFuse^0).
-  config.video.max_frames = 0  # Instants to process, in key order; 0: all of them.
-  config.video.output_dir = ""  # Empty: <workdir>/video (frames/*.json, overlays/*.png).
+  config.video.output_dir = ""  # Empty: <workdir>/video.
   config.video.max_cost_px = 30.0  # Association: mean symmetric epipolar distance of one person.
   config.video.min_score = 0.5  # Joint visibility below it: not associated, not triangulated.
   config.video.max_error_px = 25.0  # A view leaves a joint of >= 3 views beyond this reprojection
@@ -242,9 +251,27 @@ def get_config(arg=None):
   config.video.min_bone_ratio = 0.55  # Bone length / reference (data.skeleton) outside
   config.video.max_bone_ratio = 1.6  # [min, max] drops the joint and what hangs on it (4-5 view
   # people of the demo frames: 0.66-1.40; a 2-view person with another's legs: 0.59-5.4).
-  config.video.track_max_distance_mm = 500.0  # Pelvis move between instants that keeps a track
+  config.video.redetect_every = 30  # Frames between person-detector runs where all are tracked
+  # (the detector is the costliest stage; a lost crop runs it at once).
+  config.video.recover_views = True  # Search the views that missed a reconstructed person.
+  config.video.recovery_max_px = 30.0  # A recovered pose's mean distance to the projection.
+  config.video.track_max_distance_mm = 500.0  # Centre move per frame that keeps an identity
   # (50 mm a frame walking at 30 fps; the closest two demo people stand 0.87 m apart).
-  config.video.overlays = True  # One PNG per view and instant (about 0.3 s each).
+  config.video.max_gap_frames = 20  # Frames a person may go unseen (and gaps filled) per track.
+  config.video.min_track_frames = 10  # Shorter tracks are not written as motion files.
+  config.video.filter = "butterworth"  # none | butterworth | savgol | one_euro (measured in
+  # BUILD.md: jitter and bone-length variation against lag on the demo recordings).
+  config.video.filter_params = ""  # "cutoff_hz=6,order=4"; empty: the method's defaults.
+  config.video.formats = "trc,c3d,csv"  # Motion files per person.
+  config.video.overlays = True  # overlays/<camera>.mp4 (fused joints, reprojected skeleton).
+  config.video.overlay_scale = 0.5  # Overlay size / frame size (smaller encodes faster).
+  config.video.animation = True  # skeleton.mp4: the filtered 3D skeletons.
+
+  config.calibrate = ml_collections.ConfigDict()  # --mode=calibrate (mf_tf/modes/calibrate.py).
+  config.calibrate.calibration = ""  # The file to read (any supported format).
+  config.calibrate.convert = ""  # The file (.json, .toml) or folder (EasyMocap) to write.
+  config.calibrate.format = ""  # json | toml | easymocap; empty: from convert's extension.
+  config.calibrate.units = ""  # m | cm | mm: a TOML/EasyMocap input's unit when it cannot be told.
 
   config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
 

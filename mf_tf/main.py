@@ -40,7 +40,8 @@ MODES = {
     "evaluate": "JDR and MPJPE (DLT, pictorial) of fusion methods",
     "benchmark": "paper protocol: all methods x K on held-out rigs",
     "demo": "end to end: meta-train, finetune on a new rig, compare, plot",
-    "video": "real synchronized frames: BlazePose, associate, fuse, 3D",
+    "video": "a recording + calibration in: people's 3D motion (TRC, C3D, CSV), overlays",
+    "calibrate": "convert a calibration file (TOML, Qualisys, EasyMocap, JSON) to another",
 }
 
 # Exit status of a user error (bad flag, config or input), as absl uses for usage errors.

@@ -333,16 +333,21 @@ def sample_bilinear(image, coords, border: str = "zero") -> np.ndarray:
   fy = (coords[..., 1] - y0)[..., None].astype(np.float32)
   x0 = x0.astype(np.int64)
   y0 = y0.astype(np.int64)
+  # One gather per corner from the flattened image (a quarter of the time of 2-D indexing).
+  flat = image.reshape(height * width, -1)
+  columns = (np.clip(x0, 0, width - 1), np.clip(x0 + 1, 0, width - 1))
+  rows = (np.clip(y0, 0, height - 1) * width, np.clip(y0 + 1, 0, height - 1) * width)
 
-  def fetch(ys, xs):
-    values = image[np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)].astype(np.float32)
+  def fetch(row, column):
+    values = flat[rows[row] + columns[column]].astype(np.float32)
     if border == "zero":
-      inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
-      values = values * inside[..., None]
+      inside = ((x0 + column >= 0) & (x0 + column < width) & (y0 + row >= 0)
+                & (y0 + row < height))
+      values *= inside[..., None]
     return values
 
-  top = fetch(y0, x0) * (1 - fx) + fetch(y0, x0 + 1) * fx
-  bottom = fetch(y0 + 1, x0) * (1 - fx) + fetch(y0 + 1, x0 + 1) * fx
+  top = fetch(0, 0) * (1 - fx) + fetch(0, 1) * fx
+  bottom = fetch(1, 0) * (1 - fx) + fetch(1, 1) * fx
   return top * (1 - fy) + bottom * fy
 
 
@@ -546,6 +551,9 @@ class BlazePose:
       visibility: [33] probabilities.
       presence: Pose presence probability (float).
       heatmaps: [64, 64, 33] sigmoid probabilities.
+      roi_points: [2, 2] the two auxiliary landmarks (33, 34: body centre and the point giving
+        its size and direction) in heatmap pixels: the next frame's crop of this person, as
+        MediaPipe's pose_landmarks_to_roi derives it (`roi_from_keypoints`).
     """
     crop_image = np.asarray(crop_image, np.float32)
     expected = (LANDMARK_INPUT_SIZE, LANDMARK_INPUT_SIZE, 3)
@@ -555,16 +563,17 @@ class BlazePose:
     self._landmarker.invoke()
     outputs = {name: self._landmarker.get_tensor(index)[0]
                for name, index in self._landmarker_outputs.items()}
-    landmarks = outputs["landmarks"].reshape(39, 5)[:NUM_POINTS].astype(np.float64)
+    landmarks = outputs["landmarks"].reshape(39, 5).astype(np.float64)
     # Landmark x, y are crop input pixels with 0 at the crop's edge; heatmap pixel i sits at
     # i / 64 of the crop (see HEATMAP_GRID_SHIFT).
     points = landmarks[:, :2] * (HEATMAP_SIZE / LANDMARK_INPUT_SIZE)
     logits = outputs["heatmaps"][..., :NUM_POINTS].astype(np.float32)
     return {
-        "points": points,
-        "visibility": 1.0 / (1.0 + np.exp(-landmarks[:, 3])),
+        "points": points[:NUM_POINTS],
+        "visibility": 1.0 / (1.0 + np.exp(-landmarks[:NUM_POINTS, 3])),
         "presence": float(outputs["presence"].reshape(())),
         "heatmaps": 1.0 / (1.0 + np.exp(-logits)),
+        "roi_points": points[NUM_POINTS:NUM_POINTS + 2],
     }
 
   def heatmaps(self, crop_image) -> np.ndarray:
@@ -572,7 +581,7 @@ class BlazePose:
     return self.run_landmarks(crop_image)["heatmaps"]
 
   def estimate(self, image, joint_set, camera: camera_lib.Camera | None = None) -> list[dict]:
-    """2D poses of every person in an image, in a project joint set.
+    """2D poses of every person the detector finds in an image, in a project joint set.
 
     Args:
       image: [H, W, 3] RGB uint8 (or float in [0, 255]).
@@ -581,20 +590,40 @@ class BlazePose:
         raw image.
 
     Returns:
-      One dict per person whose pose presence reaches `min_presence` and whose joints are not
-      those of a better detection (`duplicate_pose_distance`), best detection first:
+      See `estimate_boxes`, for the boxes of `detect_people`.
+    """
+    return self.estimate_boxes(image, self.detect_people(image), joint_set, camera)
+
+  def estimate_boxes(self, image, boxes, joint_set, camera: camera_lib.Camera | None = None,
+                     kept: list[dict] | None = None) -> list[dict]:
+    """2D poses of the people in the given crops (the detector's, or a tracked person's).
+
+    Args:
+      image: [H, W, 3] RGB uint8 (or float in [0, 255]).
+      boxes: PersonBox per crop, in the order to keep them (best first).
+      joint_set: JointSet or name in JOINT_SOURCES (h36m17, coco19, totalcapture16).
+      camera: The view's camera, to crop the undistorted image (see `crop`); None to crop the
+        raw image.
+      kept: Poses already found in this image: a crop whose pose repeats one of them is dropped.
+
+    Returns:
+      One dict per crop whose pose presence reaches `min_presence` and whose joints are not
+      those of a better crop (`duplicate_pose_distance`), in the order of `boxes`:
         joints2d: [J, 2] raw image pixels.
         scores: [J] per-joint visibility probabilities, 0 for a joint outside the image.
         heatmaps: [64, 64, J] float32 probabilities in crop heatmap pixels.
         crop_affine: [3, 3] image pixels (undistorted when `camera` is given) -> heatmap pixels.
         presence: pose presence probability.
         box: the PersonBox.
+        next_box: the PersonBox of this person's crop in the next frame (from the landmark
+          model's auxiliary points, as MediaPipe tracks a person without the detector).
     """
     image_height, image_width = _check_image(image).shape[:2]
     weights = joint_weights(joint_set)
     derived = np.count_nonzero(weights, axis=1) > 1
+    kept = list(kept or [])
     results = []
-    for box in self.detect_people(image):
+    for box in boxes:
       crop_image, affine = self.crop(image, box, camera)
       out = self.run_landmarks(crop_image)
       if out["presence"] < self.min_presence:
@@ -610,18 +639,36 @@ class BlazePose:
       gaussians = np.exp(-0.5 * squared / DERIVED_HEATMAP_SIGMA ** 2)
       height = np.where(sources, peaks[None, :], np.inf).min(axis=1)
       heatmaps = np.where(derived, gaussians * height, heatmaps).astype(np.float32)
-      image_points = crops.apply_affine(np.linalg.inv(affine), points)
+      to_image = np.linalg.inv(affine)
+      image_points = crops.apply_affine(to_image, points)
+      roi_points = crops.apply_affine(to_image, out["roi_points"])
       if camera is not None:
         image_points = camera_lib.distort_points(camera, image_points)
+        roi_points = camera_lib.distort_points(camera, roi_points)
       inside = np.all((image_points >= -0.5)
                       & (image_points <= [image_width - 0.5, image_height - 0.5]), axis=-1)
       scores = np.where(inside, scores, 0.0)
-      if any(_is_duplicate_pose(image_points, kept["joints2d"], kept["box"],
-                                self.duplicate_pose_distance) for kept in results):
+      if any(_is_duplicate_pose(image_points, other["joints2d"], other["box"],
+                                self.duplicate_pose_distance) for other in kept + results):
         continue
       results.append({"joints2d": image_points, "scores": scores, "heatmaps": heatmaps,
-                      "crop_affine": affine, "presence": out["presence"], "box": box})
+                      "crop_affine": affine, "presence": out["presence"], "box": box,
+                      "next_box": box_from_keypoints(roi_points, out["presence"])})
     return results
+
+
+def box_from_keypoints(keypoints, score: float) -> PersonBox:
+  """The PersonBox whose crop the two alignment keypoints define (`roi_from_keypoints`).
+
+  Args:
+    keypoints: [>= 2, 2] image pixels: body centre, then the point giving size and direction.
+    score: The box's score.
+  """
+  keypoints = np.asarray(keypoints, np.float64)
+  center, size, rotation = roi_from_keypoints(keypoints[0], keypoints[1])
+  half = np.full(2, size / (2.0 * ROI_SCALE))
+  corners = np.concatenate([center - half, center + half])
+  return PersonBox(float(score), corners, keypoints, center, float(size), float(rotation))
 
 
 def _is_duplicate_pose(joints2d, kept_joints2d, kept_box: PersonBox, distance: float) -> bool:

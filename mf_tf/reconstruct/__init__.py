@@ -1,0 +1,1 @@
+"""Real recordings as a library: decode, detect, associate, fuse, triangulate, track, filter, write."""

@@ -1,0 +1,475 @@
+"""A recording in, 3D motion out: the per-frame loop and the files it writes.
+
+    frames (streamed, `recording`) -> per view: landmarks in the crops carried from the previous
+    frame, the person detector only where needed (`tracking.needs_detection`) -> association,
+    crop fusion, robust triangulation (`people`) -> views recovered from 3D
+    (`tracking.box_from_projection`) -> 3D identities (`tracking.Tracker`)
+    -> after the last frame, per track: gaps filled and filtered (`filtering`) -> motion files
+
+Outputs under `output_dir`:
+  frames.jsonl: one JSON object per processed frame (`frame_record`).
+  motion/person<track>.trc | .c3d | .csv: per track seen in at least `min_track_frames` frames,
+    filtered world positions (`motion_files`); TRC in metres with the world up as +Y.
+  overlays/<camera>.mp4: each view with the people's fused 2D joints (dots) and their
+    reprojected 3D skeleton (lines), one colour and number per track (`render`).
+  skeleton.mp4: the filtered 3D skeletons, animated.
+  tracks_raw.npz: the written tracks before gap filling and filtering (positions_<track>).
+  summary.json: frames, frame rate, tracks (frames seen, gaps filled), detections per view
+    before and after recovery, median reprojection error, the time of every stage.
+Every file is written to a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import time
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from mf_tf import files
+from mf_tf.data import joints as joints_lib
+from mf_tf.geometry.rig import Rig
+from mf_tf.models import association
+from mf_tf.reconstruct import filtering
+from mf_tf.reconstruct import motion_files
+from mf_tf.reconstruct import people as people_lib
+from mf_tf.reconstruct import render
+from mf_tf.reconstruct import tracking
+
+STAGES = ("decode", "detection", "landmarks", "association", "recovery", "fusion",
+          "triangulation", "tracking", "overlays", "filtering", "writing")
+
+
+class StageTimer:
+  """Wall time per named stage (`with timer.stage("fusion"): ...`), nested stages excluded from
+  their parent's time."""
+
+  def __init__(self):
+    self.seconds = collections.defaultdict(float)
+    self._stack: list[list] = []
+
+  @contextlib.contextmanager
+  def stage(self, name: str):
+    start = time.perf_counter()
+    self._stack.append([name, 0.0])
+    try:
+      yield
+    finally:
+      _, nested = self._stack.pop()
+      elapsed = time.perf_counter() - start
+      self.seconds[name] += elapsed - nested
+      if self._stack:
+        self._stack[-1][1] += elapsed
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingSettings:
+  """How people are followed over time (`tracking`'s module docstring; defaults measured).
+
+  Attributes:
+    redetect_every: Frames between person-detector runs in a view whose people are tracked.
+    recover_views: Search the views that missed a reconstructed person (`tracking`, 3).
+    recovery_max_px: A recovered pose joins its person when its confident joints lie this close
+      to the person's projection on average (raw px).
+    max_distance_mm: A person's centre move per frame that keeps their identity.
+    max_gap_frames: Frames a track may go unseen; gaps this short are filled in the output.
+    min_track_frames: Tracks seen in fewer frames are not written as motion files.
+  """
+
+  redetect_every: int = tracking.DEFAULT_REDETECT_EVERY
+  recover_views: bool = True
+  recovery_max_px: float = association.DEFAULT_MAX_COST_PX
+  max_distance_mm: float = tracking.DEFAULT_TRACK_MAX_DISTANCE_MM
+  max_gap_frames: int = tracking.DEFAULT_MAX_GAP_FRAMES
+  min_track_frames: int = 10
+
+  def __post_init__(self):
+    if self.redetect_every < 0 or self.max_gap_frames < 0 or self.min_track_frames < 1:
+      raise ValueError(f"redetect_every {self.redetect_every} and max_gap_frames "
+                       f"{self.max_gap_frames} must be >= 0, min_track_frames "
+                       f"{self.min_track_frames} >= 1")
+    if self.recovery_max_px <= 0 or self.max_distance_mm <= 0:
+      raise ValueError(f"recovery_max_px {self.recovery_max_px} and max_distance_mm "
+                       f"{self.max_distance_mm} must be positive")
+
+
+class Reconstructor:
+  """People of each frame of one recording, in order (crops and identities carry over).
+
+  Args:
+    model: A `blazepose.BlazePose`.
+    rig: The views' cameras, in the order of the frames' images.
+    joint_set: JointSet (or name) of the output.
+    instant: `people.InstantSettings`.
+    tracking_settings: TrackingSettings.
+    timer: StageTimer (a new one when None).
+  """
+
+  def __init__(self, model, rig: Rig, joint_set,
+               instant: people_lib.InstantSettings = people_lib.InstantSettings(),
+               tracking_settings: TrackingSettings = TrackingSettings(),
+               timer: StageTimer | None = None):
+    self.model = model
+    self.rig = rig
+    self.joint_set = joints_lib.get_joint_set(joint_set)
+    self.instant = instant
+    self.tracking = tracking_settings
+    self.timer = timer or StageTimer()
+    self._carried = [[] for _ in range(rig.num_views)]
+    self._tracker = tracking.Tracker(self.joint_set, tracking_settings.max_distance_mm,
+                                     tracking_settings.max_gap_frames)
+    self._frame = 0
+
+  def step(self, images: Sequence[np.ndarray]) -> dict:
+    """One frame's people.
+
+    Args:
+      images: Per view, [H, W, 3] uint8 RGB, the rig's image size.
+
+    Returns:
+      {"detections": [V] poses found per view before recovery, "recovered": [V] poses added by
+       recovery, "detector_runs": [V] bool, "people": per person `people.reconstruct_person`'s
+       dict plus "views", "members" and "track"}.
+    """
+    if len(images) != self.rig.num_views:
+      raise ValueError(f"got {len(images)} images, expected one per camera of rig "
+                       f"{self.rig.name!r} ({self.rig.num_views})")
+    stage = self.timer.stage
+    estimates, runs = [], []
+    for view, (image, camera) in enumerate(zip(images, self.rig.cameras)):
+      carried = self._carried[view]
+      with stage("landmarks"):
+        poses = self.model.estimate_boxes(image, carried, self.joint_set, camera)
+      run = tracking.needs_detection(self._frame, len(carried), len(carried) - len(poses),
+                                     self.tracking.redetect_every)
+      if run:
+        with stage("detection"):
+          boxes = [box for box in self.model.detect_people(image)
+                   if not any(_covers(pose, box) for pose in poses)]
+        with stage("landmarks"):
+          poses += self.model.estimate_boxes(image, boxes, self.joint_set, camera, kept=poses)
+      estimates.append(poses)
+      runs.append(run)
+    detections = [len(poses) for poses in estimates]
+    with stage("association"):
+      found = association.associate(
+          [_stack(poses, "joints2d", (0, self.joint_set.num_joints, 2)) for poses in estimates],
+          [_stack(poses, "scores", (0, self.joint_set.num_joints)) for poses in estimates],
+          self.rig, max_cost_px=self.instant.max_cost_px, min_score=self.instant.min_score,
+          mirror=self.joint_set.mirror)
+    people = []
+    for person in found:
+      members, mirrored = dict(person.members), dict(person.mirrored)
+      people.append(self._reconstruct(estimates, members, mirrored))
+    if self.tracking.recover_views:
+      with stage("recovery"):
+        people = [self._recover(images, estimates, person) for person in people]
+    recovered = [len(poses) - count for poses, count in zip(estimates, detections)]
+    with stage("tracking"):
+      tracks = self._tracker.update(self._frame, [person["joints3d"] for person in people])
+      for person, track in zip(people, tracks):
+        person["track"] = track
+      self._carried = [[pose["next_box"] for pose in poses] for poses in estimates]
+    self._frame += 1
+    return {"detections": detections, "recovered": recovered, "detector_runs": runs,
+            "people": people}
+
+  def _reconstruct(self, estimates, members: dict, mirrored: dict) -> dict:
+    views = sorted(members)
+    result = people_lib.reconstruct_person(
+        [estimates[view][members[view]] for view in views], [mirrored[view] for view in views],
+        [self.rig.cameras[view] for view in views], self.joint_set, self.instant, self.timer)
+    result.update(views=views, members=dict(sorted(members.items())))
+    return result
+
+  def _recover(self, images, estimates, person: dict) -> dict:
+    """The person with the views that missed them searched (`tracking`, mechanism 3)."""
+    members, mirrored = dict(person["members"]), dict(zip(person["views"], person["mirrored"]))
+    claimed = {(view, index) for view, index in members.items()}
+    added = False
+    for view, camera in enumerate(self.rig.cameras):
+      if view in members:
+        continue
+      projected, inside = tracking.project_person(person["joints3d"], camera)
+      box = tracking.box_from_projection(projected, self.joint_set, inside=inside)
+      if box is None:
+        continue
+      # A pose already found in this view that nobody claimed, else the landmark model's answer
+      # in the crop around the projection.
+      candidates = [(index, pose) for index, pose in enumerate(estimates[view])
+                    if (view, index) not in claimed]
+      with self.timer.stage("landmarks"):
+        fresh = self.model.estimate_boxes(images[view], [box], self.joint_set, camera,
+                                          kept=estimates[view])
+      candidates += [(len(estimates[view]), pose) for pose in fresh]
+      for index, pose in candidates:
+        accepted, flip = tracking.agrees_with_projection(
+            pose, projected, self.joint_set, self.tracking.recovery_max_px,
+            self.instant.min_score)
+        if accepted:
+          if index == len(estimates[view]):
+            estimates[view].append(pose)
+          members[view], mirrored[view] = index, flip
+          added = True
+          break
+    return self._reconstruct(estimates, members, mirrored) if added else person
+
+
+def _covers(pose: dict, box) -> bool:
+  """Whether a detector box's centre lies inside the extent of a pose found already (the
+  detector found a person that a carried crop follows)."""
+  points = pose["joints2d"][pose["scores"] > 0]
+  if not len(points):
+    return False
+  low, high = points.min(axis=0), points.max(axis=0)
+  center = (np.asarray(box.box[:2]) + np.asarray(box.box[2:])) / 2
+  return bool(np.all(center >= low) and np.all(center <= high))
+
+
+def _stack(poses, field: str, empty_shape) -> np.ndarray:
+  return np.stack([pose[field] for pose in poses]) if poses else np.zeros(empty_shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-frame records.
+
+
+def _rounded(array, digits: int = 2) -> list:
+  """Nested lists with NaN -> None (JSON null)."""
+  array = np.asarray(array, np.float64)
+  if array.ndim == 0:
+    return None if np.isnan(array) else round(float(array), digits)
+  return [_rounded(item, digits) for item in array]
+
+
+def frame_record(index: int, key: str, rig: Rig, result: dict) -> dict:
+  """One line of frames.jsonl.
+
+    {"index": int, "key": str, "detections": {camera: poses before recovery},
+     "recovered": {camera: poses added by recovery}, "detector_runs": [cameras],
+     "people": [{"track": int, "views": [cameras], "mirrored": [bool],
+                 "joints3d_mm": [J x ([x, y, z] | null)],
+                 "joints2d": {camera: [J x [x, y]]} (fused, raw px),
+                 "scores": {camera: [J]},
+                 "reprojection_error_px": {camera: [J x (float | null)]}}]}
+  """
+  names = rig.camera_names
+  people = []
+  for person in result["people"]:
+    cams = [names[view] for view in person["views"]]
+    people.append({
+        "track": int(person["track"]), "views": cams, "mirrored": list(person["mirrored"]),
+        "joints3d_mm": _rounded(person["joints3d"], 1),
+        "joints2d": dict(zip(cams, _rounded(person["joints2d_after"]))),
+        "scores": dict(zip(cams, _rounded(person["scores"], 3))),
+        "reprojection_error_px": dict(zip(cams, _rounded(person["errors"]))),
+    })
+  return {"index": index, "key": key,
+          "detections": dict(zip(names, result["detections"])),
+          "recovered": dict(zip(names, result["recovered"])),
+          "detector_runs": [name for name, run in zip(names, result["detector_runs"]) if run],
+          "people": people}
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole recording.
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSettings:
+  """What `reconstruct_recording` writes.
+
+  Attributes:
+    overlays: Write overlays/<camera>.mp4.
+    overlay_scale: Overlay video size / image size (smaller encodes faster).
+    animation: Write skeleton.mp4.
+    filter: `filtering` method of the motion files ("none" writes the triangulated joints).
+    filter_params: Its parameters (empty: the method's defaults).
+    formats: Motion file formats among ("trc", "c3d", "csv").
+  """
+
+  overlays: bool = True
+  overlay_scale: float = 0.5
+  animation: bool = True
+  filter: str = filtering.DEFAULT_METHOD
+  filter_params: tuple = ()
+  formats: tuple[str, ...] = ("trc", "c3d", "csv")
+
+  def __post_init__(self):
+    if not 0 < self.overlay_scale <= 1:
+      raise ValueError(f"overlay_scale {self.overlay_scale}, expected in (0, 1]")
+    unknown = sorted(set(self.formats) - {"trc", "c3d", "csv"})
+    if unknown:
+      raise ValueError(f"motion formats {unknown}, expected some of ['trc', 'c3d', 'csv']")
+    if self.filter not in filtering.FILTERS:
+      raise ValueError(f"filter {self.filter!r}, expected one of {sorted(filtering.FILTERS)}")
+
+
+def reconstruct_recording(frames, rig: Rig, reconstructor: Reconstructor, output_dir: str, *,
+                          fps: float, num_frames: int, output: OutputSettings = OutputSettings(),
+                          progress: Callable[[int, dict], None] | None = None) -> dict:
+  """Runs a recording through `reconstructor` and writes the outputs of the module docstring.
+
+  Args:
+    frames: Iterable of (index, key, [V images]) (`Recording.frames`), synchronized.
+    rig: The views' cameras (image sizes checked against the frames).
+    reconstructor: A fresh Reconstructor for this rig.
+    output_dir: Folder of the outputs (created).
+    fps: Frame rate of the frames given (after any stride).
+    num_frames: How many frames `frames` yields (the motion arrays' length).
+    output: OutputSettings.
+    progress: Optional callback(frames done, the frame's result).
+
+  Returns:
+    The summary (also written as summary.json).
+  """
+  joint_set = reconstructor.joint_set
+  timer = reconstructor.timer
+  os.makedirs(output_dir, exist_ok=True)
+  positions: dict[int, np.ndarray] = {}  # track -> [num_frames, J, 3]
+  errors: list[float] = []
+  per_frame = []
+  detections = np.zeros(rig.num_views, np.int64)
+  recovered = np.zeros(rig.num_views, np.int64)
+  writers = {}
+  start = time.perf_counter()
+  done = 0
+  with contextlib.ExitStack() as stack:
+    lines = stack.enter_context(files.AtomicTextFile(os.path.join(output_dir, "frames.jsonl")))
+    iterator = iter(frames)
+    while True:
+      with timer.stage("decode"):
+        item = next(iterator, None)
+      if item is None:
+        break
+      index, key, images = item
+      _check_sizes(images, rig, key)
+      if done >= num_frames:
+        raise ValueError(f"the recording gave more than the {num_frames} frames announced")
+      result = reconstructor.step(images)
+      for person in result["people"]:
+        track = positions.setdefault(
+            person["track"], np.full((num_frames, joint_set.num_joints, 3), np.nan))
+        track[done] = person["joints3d"]
+        finite = person["errors"][np.isfinite(person["errors"])]
+        errors.extend(finite.tolist())
+      detections += result["detections"]
+      recovered += result["recovered"]
+      with timer.stage("writing"):
+        lines.write(json.dumps(frame_record(index, key, rig, result)) + "\n")
+      if output.overlays:
+        with timer.stage("overlays"):
+          _write_overlays(writers, stack, output_dir, rig, images, result, joint_set, fps,
+                          output.overlay_scale)
+      per_frame.append({"key": key, "people": len(result["people"]),
+                        "tracks": [int(person["track"]) for person in result["people"]]})
+      done += 1
+      if progress is not None:
+        progress(done, result)
+  elapsed = time.perf_counter() - start
+  with timer.stage("filtering"):
+    tracks = {}
+    for track, track_positions in sorted(positions.items()):
+      seen = np.isfinite(track_positions).all(axis=-1).any(axis=-1)
+      if seen.sum() < reconstructor.tracking.min_track_frames:
+        continue
+      filled, filled_mask = filtering.fill_gaps(track_positions,
+                                                reconstructor.tracking.max_gap_frames)
+      smooth = filtering.filter_track(filled, fps, output.filter, **dict(output.filter_params))
+      tracks[track] = {"positions": smooth, "seen": seen, "filled": filled_mask}
+  with timer.stage("writing"):
+    written = _write_motion(output_dir, tracks, joint_set, fps, rig, output)
+    _write_raw_tracks(os.path.join(output_dir, "tracks_raw.npz"), positions, tracks, joint_set,
+                      fps)
+    if output.animation and tracks:
+      render.write_skeleton_animation(
+          os.path.join(output_dir, "skeleton.mp4"),
+          {track: value["positions"] for track, value in tracks.items()}, joint_set.limbs, fps,
+          up=rig.up)
+  summary = {
+      "frames": done, "fps": fps, "cameras": list(rig.camera_names),
+      "joint_set": joint_set.name, "joint_names": list(joint_set.names),
+      "filter": output.filter,
+      "tracks": {str(track): {
+          "frames_seen": int(value["seen"].sum()),
+          "first_frame": int(np.flatnonzero(value["seen"])[0]),
+          "last_frame": int(np.flatnonzero(value["seen"])[-1]),
+          "joint_frames_filled": int(value["filled"].any(axis=-1).sum()),
+          "files": written[track]} for track, value in tracks.items()},
+      "short_tracks_dropped": sorted(int(t) for t in positions if t not in tracks),
+      "detections_per_view": dict(zip(rig.camera_names, detections.tolist())),
+      "recovered_per_view": dict(zip(rig.camera_names, recovered.tolist())),
+      "median_reprojection_error_px": float(np.median(errors)) if errors else None,
+      "frames_per_second": done / elapsed if elapsed > 0 else None,
+      "stage_seconds": {name: round(timer.seconds.get(name, 0.0), 3) for name in STAGES},
+      "per_frame": per_frame,
+  }
+  files.write_atomic(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
+  return summary
+
+
+def _check_sizes(images, rig: Rig, key: str) -> None:
+  for image, camera in zip(images, rig.cameras):
+    height, width = image.shape[:2]
+    if (width, height) != (int(camera.width), int(camera.height)):
+      raise ValueError(f"frame {key!r} of camera {camera.name!r} is {width}x{height}, expected "
+                       f"{int(camera.width)}x{int(camera.height)} (the calibration's image size)")
+
+
+def _write_overlays(writers, stack, output_dir, rig, images, result, joint_set, fps, scale):
+  for view, (camera, image) in enumerate(zip(rig.cameras, images)):
+    drawn = []
+    for person in result["people"]:
+      reprojected, _ = tracking.project_person(person["joints3d"], camera)
+      joints2d = (person["joints2d_after"][person["views"].index(view)]
+                  if view in person["views"] else None)
+      drawn.append({"label": int(person["track"]),
+                    "joints2d": None if joints2d is None else joints2d * scale,
+                    "reprojected": reprojected * scale})
+    height, width = image.shape[:2]
+    size = (max(2, int(round(width * scale)) // 2 * 2), max(2, int(round(height * scale)) // 2 * 2))
+    if view not in writers:
+      writers[view] = stack.enter_context(render.VideoWriter(
+          os.path.join(output_dir, "overlays", f"{camera.name}.mp4"), fps, *size))
+    small = image if scale == 1 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    writers[view].write(render.draw_people(small, drawn, joint_set.limbs))
+
+
+def _write_raw_tracks(path, positions, tracks, joint_set, fps) -> None:
+  """The written tracks before gap filling and filtering, for filter studies
+  (benchmarks/filter_study.py --tracks): positions_<track> [T, J, 3] mm, fps, limbs."""
+  arrays = {f"positions_{track}": positions[track] for track in tracks}
+  if arrays and len(arrays) == 1:
+    arrays["positions"] = next(iter(arrays.values()))
+  buffer = io.BytesIO()
+  np.savez(buffer, fps=np.float64(fps), limbs=np.asarray(joint_set.limbs, np.int64),
+           joint_names=np.asarray(joint_set.names), **arrays)
+  files.write_atomic(path, buffer.getvalue())
+
+
+def _write_motion(output_dir, tracks, joint_set, fps, rig: Rig, output: OutputSettings):
+  written = {}
+  folder = os.path.join(output_dir, "motion")
+  os.makedirs(folder, exist_ok=True)
+  for track, value in tracks.items():
+    stem = os.path.join(folder, f"person{track}")
+    names = list(joint_set.names)
+    paths = []
+    if "trc" in output.formats:
+      motion_files.write_trc(stem + ".trc", value["positions"], names, fps, up=rig.up)
+      paths.append(stem + ".trc")
+    if "c3d" in output.formats:
+      motion_files.write_c3d(stem + ".c3d", value["positions"], names, fps)
+      paths.append(stem + ".c3d")
+    if "csv" in output.formats:
+      motion_files.write_csv(stem + ".csv", value["positions"], names, fps)
+      paths.append(stem + ".csv")
+    written[track] = [os.path.relpath(path, output_dir) for path in paths]
+  return written
