@@ -271,6 +271,21 @@ def test_fast_path_equals_a_straightforward_reference(size):
                              atol=1e-5 * np.abs(fused).max())
 
 
+def test_target_sums_read_row_pairs_in_blocks():
+  """Both backends' target interpolation equals the sum written out, across NumPy's blocks."""
+  rng = np.random.default_rng(6)
+  fine = rng.uniform(-1, 1, (40, 3)).astype(np.float32)
+  first = rng.integers(0, 39, (2, 2500, 3))  # [V, HW, V - 1]: more targets than one block.
+  rows = np.stack([first, first + 1], -1)
+  weights = rng.uniform(0, 1, rows.shape).astype(np.float32)
+  expected = np.einsum("psk,pskj->pj", weights.reshape(-1, 3, 2), fine[rows].reshape(-1, 3, 2, 3))
+  numpy_sums = epipolar_fusion._NumpyOps.target_sums(fine, rows, weights)
+  tf_sums = epipolar_fusion._TensorflowOps.target_sums(tf.constant(fine), tf.constant(rows),
+                                                       tf.constant(weights)).numpy()
+  np.testing.assert_allclose(numpy_sums, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(tf_sums, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_tensorflow_ops_equal_numpy_eager_and_traced(h36m_case):
   _, size, heatmaps, _, fundamental = h36m_case
   layout = epipolar_fusion._layout(size, size, WIDTH, VALUE)
