@@ -5,9 +5,11 @@ r"""The recording pipeline's speed, stage by stage, against the per-frame pipeli
 
 Runs `mf_tf.reconstruct.pipeline.reconstruct_recording` on a Pose2Sim session (4 portrait views,
 1088 x 1920, 60 fps) with the mode's default outputs (motion files, overlay videos at half size,
-3D animation) and prints frames per second and the time of every stage per frame (decode,
-person detection, landmarks, association, recovery, fusion, triangulation, tracking, overlays,
-filtering, writing). Then, in the same run and on the same frames, the per-frame pipeline that
+3D animation) and worker threads (`--workers`, config.video.workers), and prints frames per
+second and the time of every stage per frame: the wall time of decode (waiting for the
+prefetching decoder), views (detection + landmarks of every view, in the workers), association,
+people (fusion + triangulation of every person, in the workers), recovery, tracking, overlays,
+filtering and writing, and the worker time of detection, landmarks, fusion and triangulation. Then, in the same run and on the same frames, the per-frame pipeline that
 `--mode=video` ran before tracks existed: the person detector (letterbox and tiles) and the
 landmark model in every view at every frame, then association, fusion and triangulation
 (`BlazePose.estimate` + `people.reconstruct_people`), no outputs; the ratio of the two is printed.
@@ -28,6 +30,7 @@ from absl import flags  # noqa: E402
 
 from mf_tf.geometry import calibration_formats  # noqa: E402
 from mf_tf.models import blazepose  # noqa: E402
+from mf_tf.modes import video  # noqa: E402
 from mf_tf.reconstruct import people  # noqa: E402
 from mf_tf.reconstruct import pipeline  # noqa: E402
 from mf_tf.reconstruct import recording as recording_lib  # noqa: E402
@@ -40,6 +43,7 @@ flags.DEFINE_string("session", os.path.normpath(_DEFAULT_SESSION), "Pose2Sim ses
 flags.DEFINE_integer("frames", 100, "Frames of the pipeline run (from the first).")
 flags.DEFINE_integer("baseline_frames", 30, "Frames of the per-frame baseline (0: skip it).")
 flags.DEFINE_string("output_dir", "", "Where the outputs go (default: a temporary folder).")
+flags.DEFINE_integer("workers", 0, "Worker threads (config.video.workers; 0: one per core).")
 
 
 def main(argv):
@@ -49,26 +53,31 @@ def main(argv):
                                                names=recording.camera_names)
     rig = calibration_formats.fit_to_image_size(rig, recording.frame_sizes)
     count = min(FLAGS.frames, recording.num_frames)
-    model = blazepose.BlazePose()
+    model = blazepose.BlazePose()  # The baseline's: one model on every core.
     output_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="recording_speed_")
-    reconstructor = pipeline.Reconstructor(model, rig, "h36m17")
+    reconstructor = pipeline.Reconstructor(video.models(FLAGS.workers), rig, "h36m17")
     summary = pipeline.reconstruct_recording(
         recording.frames(stop=count), rig, reconstructor, output_dir, fps=recording.fps,
         num_frames=count)
-    total = sum(summary["stage_seconds"].values())
+    total = summary["seconds"]
     print(f"{FLAGS.session}: {count} frames x {len(rig.cameras)} views "
           f"{[f'{w}x{h}' for w, h in recording.frame_sizes.values()]}, "
           f"{len(summary['tracks'])} tracks, outputs in {output_dir}")
     print(f"pipeline: {summary['frames_per_second']:.2f} frames/s over the frame loop; "
           f"{count / total:.2f} frames/s including filtering and writing the files\n")
-    print("| stage | ms per frame | share |\n|---|---:|---:|")
+    wall = total
+    print("| stage | ms per frame | share of the wall time |\n|---|---:|---:|")
     for stage, seconds in summary["stage_seconds"].items():
-      print(f"| {stage} | {seconds / count * 1000:.1f} | {seconds / total * 100:.0f} % |")
+      share = (f"{seconds / wall * 100:.0f} %" if stage in pipeline.WALL_STAGES
+               else "(in a worker)")
+      print(f"| {stage} | {seconds / count * 1000:.1f} | {share} |")
     crops = sum(summary["detections_per_view"].values()) + sum(
         summary["recovered_per_view"].values())
-    print(f"\nlandmark crops: {crops / count:.1f} per frame; "
-          f"{summary['stage_seconds']['landmarks'] / max(crops, 1) * 1000:.1f} ms each; "
-          f"fusion per person: {summary['stage_seconds']['fusion'] / max(1, sum(len(f['tracks']) for f in summary['per_frame'])) * 1000:.1f} ms")
+    persons = max(1, sum(len(frame["tracks"]) for frame in summary["per_frame"]))
+    print(f"\nlandmark crops: {crops / count:.1f} per frame, "
+          f"{summary['stage_seconds']['landmarks'] / max(crops, 1) * 1000:.1f} ms each in a "
+          f"worker; fusion {summary['stage_seconds']['fusion'] / persons * 1000:.1f} ms per person "
+          "in a worker")
     if FLAGS.baseline_frames:
       frames = min(FLAGS.baseline_frames, count)
       start = time.perf_counter()

@@ -90,6 +90,12 @@ def main() -> None:
     recovery["after"] += np.add(step["detections"], step["recovered"])
     recovery["people"].append(len(people))
     recovery["people_recovered"].append(len(step["people"]))
+    # Over the confident joints (those triangulated from) of the people seen by >= 3 views.
+    step_errors = np.concatenate(
+        [np.where(person["scores"] >= 0.5, person["errors"], np.nan).ravel()
+         for person in step["people"] if len(person["views"]) >= 3] + [np.zeros(0)])
+    recovery.setdefault("median_px", []).append(
+        round(float(np.nanmedian(step_errors)), 2) if np.isfinite(step_errors).any() else None)
     print(f"{key}  {[len(view) for view in estimates]}   {len(people)} ("
           + ", ".join(f"{len(p['views'])}{'*' if any(p['mirrored']) else ''}" for p in people)
           + f");  with recovery: detections {np.add(step['detections'], step['recovered']).tolist()}"
@@ -97,7 +103,8 @@ def main() -> None:
           + ", ".join(str(len(p["views"])) for p in step["people"]) + ")")
   print(f"detections per view over all instants {cameras}: before recovery "
         f"{recovery['before'].tolist()}, after {recovery['after'].tolist()}; people per instant "
-        f"{recovery['people']} -> {recovery['people_recovered']}")
+        f"{recovery['people']} -> {recovery['people_recovered']}; median reprojection error per "
+        f"instant with recovery, confident joints of the people seen by >= 3 views (px): {recovery['median_px']}")
   print("reprojection error of the triangulated joints vs each view's 2D estimate (raw px):")
   for fusion, values in errors.items():
     values = np.concatenate(values) if values else np.zeros(0)

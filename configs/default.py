@@ -240,6 +240,8 @@ def get_config(arg=None):
   config.video.stride = 1  # Every n-th frame (the outputs' frame rate is fps / stride).
   config.video.offsets = ""  # "cam01:2,cam03:-1": camera c's frame i + k shows instant i.
   config.video.fps = 0.0  # Frame rate of image folders (they carry none); 0: 30. Videos: theirs.
+  config.video.workers = 0  # Threads running the views' models in parallel; 0: one per CPU core
+  # (measured in BUILD.md: 2 workers of one TFLite thread beat one worker of two on 2 cores).
   config.video.joint_set = "h36m17"  # BlazePose joints mapped to this set (h36m17 | coco19 | ...).
   config.video.fusion = "epipolar"  # none | epipolar: calibrated line fusion of the crop heatmaps
   # (the line of config.fusion.line_width_px / line_value, as MetaFuse^0).
@@ -259,6 +261,8 @@ def get_config(arg=None):
   # (50 mm a frame walking at 30 fps; the closest two demo people stand 0.87 m apart).
   config.video.max_gap_frames = 20  # Frames a person may go unseen (and gaps filled) per track.
   config.video.min_track_frames = 10  # Shorter tracks are not written as motion files.
+  config.video.duplicate_distance_mm = 200.0  # Two people of disjoint views this close (median
+  # joint distance) are one person that association split; the closest two demo people: 870 mm.
   config.video.filter = "butterworth"  # none | butterworth | savgol | one_euro (measured in
   # BUILD.md: jitter and bone-length variation against lag on the demo recordings).
   config.video.filter_params = ""  # "cutoff_hz=6,order=4"; empty: the method's defaults.

@@ -102,6 +102,18 @@ def load_rig(spec: str, recording: recording_lib.Recording, units: str = "") -> 
   return calibration_formats.fit_to_image_size(rig, recording.frame_sizes)
 
 
+def models(workers: int) -> list[blazepose.BlazePose]:
+  """One BlazePose per worker thread (0: one per CPU core): several workers run the views in
+  parallel with one TFLite thread each, one worker runs each model on every core."""
+  cores = os.cpu_count() or 1
+  if workers < 0:
+    raise ValueError(f"config.video.workers={workers}, expected >= 0 (0: one per CPU core)")
+  workers = workers or cores
+  if workers == 1:
+    return [blazepose.BlazePose(num_threads=cores)]
+  return [blazepose.BlazePose(num_threads=1) for _ in range(workers)]
+
+
 def _offsets(text: str, cameras) -> dict[str, int]:
   """"cam01:2,cam03:-1" -> {"cam01": 2, "cam03": -1}."""
   offsets = {}
@@ -141,7 +153,8 @@ def run(config, workdir: str) -> None:
       recovery_max_px=float(settings.recovery_max_px),
       max_distance_mm=float(settings.track_max_distance_mm),
       max_gap_frames=int(settings.max_gap_frames),
-      min_track_frames=int(settings.min_track_frames))
+      min_track_frames=int(settings.min_track_frames),
+      duplicate_distance_mm=float(settings.duplicate_distance_mm))
   output = pipeline.OutputSettings(
       overlays=bool(settings.overlays), overlay_scale=float(settings.overlay_scale),
       animation=bool(settings.animation), filter=str(settings.filter),
@@ -166,8 +179,8 @@ def run(config, workdir: str) -> None:
     logging.info("video: %s, %d frames x %d cameras %s at %.3g fps, fusion=%s -> %s", recording,
                  num_frames, len(rig.cameras), rig.camera_names, fps / stride, instant.fusion,
                  output_dir)
-    reconstructor = pipeline.Reconstructor(
-        blazepose.BlazePose(), rig, settings.joint_set, instant, tracking_settings)
+    reconstructor = pipeline.Reconstructor(models(int(settings.workers)), rig,
+                                           settings.joint_set, instant, tracking_settings)
     bar = Progbar(num_frames, unit_name="frame")
     started = time.perf_counter()
 
@@ -175,9 +188,12 @@ def run(config, workdir: str) -> None:
       rate = done / max(time.perf_counter() - started, 1e-9)
       bar.update(done, values=[("people", len(result["people"])), ("frames/s", rate)])
 
-    summary = pipeline.reconstruct_recording(
-        frames, rig, reconstructor, output_dir, fps=fps / stride, num_frames=num_frames,
-        output=output, progress=progress)
+    try:
+      summary = pipeline.reconstruct_recording(
+          frames, rig, reconstructor, output_dir, fps=fps / stride, num_frames=num_frames,
+          output=output, progress=progress)
+    finally:
+      reconstructor.close()
   tracks = ", ".join(f"person{track}: {value['frames_seen']} frames"
                      for track, value in summary["tracks"].items()) or "none"
   print(f"video: {summary['frames']} frames at {summary['frames_per_second']:.2f} frames/s; "

@@ -22,11 +22,15 @@ Every file is written to a temporary name and renamed into place when complete.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import os
+import queue
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -43,30 +47,40 @@ from mf_tf.reconstruct import people as people_lib
 from mf_tf.reconstruct import render
 from mf_tf.reconstruct import tracking
 
-STAGES = ("decode", "detection", "landmarks", "association", "recovery", "fusion",
-          "triangulation", "tracking", "overlays", "filtering", "writing")
+# Stages in frame order. "views" and "people" are the wall time of the parallel sections whose
+# per-thread work is "detection" + "landmarks" and "fusion" + "triangulation".
+STAGES = ("decode", "views", "detection", "landmarks", "association", "people", "fusion",
+          "triangulation", "recovery", "tracking", "overlays", "filtering", "writing")
+WALL_STAGES = ("decode", "views", "association", "people", "recovery", "tracking", "overlays",
+               "filtering", "writing")
 
 
 class StageTimer:
-  """Wall time per named stage (`with timer.stage("fusion"): ...`), nested stages excluded from
-  their parent's time."""
+  """Time per named stage (`with timer.stage("fusion"): ...`), nested stages excluded from their
+  parent's time. Thread-safe: stages timed in worker threads add their own time, so with several
+  workers the stages run inside them ("detection", "landmarks", "fusion", "triangulation") sum
+  to more than the wall time they took; "views" and "people" time those parallel sections in
+  the calling thread."""
 
   def __init__(self):
     self.seconds = collections.defaultdict(float)
-    self._stack: list[list] = []
+    self._lock = threading.Lock()
+    self._local = threading.local()
 
   @contextlib.contextmanager
   def stage(self, name: str):
+    stack = self._local.__dict__.setdefault("stack", [])
     start = time.perf_counter()
-    self._stack.append([name, 0.0])
+    stack.append([name, 0.0])
     try:
       yield
     finally:
-      _, nested = self._stack.pop()
+      _, nested = stack.pop()
       elapsed = time.perf_counter() - start
-      self.seconds[name] += elapsed - nested
-      if self._stack:
-        self._stack[-1][1] += elapsed
+      with self._lock:
+        self.seconds[name] += elapsed - nested
+      if stack:
+        stack[-1][1] += elapsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +95,8 @@ class TrackingSettings:
     max_distance_mm: A person's centre move per frame that keeps their identity.
     max_gap_frames: Frames a track may go unseen; gaps this short are filled in the output.
     min_track_frames: Tracks seen in fewer frames are not written as motion files.
+    duplicate_distance_mm: Two people of disjoint views whose joints lie this close (median) are
+      one person split by association (`Reconstructor._merge_duplicates`).
   """
 
   redetect_every: int = tracking.DEFAULT_REDETECT_EVERY
@@ -89,6 +105,7 @@ class TrackingSettings:
   max_distance_mm: float = tracking.DEFAULT_TRACK_MAX_DISTANCE_MM
   max_gap_frames: int = tracking.DEFAULT_MAX_GAP_FRAMES
   min_track_frames: int = 10
+  duplicate_distance_mm: float = tracking.DEFAULT_DUPLICATE_DISTANCE_MM
 
   def __post_init__(self):
     if self.redetect_every < 0 or self.max_gap_frames < 0 or self.min_track_frames < 1:
@@ -103,8 +120,12 @@ class TrackingSettings:
 class Reconstructor:
   """People of each frame of one recording, in order (crops and identities carry over).
 
+  The views' person detection and landmarks, then the people's fusion and triangulation, run on
+  one worker thread per model (the TFLite models and NumPy release the interpreter lock; each
+  model is used by one thread at a time).
+
   Args:
-    model: A `blazepose.BlazePose`.
+    models: A `blazepose.BlazePose`, or several (one worker each; give each `num_threads=1`).
     rig: The views' cameras, in the order of the frames' images.
     joint_set: JointSet (or name) of the output.
     instant: `people.InstantSettings`.
@@ -112,20 +133,46 @@ class Reconstructor:
     timer: StageTimer (a new one when None).
   """
 
-  def __init__(self, model, rig: Rig, joint_set,
+  def __init__(self, models, rig: Rig, joint_set,
                instant: people_lib.InstantSettings = people_lib.InstantSettings(),
                tracking_settings: TrackingSettings = TrackingSettings(),
                timer: StageTimer | None = None):
-    self.model = model
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+      raise ValueError("Reconstructor needs at least one BlazePose model")
     self.rig = rig
     self.joint_set = joints_lib.get_joint_set(joint_set)
     self.instant = instant
     self.tracking = tracking_settings
     self.timer = timer or StageTimer()
+    self._models = queue.SimpleQueue()
+    for model in models:
+      self._models.put(model)
+    self._pool = (concurrent.futures.ThreadPoolExecutor(len(models), "mf_tf_views")
+                  if len(models) > 1 else None)
     self._carried = [[] for _ in range(rig.num_views)]
     self._tracker = tracking.Tracker(self.joint_set, tracking_settings.max_distance_mm,
                                      tracking_settings.max_gap_frames)
     self._frame = 0
+
+  def close(self) -> None:
+    """Stops the worker threads."""
+    if self._pool is not None:
+      self._pool.shutdown()
+
+  def _map(self, function, items) -> list:
+    items = list(items)
+    if self._pool is None or len(items) < 2:
+      return [function(item) for item in items]
+    return list(self._pool.map(function, items))
+
+  @contextlib.contextmanager
+  def _model(self):
+    model = self._models.get()
+    try:
+      yield model
+    finally:
+      self._models.put(model)
 
   def step(self, images: Sequence[np.ndarray]) -> dict:
     """One frame's people.
@@ -142,21 +189,11 @@ class Reconstructor:
       raise ValueError(f"got {len(images)} images, expected one per camera of rig "
                        f"{self.rig.name!r} ({self.rig.num_views})")
     stage = self.timer.stage
-    estimates, runs = [], []
-    for view, (image, camera) in enumerate(zip(images, self.rig.cameras)):
-      carried = self._carried[view]
-      with stage("landmarks"):
-        poses = self.model.estimate_boxes(image, carried, self.joint_set, camera)
-      run = tracking.needs_detection(self._frame, len(carried), len(carried) - len(poses),
-                                     self.tracking.redetect_every)
-      if run:
-        with stage("detection"):
-          boxes = [box for box in self.model.detect_people(image)
-                   if not any(_covers(pose, box) for pose in poses)]
-        with stage("landmarks"):
-          poses += self.model.estimate_boxes(image, boxes, self.joint_set, camera, kept=poses)
-      estimates.append(poses)
-      runs.append(run)
+    with stage("views"):
+      found_views = self._map(lambda view: self._view_poses(view, images[view]),
+                              range(self.rig.num_views))
+    estimates = [poses for poses, _ in found_views]
+    runs = [run for _, run in found_views]
     detections = [len(poses) for poses in estimates]
     with stage("association"):
       found = association.associate(
@@ -164,12 +201,13 @@ class Reconstructor:
           [_stack(poses, "scores", (0, self.joint_set.num_joints)) for poses in estimates],
           self.rig, max_cost_px=self.instant.max_cost_px, min_score=self.instant.min_score,
           mirror=self.joint_set.mirror)
-    people = []
-    for person in found:
-      members, mirrored = dict(person.members), dict(person.mirrored)
-      people.append(self._reconstruct(estimates, members, mirrored))
-    if self.tracking.recover_views:
-      with stage("recovery"):
+    with stage("people"):
+      people = self._map(
+          lambda person: self._reconstruct(estimates, dict(person.members),
+                                           dict(person.mirrored)), found)
+    with stage("recovery"):
+      people = self._merge_duplicates(estimates, people)
+      if self.tracking.recover_views:
         people = [self._recover(images, estimates, person) for person in people]
     recovered = [len(poses) - count for poses, count in zip(estimates, detections)]
     with stage("tracking"):
@@ -181,6 +219,24 @@ class Reconstructor:
     return {"detections": detections, "recovered": recovered, "detector_runs": runs,
             "people": people}
 
+  def _view_poses(self, view: int, image) -> tuple[list[dict], bool]:
+    """One view's poses: the crops carried from the previous frame, then the detector's people
+    where it runs (`tracking.needs_detection`)."""
+    stage = self.timer.stage
+    camera, carried = self.rig.cameras[view], self._carried[view]
+    with self._model() as model:
+      with stage("landmarks"):
+        poses = model.estimate_boxes(image, carried, self.joint_set, camera)
+      run = tracking.needs_detection(self._frame, len(carried), len(carried) - len(poses),
+                                     self.tracking.redetect_every)
+      if run:
+        with stage("detection"):
+          boxes = [box for box in model.detect_people(image)
+                   if not any(_covers(pose, box) for pose in poses)]
+        with stage("landmarks"):
+          poses += model.estimate_boxes(image, boxes, self.joint_set, camera, kept=poses)
+    return poses, run
+
   def _reconstruct(self, estimates, members: dict, mirrored: dict) -> dict:
     views = sorted(members)
     result = people_lib.reconstruct_person(
@@ -188,6 +244,40 @@ class Reconstructor:
         [self.rig.cameras[view] for view in views], self.joint_set, self.instant, self.timer)
     result.update(views=views, members=dict(sorted(members.items())))
     return result
+
+  def _merge_duplicates(self, estimates, people: list[dict]) -> list[dict]:
+    """One person split into two groups of views becomes one (`tracking.same_person`).
+
+    Association keeps a group's mean epipolar cost under its threshold, so one view whose pose is
+    off (a limb taken for another) can split a person seen by 4 views into two pairs, each
+    triangulating the same body: on Pose2Sim's multi-person demo, frame 77 gave two 2-view
+    people 80 mm apart. Their union is reconstructed and kept when it reprojects onto every view
+    within the association threshold (median over confident joints).
+    """
+    merged = True
+    while merged:
+      merged = False
+      for first, second in itertools.combinations(range(len(people)), 2):
+        a, b = people[first], people[second]
+        if set(a["views"]) & set(b["views"]):
+          continue
+        flip = tracking.same_person(a["joints3d"], b["joints3d"], self.joint_set,
+                                    self.tracking.duplicate_distance_mm)
+        if flip is None:
+          continue
+        mirrored = {**dict(zip(a["views"], a["mirrored"])),
+                    **{view: value ^ flip for view, value in zip(b["views"], b["mirrored"])}}
+        union = self._reconstruct(estimates, {**a["members"], **b["members"]}, mirrored)
+        confident = union["scores"] >= self.instant.min_score
+        errors = np.where(confident, union["errors"], np.nan)
+        medians = [np.nanmedian(row) if np.isfinite(row).any() else np.inf for row in errors]
+        if max(medians) < self.instant.max_cost_px:
+          people = [person for index, person in enumerate(people)
+                    if index not in (first, second)] + [union]
+          people.sort(key=lambda person: -len(person["views"]))
+          merged = True
+          break
+    return people
 
   def _recover(self, images, estimates, person: dict) -> dict:
     """The person with the views that missed them searched (`tracking`, mechanism 3)."""
@@ -205,17 +295,24 @@ class Reconstructor:
       # in the crop around the projection.
       candidates = [(index, pose) for index, pose in enumerate(estimates[view])
                     if (view, index) not in claimed]
-      with self.timer.stage("landmarks"):
-        fresh = self.model.estimate_boxes(images[view], [box], self.joint_set, camera,
-                                          kept=estimates[view])
+      with self.timer.stage("landmarks"), self._model() as model:
+        fresh = model.estimate_boxes(images[view], [box], self.joint_set, camera,
+                                     kept=estimates[view])
       candidates += [(len(estimates[view]), pose) for pose in fresh]
       for index, pose in candidates:
-        accepted, flip = tracking.agrees_with_projection(
+        accepted, flip, agreeing = tracking.agrees_with_projection(
             pose, projected, self.joint_set, self.tracking.recovery_max_px,
             self.instant.min_score)
         if accepted:
+          # Only the joints that agree are used (the others may be another person's limbs).
+          order = self.joint_set.mirror_array if flip else np.arange(self.joint_set.num_joints)
+          gated = np.zeros_like(pose["scores"])
+          gated[order] = np.where(agreeing, pose["scores"][order], 0.0)
+          pose = {**pose, "scores": gated}
           if index == len(estimates[view]):
             estimates[view].append(pose)
+          else:
+            estimates[view][index] = pose
           members[view], mirrored[view] = index, flip
           added = True
           break
@@ -242,11 +339,9 @@ def _stack(poses, field: str, empty_shape) -> np.ndarray:
 
 
 def _rounded(array, digits: int = 2) -> list:
-  """Nested lists with NaN -> None (JSON null)."""
-  array = np.asarray(array, np.float64)
-  if array.ndim == 0:
-    return None if np.isnan(array) else round(float(array), digits)
-  return [_rounded(item, digits) for item in array]
+  """Nested lists rounded to `digits`, NaN -> None (JSON null)."""
+  array = np.round(np.asarray(array, np.float64), digits)
+  return np.where(np.isnan(array), None, array).tolist()
 
 
 def frame_record(index: int, key: str, rig: Rig, result: dict) -> dict:
@@ -341,9 +436,15 @@ def reconstruct_recording(frames, rig: Rig, reconstructor: Reconstructor, output
   writers = {}
   start = time.perf_counter()
   done = 0
+  pending = None
   with contextlib.ExitStack() as stack:
     lines = stack.enter_context(files.AtomicTextFile(os.path.join(output_dir, "frames.jsonl")))
-    iterator = iter(frames)
+    iterator = stack.enter_context(contextlib.closing(prefetch(frames)))
+    # The overlay writers close after their thread has finished (an exit stack unwinds last in,
+    # first out): complete videos on success, none on an error.
+    video_writers = stack.enter_context(contextlib.ExitStack())
+    overlay_thread = stack.enter_context(
+        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mf_tf_overlays"))
     while True:
       with timer.stage("decode"):
         item = next(iterator, None)
@@ -365,14 +466,21 @@ def reconstruct_recording(frames, rig: Rig, reconstructor: Reconstructor, output
       with timer.stage("writing"):
         lines.write(json.dumps(frame_record(index, key, rig, result)) + "\n")
       if output.overlays:
+        # Drawn and encoded on a thread of their own while the next frame is processed (OpenCV
+        # releases the interpreter lock); one frame in flight at most.
         with timer.stage("overlays"):
-          _write_overlays(writers, stack, output_dir, rig, images, result, joint_set, fps,
-                          output.overlay_scale)
+          if pending is not None:
+            pending.result()
+          pending = overlay_thread.submit(_write_overlays, writers, video_writers, output_dir, rig,
+                                          images, result, joint_set, fps, output.overlay_scale)
       per_frame.append({"key": key, "people": len(result["people"]),
                         "tracks": [int(person["track"]) for person in result["people"]]})
       done += 1
       if progress is not None:
         progress(done, result)
+    if pending is not None:
+      with timer.stage("overlays"):
+        pending.result()
   elapsed = time.perf_counter() - start
   with timer.stage("filtering"):
     tracks = {}
@@ -408,11 +516,51 @@ def reconstruct_recording(frames, rig: Rig, reconstructor: Reconstructor, output
       "recovered_per_view": dict(zip(rig.camera_names, recovered.tolist())),
       "median_reprojection_error_px": float(np.median(errors)) if errors else None,
       "frames_per_second": done / elapsed if elapsed > 0 else None,
+      "seconds": time.perf_counter() - start,
       "stage_seconds": {name: round(timer.seconds.get(name, 0.0), 3) for name in STAGES},
       "per_frame": per_frame,
   }
   files.write_atomic(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
   return summary
+
+
+def prefetch(items, depth: int = 2):
+  """Yields `items` while a background thread reads up to `depth` ahead (decoding the next
+  frames while this one is processed: OpenCV's decoder releases the interpreter lock). An
+  exception of the reader is raised here, at the item it failed on; closing the generator stops
+  the reader."""
+  buffer = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+  done = object()
+
+  def read():
+    try:
+      for item in items:
+        while not stop.is_set():
+          try:
+            buffer.put((item, None), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+      buffer.put((done, None))
+    except BaseException as error:  # Handed to the consumer, raised there.
+      buffer.put((done, error))
+
+  reader = threading.Thread(target=read, name="mf_tf_decode", daemon=True)
+  reader.start()
+  try:
+    while True:
+      item, error = buffer.get()
+      if error is not None:
+        raise error
+      if item is done:
+        return
+      yield item
+  finally:
+    stop.set()
+    reader.join(timeout=5)
 
 
 def _check_sizes(images, rig: Rig, key: str) -> None:
@@ -438,7 +586,7 @@ def _write_overlays(writers, stack, output_dir, rig, images, result, joint_set, 
     if view not in writers:
       writers[view] = stack.enter_context(render.VideoWriter(
           os.path.join(output_dir, "overlays", f"{camera.name}.mp4"), fps, *size))
-    small = image if scale == 1 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small = image if scale == 1 else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     writers[view].write(render.draw_people(small, drawn, joint_set.limbs))
 
 

@@ -43,6 +43,10 @@ DEFAULT_MAX_GAP_FRAMES = 20
 DEFAULT_REDETECT_EVERY = 30
 # Projected joints inside the image needed before a view is searched for a person it missed.
 DEFAULT_MIN_PROJECTED_JOINTS = 8
+# Two reconstructions of disjoint views whose joints lie this close (median, mm) are one person:
+# the closest two people of the Panoptic demo frames stand 870 mm apart (pelvis to pelvis), and
+# one person's two partial reconstructions lie 40-120 mm apart.
+DEFAULT_DUPLICATE_DISTANCE_MM = 200.0
 # The radius of the detector's body circle over the farthest projected joint from the body centre:
 # the head top lies beyond the ears, and BlazePose's ROI scale (1.25) adds the rest of the margin.
 BODY_RADIUS_MARGIN = 1.15
@@ -228,34 +232,74 @@ def _below(joint_set, joint: int, hips: Sequence[int]) -> bool:
 
 
 def agrees_with_projection(pose: dict, projected, joint_set, max_distance_px: float,
-                           min_score: float, min_joints: int = 4) -> tuple[bool, bool]:
-  """Whether a pose found in a recovered crop is the projected person.
+                           min_score: float, min_joints: int = 4
+                           ) -> tuple[bool, bool, np.ndarray]:
+  """Which joints of a pose found in a recovered crop are the projected person's.
 
-  The mean distance of the pose's confident joints (score >= min_score) to the projection, in
-  raw image px, as labelled and with left and right exchanged (BlazePose swaps the sides of
-  people seen from behind; `association`), must be below `max_distance_px` over at least
-  `min_joints` joints.
+  A confident joint (score >= min_score) agrees when it lies within `max_distance_px` (raw image
+  px) of the person's projection. The pose is the person's when at least `min_joints` joints and
+  more than half of its confident joints with a projection agree, as labelled or with left and
+  right exchanged (BlazePose swaps the sides of people seen from behind; `association`),
+  whichever agrees more. In a crowd the landmark model can take some limbs of the person behind
+  for this one's (Pose2Sim's multi-person demo, cam03, frames 79-99: the man's left leg and
+  trunk within 10-50 px, his right leg on the woman behind him, 100-150 px off): the joints that
+  do not agree are not used.
 
   Args:
     pose: A `BlazePose.estimate_boxes` result.
     projected: [J, 2] the person's projection, raw px (NaN where unknown).
     joint_set: JointSet.
-    max_distance_px: Accepted mean distance.
+    max_distance_px: Distance within which a joint agrees.
     min_score: Joint confidence threshold.
-    min_joints: Confident joints with a projection needed.
+    min_joints: Agreeing joints needed.
 
   Returns:
-    (accepted, mirrored).
+    (accepted, mirrored, agreeing [J] bool in the person's joint order).
   """
   joint_set = joints_lib.get_joint_set(joint_set)
   projected = np.asarray(projected, np.float64)
-  best = (np.inf, False)
+  best = (False, False, np.zeros(joint_set.num_joints, bool))
+  best_count = -1
   for mirrored in (False, True):
     order = joint_set.mirror_array if mirrored else np.arange(joint_set.num_joints)
     points, scores = pose["joints2d"][order], pose["scores"][order]
     usable = (scores >= min_score) & np.isfinite(projected).all(axis=-1)
-    if usable.sum() < min_joints:
+    distance = np.linalg.norm(points - np.nan_to_num(projected), axis=-1)
+    agreeing = usable & (distance < max_distance_px)
+    count = int(agreeing.sum())
+    if count > best_count:
+      accepted = count >= min_joints and 2 * count > int(usable.sum())
+      best, best_count = (accepted, mirrored, agreeing), count
+  return best
+
+
+def same_person(first, second, joint_set,
+                max_distance_mm: float = DEFAULT_DUPLICATE_DISTANCE_MM,
+                min_joints: int = 4) -> bool | None:
+  """Whether two 3D reconstructions are one person, and how their left and right relate.
+
+  Args:
+    first, second: [J, 3] world mm, NaN where unknown.
+    joint_set: JointSet.
+    max_distance_mm: Largest median distance of their joints.
+    min_joints: Joints known in both needed.
+
+  Returns:
+    None when they are different people; else whether `second`'s left and right must be
+    exchanged to match `first` (False: as labelled).
+  """
+  joint_set = joints_lib.get_joint_set(joint_set)
+  first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+  best = None
+  for mirrored in (False, True):
+    other = second[joint_set.mirror_array] if mirrored else second
+    known = np.isfinite(first).all(axis=-1) & np.isfinite(other).all(axis=-1)
+    if known.sum() < min_joints:
       continue
-    distance = float(np.linalg.norm(points[usable] - projected[usable], axis=-1).mean())
-    best = min(best, (distance, mirrored))
-  return best[0] < max_distance_px, best[1]
+    distance = float(np.median(np.linalg.norm(first[known] - other[known], axis=-1)))
+    if best is None or distance < best[0]:
+      best = (distance, mirrored)
+  if best is None or best[0] >= max_distance_mm:
+    return None
+  return best[1]
+

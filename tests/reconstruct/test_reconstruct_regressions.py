@@ -265,11 +265,28 @@ def test_needs_detection_rules():
 def test_agrees_with_projection_finds_mirrored_poses(rig):
   projected, _ = tracking.project_person(_standing_pose(), rig.cameras[1])
   scores = np.ones(_H36M.num_joints)
+  everyone = np.ones(_H36M.num_joints, bool)
   same = {"joints2d": projected + 3.0, "scores": scores}
-  assert tracking.agrees_with_projection(same, projected, _H36M, 30.0, 0.5) == (True, False)
+  accepted, mirrored, agreeing = tracking.agrees_with_projection(same, projected, _H36M, 30.0, 0.5)
+  assert (accepted, mirrored) == (True, False) and agreeing.all()
   swapped = {"joints2d": projected[_H36M.mirror_array], "scores": scores}
-  assert tracking.agrees_with_projection(swapped, projected, _H36M, 30.0, 0.5) == (True, True)
+  accepted, mirrored, agreeing = tracking.agrees_with_projection(swapped, projected, _H36M, 30.0,
+                                                                 0.5)
+  assert (accepted, mirrored) == (True, True) and agreeing.all()
   far = {"joints2d": projected + [80.0, 0.0], "scores": scores}
   assert tracking.agrees_with_projection(far, projected, _H36M, 30.0, 0.5)[0] is False
   unsure = {"joints2d": projected, "scores": np.full(_H36M.num_joints, 0.2)}
   assert tracking.agrees_with_projection(unsure, projected, _H36M, 30.0, 0.5)[0] is False
+  # A pose whose right leg is another person's: the rest agrees, the right leg is left out.
+  leg = [_H36M.index(name) for name in ("rhip", "rknee", "rankle")]
+  mixed = projected.copy()
+  mixed[leg] += [120.0, 40.0]
+  accepted, mirrored, agreeing = tracking.agrees_with_projection(
+      {"joints2d": mixed, "scores": scores}, projected, _H36M, 30.0, 0.5)
+  assert accepted and not mirrored
+  np.testing.assert_array_equal(agreeing, np.where(np.isin(np.arange(17), leg), False, everyone))
+  # Half the joints elsewhere: not this person.
+  half = projected.copy()
+  half[::2] += [200.0, 0.0]
+  assert not tracking.agrees_with_projection({"joints2d": half, "scores": scores}, projected,
+                                             _H36M, 30.0, 0.5)[0]
