@@ -192,3 +192,28 @@ def test_calibration_is_fitted_to_the_frames(session):
     np.testing.assert_array_equal(camera.K, original.K)
   with pytest.raises(ValueError, match="cam01"):
     calibration_formats.fit_to_image_size(rig, {**sizes, "cam01": (900, 1920)})
+
+
+def test_a_video_that_breaks_off_stops_the_run_with_nothing_half_written(session, blazepose_cache,
+                                                                         tmp_path):
+  import av  # pylint: disable=import-outside-toplevel  (a test extra)
+  broken = tmp_path / "broken"
+  shutil.copytree(session, broken)
+  # cam02 with its index first (as phones and `-movflags faststart` write it), cut in half: it
+  # opens, declares 12 frames and runs out of data after about 6, while the run is writing.
+  path = broken / "videos" / "cam02.mp4"
+  complete = tmp_path / "complete.mp4"
+  with av.open(str(path)) as source, av.open(str(complete), "w",
+                                              options={"movflags": "faststart"}) as target:
+    stream = target.add_stream_from_template(source.streams.video[0])
+    for packet in source.demux(video=0):
+      if packet.dts is not None:
+        packet.stream = stream
+        target.mux(packet)
+  data = complete.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match=r"camera 'cam02': video .* ended .* at frame \d+"):
+    video.run(_config(session=str(broken), overlay_scale=0.25), str(tmp_path))
+  out = tmp_path / "video"
+  written = [name for _, _, names in os.walk(out) for name in names] if out.exists() else []
+  assert written == [], written  # No frames.jsonl, overlay, motion file or temporary.
