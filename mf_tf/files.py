@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 
 
@@ -64,3 +66,118 @@ class AtomicTextFile:
     elif os.path.exists(self._temporary):
       os.remove(self._temporary)
     return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Names, containment, and removing only what mf_tf wrote.
+
+# Every folder mf_tf writes as a whole (datasets, checkpoints, exports, converted annotations)
+# holds this file; `replace_folder` and `remove_own_folder` refuse a folder without it.
+MARKER = ".mf_tf_output"
+# A name that becomes one path component (rig, model, output folder): letters, digits, ".", "_",
+# "-"; starting with a letter or digit (so never ".", ".." or hidden); at most 100 characters
+# (TF Serving model names and every file system take that).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class UnsafePathError(ValueError):
+  """A name or path that would make mf_tf write or remove outside where it may."""
+
+
+def check_name(name, what: str = "name") -> str:
+  """Returns `name` when it is a safe single path component (NAME_PATTERN), else raises.
+
+  Args:
+    name: The candidate (a rig's, a model's, an output folder's name).
+    what: What it names, for the message (e.g. "rig name in 'my_rig.json'").
+
+  Raises:
+    UnsafePathError: naming the value and the rule.
+  """
+  if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+    shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60] + "...")
+    raise UnsafePathError(
+        f"{what} {shown} is not a safe name: expected 1-100 characters of letters, digits, '.', "
+        "'_' or '-', starting with a letter or digit (it becomes a folder and a served model name)")
+  return name
+
+
+def inside(root: str, *parts: str) -> str:
+  """The real path of `root/parts...`, proved to lie inside `root` (or to be root).
+
+  Symbolic links are resolved on both sides, so neither "..", an absolute part nor a link can
+  take the result out of `root`.
+
+  Raises:
+    UnsafePathError: the path escapes `root`.
+  """
+  base = os.path.realpath(os.fspath(root))
+  path = os.path.realpath(os.path.join(base, *[os.fspath(part) for part in parts]))
+  if path != base and not path.startswith(base.rstrip(os.sep) + os.sep):
+    raise UnsafePathError(f"path {os.path.join(*map(os.fspath, parts))!r} resolves to {path!r}, "
+                          f"outside {base!r}; expected a path inside it")
+  return path
+
+
+def mark(folder: str) -> None:
+  """Marks a folder as written by mf_tf (`MARKER`), so that a later run may replace it."""
+  write_atomic(os.path.join(folder, MARKER), "written by mf_tf; replaced or removed by it only\n")
+
+
+def is_own(folder: str) -> bool:
+  """Whether a folder holds mf_tf's `MARKER`."""
+  return os.path.isfile(os.path.join(folder, MARKER))
+
+
+def check_replaceable(folder: str, what: str = "output folder") -> None:
+  """Raises unless `folder` is absent, empty, or written by mf_tf (`MARKER`).
+
+  Raises:
+    UnsafePathError: a non-empty folder (or a file) that mf_tf did not write.
+  """
+  if not os.path.lexists(folder):
+    return
+  if os.path.islink(folder) or not os.path.isdir(folder):
+    raise UnsafePathError(f"{what} {folder!r} exists and is not a folder mf_tf wrote; expected a "
+                          "new path (mf_tf replaces only folders it wrote)")
+  if os.listdir(folder) and not is_own(folder):
+    raise UnsafePathError(f"{what} {folder!r} is a non-empty folder that mf_tf did not write; "
+                          "expected a new or empty path (mf_tf replaces only folders it wrote)")
+
+
+def replace_folder(staging: str, folder: str, what: str = "output folder") -> str:
+  """Moves a completed staging folder onto `folder` in one rename; an old `folder` goes aside
+  first and is removed after, and only when mf_tf wrote it.
+
+  `staging` gets the marker before the move. A reader sees the old folder or the new one; an
+  interruption between the two renames leaves the old one beside under "<folder>.old-*".
+
+  Raises:
+    UnsafePathError: `folder` exists and mf_tf did not write it (`check_replaceable`).
+  """
+  check_replaceable(folder, what)
+  mark(staging)
+  old = None
+  if os.path.lexists(folder):
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-",
+                           dir=os.path.dirname(os.path.abspath(folder)))
+    os.rmdir(old)
+    os.rename(folder, old)
+  os.rename(staging, folder)
+  if old is not None:
+    remove_own_folder(old)
+  return folder
+
+
+def remove_own_folder(folder: str) -> None:
+  """Removes a folder mf_tf wrote (it holds `MARKER`, or is empty); refuses anything else.
+
+  Raises:
+    UnsafePathError: the folder is not mf_tf's.
+  """
+  if not os.path.lexists(folder):
+    return
+  if os.path.islink(folder) or not os.path.isdir(folder) or (
+      os.listdir(folder) and not is_own(folder)):
+    raise UnsafePathError(f"refusing to remove {folder!r}: mf_tf did not write it (no {MARKER})")
+  shutil.rmtree(folder)
