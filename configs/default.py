@@ -85,6 +85,9 @@ def get_config(arg=None):
   config.convert.format = "h36m_pickle"  # CrossView / H36M-Toolbox annotation pickle.
   config.convert.input = ""  # The TRUSTED input file (it is unpickled); required.
   config.convert.output = ""  # "" means <workdir>/converted/h36m.
+  # Unpickling runs any code the input holds: only an explicit True converts (a mistyped path
+  # must never run a stranger's file).
+  config.convert.trust_pickle = False
 
   # Serving export (mf_tf/serving/export.py, --mode=export): a SavedModel per rig for TF Serving.
   config.export = ml_collections.ConfigDict()

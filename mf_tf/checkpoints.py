@@ -16,8 +16,13 @@ Finetuned fusion of one rig (`save_finetuned` / `load_finetuned`), a folder writ
   meta.json        method, K, heatmap size, temperature, training history
 
 Every file is written through a temporary file and a rename (`mf_tf.files.write_atomic`), and a
-finetuned folder through a temporary folder and a rename: a reader sees the old version or the
-new one. Unreadable files raise `CheckpointError` naming the file.
+finetuned folder as a whole: a staging folder that one rename swaps for the old one
+(`mf_tf.files.replace_folder`), so a reader sees the old version or the new one and never new
+weights beside an old rig.json. Unreadable files raise `CheckpointError` naming the file.
+
+Learned parameters are checked before every save and after every load (`check_parameters`):
+non-finite values, or values beyond the bounds below (`THETA_BOUND`, `MAP_BOUND`), raise a
+`ParameterError` naming the parameter, so a diverged run is never saved nor served.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from typing import Mapping
 
 import keras
 import numpy as np
@@ -47,8 +53,71 @@ FINETUNED_FILES = ("fusion.json", "fusion.npz", "rig.json", "meta.json")
 RIG_TOLERANCE = 1e-5
 
 
+# Bounds on learned fusion parameters: far beyond any trained value, so only a diverged run
+# (e.g. --config.metatrain.outer_lr=1e9 gives |theta| ~ 2e9) or a corrupt file reaches them.
+#
+# theta maps a target pixel's normalized coordinates ([-1, 1] across the heatmap, align_corners)
+# to source coordinates: its linear part is a scale, its translation is in half heatmap widths.
+# Beyond 2e3 it stretches or moves the base by more than 1e3 heatmap widths, where the source
+# heatmap holds nothing (the calibrated theta of every built-in rig stays below 10).
+THETA_BOUND = 2e3
+# omega_base, NaiveFuse matrices and materialized fusion values are weights that multiply source
+# heatmap values (in [0, 1]) and are added to a heatmap read out by a softmax of temperature
+# ~0.2: a weight of 1e4 already makes that read-out one-hot, a trained map needs far less (the
+# calibrated line base peaks at line_value, 0.3 by default).
+MAP_BOUND = 1e4
+# The bound of each learned weight, by its name (`save_meta_params` arrays, fusion layer weights).
+PARAMETER_BOUNDS = {"theta": THETA_BOUND, "theta_residual": THETA_BOUND,
+                    "omega_base": MAP_BOUND, "matrices": MAP_BOUND, "values": MAP_BOUND}
+
+
 class CheckpointError(ValueError):
   """A checkpoint or parameter file is unreadable or belongs to another run."""
+
+
+class ParameterError(ValueError):
+  """Learned parameters that are not finite or beyond their bound (`PARAMETER_BOUNDS`)."""
+
+
+def check_parameters(arrays: Mapping[str, np.ndarray], where: str) -> None:
+  """Raises unless every named array is finite and within its bound (`PARAMETER_BOUNDS`).
+
+  Arrays whose name has no bound (e.g. the integer indices of a sparse fusion) are checked for
+  finiteness only.
+
+  Args:
+    arrays: Parameter name -> array (any shape).
+    where: What holds them, for the message ("meta-parameters to save to '...'").
+
+  Raises:
+    ParameterError: naming the parameter, its largest magnitude (or its non-finite count) and the
+      bound.
+  """
+  for name, values in arrays.items():
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number) or values.size == 0:
+      continue
+    bound = PARAMETER_BOUNDS.get(name, np.inf)
+    finite = np.isfinite(values)
+    if not finite.all():
+      raise ParameterError(
+          f"{where}: parameter {name!r} has {int(values.size - finite.sum())} non-finite values "
+          f"of {values.size}; expected finite values within +-{bound:g} (training diverged: "
+          "lower the learning rate; nothing was saved or served from it)")
+    largest = float(np.max(np.abs(values)))
+    if largest > bound:
+      raise ParameterError(
+          f"{where}: parameter {name!r} has magnitude up to {largest:.3g}, beyond the bound "
+          f"{bound:g}; expected values within +-{bound:g} (training diverged: lower the "
+          "learning rate; nothing was saved or served from it)")
+
+
+def _layer_parameters(layer: keras.layers.Layer) -> dict:
+  """A fusion layer's weights by name (`AffineFusion`: theta as used, with its residual field)."""
+  arrays = {weight.name: np.asarray(weight.numpy()) for weight in layer.weights}
+  if hasattr(layer, "effective_theta") and getattr(layer, "built", False):
+    arrays["theta"] = np.asarray(layer.effective_theta())
+  return arrays
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -82,7 +151,13 @@ def _read_npz(path: str, keys, what: str, written_by: str) -> dict:
 
 
 def save_meta_params(params: maml.MetaParams, path: str, metadata: dict | None = None) -> None:
-  """Writes omega_base [H, W] and theta_init [HW, 6] (and JSON metadata) to an `.npz` file."""
+  """Writes omega_base [H, W] and theta_init [HW, 6] (and JSON metadata) to an `.npz` file.
+
+  Raises:
+    ParameterError: a non-finite or absurd parameter (`check_parameters`); nothing is written.
+  """
+  check_parameters({"omega_base": params.omega_base, "theta": params.theta},
+                   f"meta-parameters to save to {path!r}")
   files.write_atomic(path, _npz_bytes(omega_base=np.asarray(params.omega_base, np.float32),
                                       theta=np.asarray(params.theta, np.float32),
                                       metadata=np.asarray(json.dumps(metadata or {}))))
@@ -101,6 +176,7 @@ def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
   if omega.ndim != 2 or theta.shape != (omega.size, 6):
     raise ValueError(f"{path!r}: omega_base {omega.shape} and theta {theta.shape} are not "
                      "[H, W] and [H*W, 6]")
+  check_parameters({"omega_base": omega, "theta": theta}, f"meta-parameters file {path!r}")
   return maml.MetaParams(omega, theta), metadata
 
 
@@ -109,15 +185,22 @@ def load_meta_params(path: str) -> tuple[maml.MetaParams, dict]:
 
 
 def save_naive(matrices: np.ndarray, views, path: str) -> None:
-  """Writes NaiveFuse matrices [P, HW, HW] and their pretraining views [V'] to an `.npz`."""
+  """Writes NaiveFuse matrices [P, HW, HW] and their pretraining views [V'] to an `.npz`.
+
+  Raises:
+    ParameterError: a non-finite or absurd matrix entry (`check_parameters`); nothing is written.
+  """
+  check_parameters({"matrices": matrices}, f"NaiveFuse matrices to save to {path!r}")
   files.write_atomic(path, _npz_bytes(matrices=np.asarray(matrices, np.float32),
                                       views=np.asarray(views)))
 
 
 def load_naive(path: str) -> np.ndarray:
-  """The matrices [P, HW, HW] written by `save_naive`."""
-  return _read_npz(path, ("matrices",), "NaiveFuse matrices",
-                   "--mode=pretrain --config.pretrain.method=naive")["matrices"]
+  """The matrices [P, HW, HW] written by `save_naive` (checked by `check_parameters`)."""
+  matrices = _read_npz(path, ("matrices",), "NaiveFuse matrices",
+                       "--mode=pretrain --config.pretrain.method=naive")["matrices"]
+  check_parameters({"matrices": matrices}, f"NaiveFuse matrices file {path!r}")
+  return matrices
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,16 +235,38 @@ def load_init(method: str, path: str):
 
 
 def finetuned_rig_dir(root: str, rig: Rig) -> str:
-  """Where --mode=finetune writes the checkpoint of `rig`: `<root>/<rig.name>`."""
-  return os.path.join(root, rig.name)
+  """Where --mode=finetune writes the checkpoint of `rig`: `<root>/<rig.name>`, proved inside.
+
+  Raises:
+    files.UnsafePathError: the rig's name is not a safe folder name (`files.check_name`).
+  """
+  return files.inside(root, files.check_name(rig.name, "rig name"))
 
 
-def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict) -> str:
+def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict, *,
+                   log_dir: str | None = None) -> str:
   """Writes a rig's finetuned fusion folder (module docstring) atomically; returns `rig_dir`.
 
-  Files other than FINETUNED_FILES already in `rig_dir` (TensorBoard logs) are kept.
+  The files are written to a staging folder beside `rig_dir`, which one rename puts in the place
+  of the old folder (`files.replace_folder`): weights, rig.json and meta.json of one version
+  always go together, and an interruption leaves the old folder whole and no staging folder.
+
+  Args:
+    layer: The finetuned fusion layer (built).
+    rig: The rig it was finetuned for (saved as rig.json).
+    rig_dir: The checkpoint folder; an existing one must be mf_tf's (`files.check_replaceable`).
+    meta: JSON-serializable facts of the run (method, K, heatmap size, history).
+    log_dir: Optional folder of this run's TensorBoard logs, moved into the checkpoint as
+      `tensorboard/` (the logs of the run that wrote it; an older run's go with its folder).
+
+  Raises:
+    ParameterError: a non-finite or absurd weight (`check_parameters`); nothing is written.
+    files.UnsafePathError: `rig_dir` exists and mf_tf did not write it.
   """
   rig_dir = os.path.abspath(rig_dir)
+  check_parameters(_layer_parameters(layer), f"finetuned fusion to save to {rig_dir!r}")
+  what = "finetuned fusion checkpoint"
+  files.check_replaceable(rig_dir, what)
   parent = os.path.dirname(rig_dir)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(rig_dir)}.", suffix=".tmp")
@@ -174,13 +279,30 @@ def save_finetuned(layer: keras.layers.Layer, rig: Rig, rig_dir: str, meta: dict
     calibration.save_rig_file(rig, os.path.join(staging, "rig.json"))
     files.write_atomic(os.path.join(staging, "meta.json"),
                        json.dumps(meta, indent=1, sort_keys=True))
-    os.makedirs(rig_dir, exist_ok=True)
-    # meta.json last: a folder with a meta.json has the other three files of the same version.
-    for name in FINETUNED_FILES:
-      os.replace(os.path.join(staging, name), os.path.join(rig_dir, name))
+    if log_dir and os.path.isdir(log_dir):
+      os.rename(log_dir, os.path.join(staging, "tensorboard"))
+    try:
+      files.replace_folder(staging, rig_dir, what)
+    except BaseException:
+      _put_back_set_aside(rig_dir)
+      raise
   finally:
+    # Removes the staging folder only when the swap did not happen (mf_tf wrote all of it).
     shutil.rmtree(staging, ignore_errors=True)
   return rig_dir
+
+
+def _put_back_set_aside(rig_dir: str) -> None:
+  """After a failed swap, renames the old folder that `files.replace_folder` had set aside
+  (".<name>.old-*") back to `rig_dir`, when `rig_dir` is missing and that folder is mf_tf's."""
+  if os.path.lexists(rig_dir):
+    return
+  parent, name = os.path.split(rig_dir)
+  aside = [os.path.join(parent, entry) for entry in os.listdir(parent)
+           if entry.startswith(f".{name}.old-")]
+  aside = [path for path in aside if os.path.isdir(path) and files.is_own(path)]
+  if aside:
+    os.rename(max(aside, key=os.path.getmtime), rig_dir)
 
 
 def load_finetuned(rig_dir: str) -> tuple[keras.layers.Layer, Rig, dict]:
@@ -193,6 +315,7 @@ def load_finetuned(rig_dir: str) -> tuple[keras.layers.Layer, Rig, dict]:
   Raises:
     FileNotFoundError: A file of FINETUNED_FILES is missing.
     CheckpointError: A file is unreadable.
+    ParameterError: A weight is not finite or beyond its bound (`check_parameters`).
   """
   missing = [n for n in FINETUNED_FILES if not os.path.isfile(os.path.join(rig_dir, n))]
   if missing:
@@ -212,6 +335,8 @@ def load_finetuned(rig_dir: str) -> tuple[keras.layers.Layer, Rig, dict]:
   data = _read_npz(os.path.join(rig_dir, "fusion.npz"), (), "finetuned fusion weights",
                    "--mode=finetune")
   layer.set_weights([data[f"w{i}"] for i in range(len(data))])
+  check_parameters(_layer_parameters(layer),
+                   f"finetuned fusion checkpoint {os.path.join(rig_dir, 'fusion.npz')!r}")
   return layer, rig, meta
 
 

@@ -5,17 +5,21 @@ r"""mf_tf command line: one entry point, one mode per stage.
 
 No --config means configs/default.py (the embedded synthetic world; nothing is downloaded).
 
-A user error (unknown mode, unknown config key or bad override, or a ValueError,
-FileNotFoundError or CalibrationError raised by a mode) prints one line `error: <message>` to
-stderr and exits with status 2; `--verbosity=1` (or higher) also prints the traceback.
+A user error (unknown mode, unknown config key or bad override, a workdir that cannot be written,
+or a ValueError, CalibrationError or OSError (a missing, unreadable or unwritable file, a full
+disk) raised by a mode) prints one line `error: <message>` to stderr and exits with status 2;
+`--verbosity=1` (or higher) also prints the traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import os
+import re
 import sys
+import tempfile
 import traceback
 
 from absl import app
@@ -24,8 +28,8 @@ from absl import logging
 from ml_collections import config_flags
 
 # name -> one-line help. Mode NAME runs `mf_tf.modes.NAME.run(config, workdir)` (predict also
-# takes the --server, --rig and --images flags). A mode's module (and with it TensorFlow) is
-# imported only when the mode runs, so help and usage errors answer at once.
+# takes the --server, --rig, --images and --tls_* flags). A mode's module (and with it TensorFlow)
+# is imported only when the mode runs, so help and usage errors answer at once.
 MODES = {
     "simulate": "write a synthetic multi-view dataset for a rig and a contact sheet of one frame",
     "warmup": "train the backbone on rendered images (MSE to Gaussians)",
@@ -61,6 +65,10 @@ class _Flags:
   server: flags.FlagHolder
   rig: flags.FlagHolder
   images: flags.FlagHolder
+  tls_ca_cert: flags.FlagHolder
+  tls_client_cert: flags.FlagHolder
+  tls_client_key: flags.FlagHolder
+  tls_server_name: flags.FlagHolder
 
 
 def _define_flags() -> _Flags:
@@ -80,7 +88,16 @@ def _define_flags() -> _Flags:
           lock_config=True),
       server=flags.DEFINE_string("server", "127.0.0.1:8500", "predict: TF Serving gRPC HOST:PORT."),
       rig=flags.DEFINE_string("rig", None, "predict: served rig (model) name."),
-      images=flags.DEFINE_list("images", [], "predict: one image file per view, in rig order."))
+      images=flags.DEFINE_list("images", [], "predict: one image file per view, in rig order."),
+      tls_ca_cert=flags.DEFINE_string(
+          "tls_ca_cert", None, "predict: connect over TLS, trusting this CA certificate (PEM)."),
+      tls_client_cert=flags.DEFINE_string(
+          "tls_client_cert", None, "predict: client certificate (PEM) for mutual TLS."),
+      tls_client_key=flags.DEFINE_string(
+          "tls_client_key", None, "predict: private key (PEM) of --tls_client_cert."),
+      tls_server_name=flags.DEFINE_string(
+          "tls_server_name", None,
+          "predict: name the server's certificate is checked against (default: --server's host)."))
 
 
 def resolve_mode(mode: str):
@@ -102,17 +119,42 @@ def _message(error: BaseException) -> str:
   return " ".join(text.split())
 
 
+def _chain(error: BaseException):
+  """`error`, then its causes and contexts, innermost last."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
 def _unknown_key_error(error: BaseException) -> ValueError:
-  """A clear error for an override naming a key the config does not have."""
-  key = str(error)
-  while len(key) > 1 and key[0] == key[-1] and key[0] in "'\"":
-    key = key[1:-1]  # KeyError / AttributeError str() quotes the key, once per re-raise.
+  """A clear error for an override naming a key the config does not have.
+
+  ml_collections raises a KeyError (re-raised as AttributeError, each time quoting the previous
+  message) whose innermost form holds the bare key, and adds `Did you mean "x"` when a key of
+  the config is close: the message names the override, the key, and that suggestion.
+  """
+  key = None
+  for link in _chain(error):
+    if isinstance(link, KeyError) and link.args and isinstance(link.args[0], str) \
+        and "\n" not in link.args[0]:
+      key = link.args[0]  # The innermost bare key wins.
+  if key is None:
+    key = str(error).split("\\n")[0].split("\n")[0]
+    while len(key) > 1 and key[0] == key[-1] and key[0] in "'\"":
+      key = key[1:-1]  # KeyError / AttributeError str() quotes the key, once per re-raise.
+    key = key.strip("'\"\\")
+  suggestion = next((match.group(1) for link in _chain(error)
+                     for match in [re.search(r'Did you mean \\?"([^"\\]+)\\?"', str(link))]
+                     if match), None)
   overrides = [arg.split("=", 1)[0].lstrip("-") for arg in sys.argv[1:]
                if arg.lstrip("-").startswith("config.")]
   named = [name for name in overrides if name.split(".")[-1] == key or f".{key}." in name]
   flag = f"--{named[0]}" if named else f"a --config.* override ({key!r})"
-  return ValueError(f"{flag}: unknown config key {key!r}; expected a key of the config file "
-                    "(see its get_config)")
+  hint = f"did you mean {suggestion!r}? " if suggestion else ""
+  return ValueError(f"{flag}: unknown config key {key!r}; {hint}expected a key of the config "
+                    "file (see its get_config)")
 
 
 def _verbose() -> bool:
@@ -138,6 +180,9 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as error:
     _fail(error, verbose=False)
+  except (AttributeError, KeyError) as error:
+    # With --config=FILE the overrides are applied while parsing (without it, while defining).
+    _fail(_unknown_key_error(error), verbose=False)
 
 
 # Modes that read config.rig.pretrain / config.rig.target: both are loaded (and checked) first.
@@ -148,7 +193,8 @@ _RIG_MODES = ("simulate", "warmup", "precompute", "metatrain", "pretrain", "fine
 def _check_common(config, mode: str) -> None:
   """Validates the settings every mode shares, before any work.
 
-  Image sizes, the fusion settings (`FusionSettings`), and for the modes that use them the rigs
+  Image sizes, the fusion settings (`FusionSettings`), the simulated detector's parameters
+  (`DetectorParams`), and for the modes that use them the rigs
   of config.rig.* (name or file, loaded with every rig-file check): a bad value fails here, not
   after minutes of training.
   """
@@ -160,12 +206,58 @@ def _check_common(config, mode: str) -> None:
 
   if "fusion" in config:
     modes_common.fusion_settings(config)
+  if "detector" in config:
+    from mf_tf.data import detector as detector_lib
+
+    try:
+      detector_lib.detector_params_from_config(config.detector)
+    except ValueError as error:
+      raise ValueError(f"config.detector: {error}") from error
   if mode in _RIG_MODES and "rig" in config:
     for role in modes_common.RIG_ROLES:
       try:
         modes_common.rig(config, role)
       except ValueError as error:
         raise ValueError(f"config.rig.{role}={config.rig[role]!r}: {error}") from error
+
+
+def check_workdir(workdir: str, flag_value: str) -> None:
+  """Creates `workdir` if needed and proves it writable, before any work.
+
+  A probe file is written with mf_tf's atomic writer (a temporary file and a rename, as every
+  output) and removed, so a read-only, full or unreachable folder fails now rather than after
+  minutes of computing.
+
+  Raises:
+    ValueError: naming --workdir, the path and the system's reason.
+  """
+  from mf_tf import files  # Standard library only: keeps TensorFlow out of usage errors.
+
+  try:
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise ValueError(f"--workdir={flag_value} is a file; expected a folder (or a new path)")
+    os.makedirs(workdir, exist_ok=True)
+    handle, probe = tempfile.mkstemp(prefix=".mf_tf_probe.", suffix=".tmp", dir=workdir)
+    os.close(handle)
+    try:
+      files.write_atomic(probe, b"mf_tf: workdir write check\n")
+    finally:
+      os.remove(probe)
+  except OSError as error:
+    reason = error.strerror or type(error).__name__
+    where = error.filename if error.filename else workdir
+    raise ValueError(f"--workdir={flag_value} is not writable: {reason} ({where!r}); expected a "
+                     "folder this user can create and write, with free space") from error
+
+
+def _os_error(error: OSError, workdir: str) -> ValueError:
+  """One line for an OSError a mode let through: the path, the reason, and what to check."""
+  reason = error.strerror or str(error) or type(error).__name__
+  code = errno.errorcode.get(error.errno, "") if error.errno else ""
+  paths = [os.fspath(path) for path in (error.filename, error.filename2) if path]
+  where = " -> ".join(repr(path) for path in paths) if paths else f"under --workdir {workdir!r}"
+  return ValueError(f"cannot read or write {where}: {reason}{f' ({code})' if code else ''}; "
+                    "expected readable inputs and a writable workdir with free space")
 
 
 # Errors that mean bad input (config, files, calibration), not a bug of mf_tf.
@@ -180,20 +272,22 @@ def main(argv, cli: _Flags):
   config = cli.config.value
   workdir = os.path.abspath(cli.workdir.value)
   try:
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-      raise ValueError(f"--workdir={cli.workdir.value} is a file; expected a folder (or a new "
-                       "path)")
+    check_workdir(workdir, cli.workdir.value)
     _check_common(config, cli.mode.value)
-    os.makedirs(workdir, exist_ok=True)
     logging.info("mode=%s workdir=%s", cli.mode.value, workdir)
     run = resolve_mode(cli.mode.value)
     if cli.mode.value == "predict":
       run(config, workdir, server=cli.server.value, rig=cli.rig.value,
-          images=tuple(cli.images.value))
+          images=tuple(cli.images.value), tls_ca_cert=cli.tls_ca_cert.value,
+          tls_client_cert=cli.tls_client_cert.value, tls_client_key=cli.tls_client_key.value,
+          tls_server_name=cli.tls_server_name.value)
     else:
       run(config, workdir)
   except _USER_ERRORS as error:
     _fail(error)
+  except OSError as error:
+    # Unreadable inputs, a read-only or full disk: the path and the reason, not a traceback.
+    _fail(_os_error(error, workdir))
   except KeyboardInterrupt:
     # Training loops save a checkpoint before letting the interrupt through.
     print("error: interrupted", file=sys.stderr, flush=True)

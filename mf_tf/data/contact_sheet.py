@@ -17,6 +17,7 @@ undistorted pixel frame (a sub-pixel difference at these scales for the built-in
 
 from __future__ import annotations
 
+import io
 import math
 
 import matplotlib
@@ -26,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mf_tf import files  # noqa: E402
 from mf_tf.data import joints as joints_lib  # noqa: E402
 from mf_tf.geometry import camera as camera_lib  # noqa: E402
 from mf_tf.geometry import epipolar  # noqa: E402
@@ -187,6 +189,10 @@ def make_contact_sheet(path: str, rig, joint_set, frame: dict, heatmap_size: int
   fig.legend(handles=legend_handles or [h_vis, h_occ, h_star], loc="upper left", ncol=4,
              fontsize=9, frameon=False, borderaxespad=0.0,
              bbox_to_anchor=(0.01, 1.0 - 0.4 * TITLE_INCHES * DPI / height_px))
-  fig.savefig(path, dpi=DPI, facecolor="white")
-  plt.close(fig)
+  buffer = io.BytesIO()  # Rendered in memory, then written whole (a failed save keeps the old one).
+  try:
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+  finally:
+    plt.close(fig)
+  files.write_atomic(path, buffer.getvalue())
   return width_px, height_px

@@ -3,9 +3,15 @@ r"""One-time conversion of dataset annotation files into the safe formats mf_tf 
 WARNING: the h36m_pickle input is a Python pickle. Unpickling executes arbitrary code contained in
 the file. Convert ONLY annotation files you trust (e.g. ones you generated yourself with
 H36M-Toolbox); this command is the only place mf_tf unpickles anything, and the readers never do.
+It unpickles only when asked to explicitly (`trust_pickle=True`,
+--config.convert.trust_pickle=True), so a mistyped path never runs a stranger's code.
 
   python -m mf_tf.main --mode=convert --config.convert.input=h36m_train.pkl \
-      [--config.convert.output=DIR] --workdir=/tmp/mf_tf
+      --config.convert.trust_pickle=True [--config.convert.output=DIR] --workdir=/tmp/mf_tf
+
+The output folder is written as a whole and swapped in by one rename (`mf_tf.files.replace_folder`);
+an existing output folder is replaced only when mf_tf wrote it (its marker file), and an existing
+non-empty folder of anything else is refused before the input is read.
 
 Formats:
   h36m_pickle  CrossView / H36M-Toolbox annotation list (see mf_tf/data/h36m.py) -> DIR with
@@ -25,9 +31,11 @@ import tempfile
 import numpy as np
 from absl import logging
 
+from mf_tf import files
 from mf_tf.data import h36m
 
 FORMATS = ("h36m_pickle",)
+OUTPUT_WHAT = "convert output folder"  # How messages name the output (--config.convert.output).
 _IMAGE_ID = re.compile(r"(\d+)\.\w+$")
 _REQUIRED = ("image", "joints_2d", "joints_3d", "joints_vis", "subject", "action", "subaction",
              "camera_id", "camera")
@@ -50,12 +58,18 @@ def convert_h36m_items(items, output_dir: str, source: str = "") -> str:
 
   Args:
     items: Sequence of per-image dicts in the CrossView / H36M-Toolbox layout.
-    output_dir: Directory to create (replaced if it exists, once the new one is complete).
+    output_dir: Directory to create; an existing one is replaced, once the new one is
+      complete, only if mf_tf wrote it (`files.replace_folder`).
     source: Name of the source file, recorded in manifest.json.
 
   Returns:
     output_dir.
+
+  Raises:
+    ValueError: malformed items.
+    files.UnsafePathError: `output_dir` is a non-empty folder (or a file) mf_tf did not write.
   """
+  files.check_replaceable(os.path.abspath(output_dir), OUTPUT_WHAT)
   if not isinstance(items, (list, tuple)) or not items:
     raise ValueError(f"{source or 'input'}: expected a non-empty list of per-image dicts, got "
                      f"{type(items).__name__}")
@@ -137,20 +151,30 @@ def convert_h36m_items(items, output_dir: str, source: str = "") -> str:
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
       json.dump(manifest, f, indent=1)
     os.chmod(tmp, 0o755)
-    if os.path.exists(output_dir):
-      shutil.rmtree(output_dir)
-    os.rename(tmp, output_dir)
+    files.replace_folder(tmp, output_dir, OUTPUT_WHAT)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return output_dir
 
 
-def convert(format_name: str, input_path: str, output_dir: str) -> str:
+def convert(format_name: str, input_path: str, output_dir: str, *,
+            trust_pickle: bool = False) -> str:
   """Converts `input_path` of `format_name` into `output_dir`; returns output_dir.
 
-  WARNING: for "h36m_pickle" this unpickles `input_path`, which executes any code it contains.
-  Use it only on files you trust.
+  WARNING: for "h36m_pickle" this unpickles `input_path`, which executes any code it contains;
+  it does so only with `trust_pickle=True`. Use it only on files you trust.
+
+  Args:
+    format_name: One of FORMATS.
+    input_path: The annotation file.
+    output_dir: The folder to write (`convert_h36m_items`).
+    trust_pickle: The caller vouches for the file: unpickle it (required for "h36m_pickle").
+
+  Raises:
+    ValueError: unknown format, no output, `trust_pickle` not given, malformed items.
+    FileNotFoundError: no input file.
+    files.UnsafePathError: `output_dir` is a non-empty folder (or a file) mf_tf did not write.
   """
   if format_name not in FORMATS:
     raise ValueError(f"format {format_name!r}, expected one of {FORMATS}")
@@ -158,6 +182,12 @@ def convert(format_name: str, input_path: str, output_dir: str) -> str:
     raise FileNotFoundError(f"input file {input_path!r} not found")
   if not output_dir:
     raise ValueError("an output directory is required")
+  if trust_pickle is not True:
+    raise ValueError(
+        f"refusing to unpickle {input_path!r}: unpickling runs any code the file holds; "
+        "expected --config.convert.trust_pickle=True (trust_pickle=True) to convert a file you "
+        "trust (e.g. one you generated yourself with H36M-Toolbox)")
+  files.check_replaceable(os.path.abspath(output_dir), OUTPUT_WHAT)  # Before running its code.
   logging.warning("Unpickling %s: this executes any code in the file; convert only trusted "
                   "files.", input_path)
   with open(input_path, "rb") as f:

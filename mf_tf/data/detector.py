@@ -24,6 +24,7 @@ Pixel-valued parameters are given for a 64 x 64 heatmap and scale with heatmap_s
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +33,9 @@ from mf_tf.data import joints as joints_lib
 
 NUM_PEAKS = 2  # Peak 0: the (jittered, possibly weakened) true joint; peak 1: the distractor.
 REFERENCE_HEATMAP_SIZE = 64
+# Accepted peak std at the 64 px reference, px: narrower than a tenth of a pixel renders nothing
+# between pixel centres, wider than the heatmap renders a flat map (and 0 divides by zero).
+SIGMA_RANGE_PX = (0.1, 64.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +72,28 @@ class DetectorParams:
   def __post_init__(self):
     for name in ("visible_amplitude", "visible_distractor_amplitude", "occluded_amplitude",
                  "distractor_amplitude"):
-      low, high = (float(v) for v in getattr(self, name))
-      if not 0.0 <= low <= high:
-        raise ValueError(f"detector param {name}=({low}, {high}), expected 0 <= low <= high")
+      value = getattr(self, name)
+      try:
+        low, high = (float(v) for v in value)
+      except (TypeError, ValueError):
+        raise ValueError(f"detector param {name}={value!r}, expected a (low, high) pair of "
+                         "numbers with 0 <= low <= high") from None
+      if not (math.isfinite(high) and 0.0 <= low <= high):
+        raise ValueError(f"detector param {name}=({low}, {high}), expected finite "
+                         "0 <= low <= high")
       object.__setattr__(self, name, (low, high))
     for name in ("sigma", "visible_jitter_px", "occluded_jitter_px", "distractor_jitter_px",
-                 "noise_level"):
-      if not float(getattr(self, name)) >= 0.0:
-        raise ValueError(f"detector param {name}={getattr(self, name)}, expected >= 0")
-    if float(self.sigma) <= 0.0:
-      raise ValueError(f"detector param sigma={self.sigma}, expected > 0")
+                 "noise_level", "mirror_probability", "visible_confusion_probability"):
+      value = getattr(self, name)
+      try:
+        number = float(value)
+      except (TypeError, ValueError):
+        raise ValueError(f"detector param {name}={value!r}, expected a number") from None
+      if not math.isfinite(number) or number < 0.0:
+        raise ValueError(f"detector param {name}={value}, expected a finite number >= 0")
+    # Checked here as rendered (in this heatmap's px, `scaled` included): > 0 and 1 / sigma^2
+    # finite. The range users may set (at 64 px) is checked by `detector_params_from_config`.
+    check_sigma(self.sigma)
     for name in ("mirror_probability", "visible_confusion_probability"):
       if not 0.0 <= float(getattr(self, name)) <= 1.0:
         raise ValueError(f"detector param {name}={getattr(self, name)}, expected in [0, 1]")
@@ -91,14 +107,48 @@ class DetectorParams:
         distractor_jitter_px=self.distractor_jitter_px * factor)
 
 
+def check_sigma(sigma, what: str = "detector param sigma") -> float:
+  """`sigma` as a float when a Gaussian of that std can be rendered, else a ValueError.
+
+  Args:
+    sigma: Peak std in heatmap px.
+    what: Its name, for the message.
+
+  Raises:
+    ValueError: sigma not a finite number > 0 whose 1 / sigma^2 is finite (0, 1e-200, inf).
+  """
+  try:
+    value = float(sigma)
+  except (TypeError, ValueError):
+    raise ValueError(f"{what}={sigma!r}, expected a number of px > 0") from None
+  try:
+    renderable = math.isfinite(value) and value > 0.0 and math.isfinite(0.5 / value**2)
+  except (OverflowError, ZeroDivisionError):
+    renderable = False
+  if not renderable:
+    raise ValueError(f"{what}={sigma}, expected a finite number of px > 0 (at a 64 px heatmap: "
+                     f"{SIGMA_RANGE_PX[0]} to {SIGMA_RANGE_PX[1]})")
+  return value
+
+
 def detector_params_from_config(config) -> DetectorParams:
-  """DetectorParams from a config section (ConfigDict or mapping); missing keys keep defaults."""
+  """DetectorParams from a config section (ConfigDict or mapping); missing keys keep defaults.
+
+  Raises:
+    ValueError: an unknown key, or a value out of its range (named with the range); sigma is
+      given at a 64 px heatmap and accepted in `SIGMA_RANGE_PX`.
+  """
   values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
   known = {f.name for f in dataclasses.fields(DetectorParams)}
   unknown = sorted(set(values) - known)
   if unknown:
     raise ValueError(f"unknown detector params {unknown}; expected some of {sorted(known)}")
-  return DetectorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+  params = DetectorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+  low, high = SIGMA_RANGE_PX
+  if not low <= params.sigma <= high:
+    raise ValueError(f"detector param sigma={params.sigma} px, expected {low} <= sigma <= {high} "
+                     f"px (given at a {REFERENCE_HEATMAP_SIZE} px heatmap)")
+  return params
 
 
 def _neighbour_table(joint_set: joints_lib.JointSet):
@@ -172,10 +222,11 @@ def sample_detections(rng: np.random.Generator, joints2d, visibility, joint_set,
 
 def _splat_joint_major(peaks, amplitudes, heatmap_size: int, sigma: float):
   """[..., J, P, 2], [..., J, P] -> [..., J, H, W] sum of separable Gaussians (one matmul)."""
+  sigma = check_sigma(sigma)  # Also a sigma read from a dataset's or a pool's metadata.
   peaks = tf.convert_to_tensor(peaks, tf.float32)
   amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
   grid = tf.range(int(heatmap_size), dtype=tf.float32)
-  scale = -0.5 / (float(sigma) ** 2)
+  scale = -0.5 / sigma**2
   gx = tf.exp(scale * tf.square(grid - peaks[..., 0:1]))  # [..., J, P, W]
   gy = tf.exp(scale * tf.square(grid - peaks[..., 1:2])) * amplitudes[..., None]  # [..., J, P, H]
   return tf.matmul(gy, gx, transpose_a=True)  # [..., J, H, W]

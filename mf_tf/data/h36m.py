@@ -13,7 +13,8 @@ CrossView, Qiu et al. 2019) are pickled lists with one dict per image:
 with x_cam = R (X - T) and Brown distortion (k1, k2, k3 radial; p1, p2 tangential, the OpenCV
 order). Unpickling runs arbitrary code, so mf_tf never loads a pickle at read time: the one-time
 command `python -m mf_tf.main --mode=convert --config.convert.input=FILE.pkl
---config.convert.output=DIR` (mf_tf/data/convert.py) writes the safe layout read here:
+--config.convert.output=DIR --config.convert.trust_pickle=True` (mf_tf/data/convert.py; the
+explicit trust is required) writes the safe layout read here:
 
     DIR/manifest.json      {"format": "mf_tf.h36m_annotations", "version": 1, "num_items": M, ...}
     DIR/annotations.npz    arrays over the M items (numbers and fixed-width strings only; read
@@ -120,7 +121,8 @@ def read_h36m_annotations(data_dir: str) -> dict:
     if not os.path.isfile(path):
       raise FileNotFoundError(
           f"{path} not found: expected a directory written by `python -m mf_tf.main "
-          "--mode=convert --config.convert.input=FILE.pkl` (manifest.json, annotations.npz, "
+          "--mode=convert --config.convert.input=FILE.pkl --config.convert.trust_pickle=True` "
+          "(manifest.json, annotations.npz, "
           "cameras.json)")
   with open(paths["manifest.json"]) as f:
     manifest = json.load(f)

@@ -25,6 +25,7 @@ subset's shape, so its values differ from a full-rig rendering (same distributio
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import tensorflow as tf
@@ -68,6 +69,25 @@ def _decoder(specs: dict, keys: Sequence[str]):
     return out
 
   return parse
+
+
+@contextlib.contextmanager
+def corrupted_records_named(data_dir: str):
+  """Iterate a `make_dataset` dataset inside this: a corrupted record (TF's DataLossError,
+  which names no file) becomes one `tfrecord.DatasetIntegrityError` (a ValueError) naming the
+  shard file and the record's offset.
+
+    with pipeline.corrupted_records_named(data_dir):
+      for batch in pipeline.make_dataset(data_dir, ...): ...
+  """
+  try:
+    yield
+  except tf.errors.DataLossError as error:
+    # The error does not say which shard: read them again, only now that one is corrupted.
+    shard_paths = tfrecord.read_meta(data_dir)["shard_paths"]
+    found = tfrecord.find_corrupted_shard(shard_paths)
+    path, error = found if found is not None else (", ".join(shard_paths), error)
+    raise tfrecord.corrupted_record_error(path, error) from None
 
 
 def check_request(stored, num_views: int, views, with_images: bool, render_heatmaps: bool,
@@ -130,7 +150,10 @@ def make_dataset(data_dir: str, batch_size: int, shuffle: bool = False,
 
   Raises:
     FileNotFoundError / ValueError: see `tfrecord.read_meta`; also a bad `views` or a request
-    for images or heatmaps the dataset cannot provide.
+    for images or heatmaps the dataset cannot provide, and meta.json describing an array other
+    than stored (`tfrecord.check_first_frame`, naming meta.json and the field). Iterated inside
+    `corrupted_records_named`, a corrupted record raises `tfrecord.DatasetIntegrityError` (a
+    ValueError) naming the shard file.
   """
   meta = tfrecord.read_meta(data_dir, rig=rig, joint_set=joint_set, heatmap_size=heatmap_size)
   specs = meta["arrays"]
@@ -147,6 +170,7 @@ def make_dataset(data_dir: str, batch_size: int, shuffle: bool = False,
   keys = [k for k in specs
           if (with_images or k != "images") and (render_heatmaps or k != "heatmaps")
           and (render_heatmaps or k not in _DETECTOR_KEYS)]
+  tfrecord.check_first_frame(data_dir, meta, keys)
   parse = _decoder(specs, keys)
   codec = HeatmapCodec(size, target_sigma)
   view_index = None if views is None else tf.constant(views, tf.int32)

@@ -10,8 +10,6 @@ writes one for config.rig.target with its contact sheet.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import time
 
 import keras
@@ -19,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mf_tf import files
 from mf_tf.data import detector as detector_lib
 from mf_tf.data import tfrecord
 from mf_tf.data import world
@@ -33,8 +32,13 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 
 
 def dataset_dir(workdir: str, rig_name: str) -> str:
-  """<workdir>/simulate/<rig name, made filesystem-safe>."""
-  return os.path.join(workdir, "simulate", re.sub(r"[^A-Za-z0-9_.-]+", "_", rig_name))
+  """<workdir>/simulate/<rig name>, its real path, proved inside `workdir`.
+
+  Raises:
+    UnsafePathError: `rig_name` is not a safe name (`mf_tf.files.check_name`) or the path
+      leaves `workdir` (e.g. through a symbolic link).
+  """
+  return files.inside(workdir, "simulate", files.check_name(rig_name, "rig name"))
 
 
 def simulate_dataset(rig, out_dir: str, *, num_frames: int, shard_size: int, seed: int,
@@ -42,7 +46,11 @@ def simulate_dataset(rig, out_dir: str, *, num_frames: int, shard_size: int, see
                      detector_params: detector_lib.DetectorParams, image_encoding: str = "png",
                      store_heatmaps: bool = False, render_options: dict | None = None,
                      overwrite: bool = True, verbose: bool = True) -> str:
-  """Simulates `num_frames` frames chunk by chunk and writes them (atomically) to `out_dir`."""
+  """Simulates `num_frames` frames chunk by chunk and writes them (atomically) to `out_dir`.
+
+  An existing `out_dir` is replaced only when mf_tf wrote it (`tfrecord.ShardWriter`); any other
+  folder is refused before a frame is simulated.
+  """
   scaled = detector_params.scaled(heatmap_size)
   extra = {"seed": int(seed), "image_size": int(image_size) if render_images else None,
            "source": "mf_tf.data.world.simulate_frames"}

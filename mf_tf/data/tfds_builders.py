@@ -393,7 +393,7 @@ class Human36m(_PoseBuilder):
   folder per annotation file (the config's `annotations`; "crossview": h36m_train/ and
   h36m_validation/), each written by
     python -m mf_tf.main --mode=convert --config.convert.input=h36m_train.pkl \\
-        --config.convert.output=<manual_dir>/h36m_train
+        --config.convert.output=<manual_dir>/h36m_train --config.convert.trust_pickle=True
   (`mf_tf.data.convert.convert`) and holding manifest.json, annotations.npz and cameras.json.
   """
 

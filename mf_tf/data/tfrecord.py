@@ -24,7 +24,9 @@ Typical frame arrays (leading dimension N frames; V views, J joints, P detector 
     images      [N, V, S, S, 3]  uint8 (optional)
 
 A directory is written to a temporary sibling and renamed into place when complete, so readers
-never see half a dataset. `read_meta` validates a directory against what the caller expects
+never see half a dataset; it holds mf_tf's marker (`mf_tf.files.MARKER`), and an existing
+directory is replaced only when it holds one (`mf_tf.files.replace_folder`), never a folder
+mf_tf did not write. `read_meta` validates a directory against what the caller expects
 (rig, joint set) and raises one error naming every mismatch. It also counts the records of every
 shard (from the TFRecord framing: 12-byte headers, no payload read) against meta.json's
 "shard_frames", so a shard truncated on a record boundary, which TFRecordDataset reads without
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -43,6 +46,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from mf_tf import files
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import world
 from mf_tf.geometry import calibration
@@ -146,8 +150,14 @@ class ShardWriter:
     image_encoding: "png" (lossless, default) or "raw".
     detector_params: JSON-serializable parameters of the simulated detector needed to render
       heatmaps from the compact state (`sigma`, `noise_level`); stored in meta.json.
-    overwrite: Replace an existing `out_dir` (the swap happens only once the new one is complete).
+    overwrite: Replace an existing `out_dir` (the swap happens only once the new one is
+      complete), and only when mf_tf wrote it (`mf_tf.files.check_replaceable`).
     extra_meta: JSON-serializable values added to meta.json under "extra".
+
+  Raises:
+    FileExistsError: `out_dir` exists and `overwrite` is False.
+    UnsafePathError: `out_dir` exists and is not a dataset folder mf_tf wrote (a ValueError;
+      checked before any frame is written and again before the swap).
   """
 
   def __init__(self, out_dir: str, rig: Rig, joint_set, heatmap_size: int, shard_size: int,
@@ -164,6 +174,7 @@ class ShardWriter:
     if os.path.exists(self.out_dir) and not overwrite:
       raise FileExistsError(
           f"dataset directory {self.out_dir} already exists; pass overwrite=True to replace it")
+    files.check_replaceable(self.out_dir, "dataset folder")
     self.rig = rig
     self.joint_set = joints_lib.get_joint_set(joint_set)
     self.heatmap_size = int(heatmap_size)
@@ -310,17 +321,16 @@ class ShardWriter:
         "detector": self.detector_params,
         "extra": self.extra_meta,
     }
-    with open(os.path.join(self._tmp_dir, META_FILE), "w") as f:
-      json.dump(meta, f, indent=1)
-    _write_rig(self.rig, os.path.join(self._tmp_dir, RIG_FILE))
-    os.chmod(self._tmp_dir, 0o755)
-    old = None
-    if os.path.exists(self.out_dir):
-      old = self._tmp_dir + ".old"
-      os.rename(self.out_dir, old)
-    os.rename(self._tmp_dir, self.out_dir)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
+    try:  # Any failure discards the staging folder; an old dataset stays as it was.
+      with open(os.path.join(self._tmp_dir, META_FILE), "w") as f:
+        json.dump(meta, f, indent=1)
+      _write_rig(self.rig, os.path.join(self._tmp_dir, RIG_FILE))
+      os.chmod(self._tmp_dir, 0o755)
+      # One rename; an old dataset goes only when mf_tf wrote it (it holds the marker).
+      files.replace_folder(self._tmp_dir, self.out_dir, "dataset folder")
+    except BaseException:
+      self.abort()
+      raise
     self._closed = True
     return self.out_dir
 
@@ -420,7 +430,8 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
   Raises:
     FileNotFoundError: meta.json, rig.json or a listed shard is missing.
     DatasetIntegrityError: a shard holds fewer or more records than meta.json lists, or ends
-      inside a record.
+      inside a record; a "shards" entry that is not a file name inside `data_dir`; an "arrays"
+      entry without a known dtype and a shape of non-negative integers.
     DatasetMismatchError: the dataset does not match the expectations (one message listing every
       mismatch).
   """
@@ -438,6 +449,7 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
     raise ValueError(
         f"{meta_path}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
         f"expected {FORMAT_NAME!r} version {FORMAT_VERSION}")
+  _check_meta_fields(meta, meta_path)
   shard_paths = [os.path.join(data_dir, name) for name in meta["shards"]]
   missing = [path for path in shard_paths if not os.path.isfile(path)]
   if missing:
@@ -453,6 +465,41 @@ def read_meta(data_dir: str, rig: Rig | None = None, joint_set=None,
         f"dataset {data_dir} does not match what was expected: " + "; ".join(problems))
   meta["shard_paths"] = shard_paths
   return meta
+
+
+def _check_meta_fields(meta, meta_path: str) -> None:
+  """Raises DatasetIntegrityError naming meta.json and the field unless "shards" lists plain file
+  names (inside the dataset folder) and "arrays" a known dtype and a shape per array."""
+  if not isinstance(meta, dict):
+    raise DatasetIntegrityError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+  shards = meta.get("shards")
+  if not isinstance(shards, list) or not all(isinstance(name, str) for name in shards):
+    raise DatasetIntegrityError(f"{meta_path}: field 'shards' is {shards!r}, expected a list of "
+                                "shard file names")
+  for name in shards:
+    if os.path.basename(name) != name or name in ("", ".", "..") or "\\" in name:
+      raise DatasetIntegrityError(
+          f"{meta_path}: field 'shards' entry {name!r} points outside the dataset folder; "
+          "expected a shard file name inside it (e.g. 'shard-00000-of-00001.tfrecord')")
+  arrays = meta.get("arrays")
+  if not isinstance(arrays, dict):
+    raise DatasetIntegrityError(f"{meta_path}: field 'arrays' is {arrays!r}, expected an object "
+                                "{name: {dtype, shape, per_view}}")
+  for key, spec in arrays.items():
+    field = f"arrays.{key}"
+    if not isinstance(spec, dict):
+      raise DatasetIntegrityError(f"{meta_path}: field {field!r} is {spec!r}, expected an object "
+                                  "with dtype and shape")
+    dtype = spec.get("dtype")
+    known = dtype == "string" or (isinstance(dtype, str) and dtype in _STORED_DTYPES)
+    if not known:
+      raise DatasetIntegrityError(f"{meta_path}: field '{field}.dtype' is {dtype!r}, expected one "
+                                  f"of {['string', *_STORED_DTYPES]}")
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape):
+      raise DatasetIntegrityError(f"{meta_path}: field '{field}.shape' is {shape!r}, expected a "
+                                  "list of non-negative integers (the per-frame shape)")
 
 
 def expectation_problems(meta, joint_set=None, heatmap_size: int | None = None) -> list[str]:
@@ -478,6 +525,84 @@ def expectation_problems(meta, joint_set=None, heatmap_size: int | None = None) 
   return problems
 
 
+# dtypes `ShardWriter` stores (numpy names; "string" aside).
+_STORED_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                  "uint64", "float16", "float32", "float64")
+
+
+def decode_array(data_dir: str, key: str, spec: dict, values: list[bytes]) -> np.ndarray:
+  """One stored array of one frame, decoded as meta.json's `spec` describes it.
+
+  Raises:
+    DatasetIntegrityError: the stored bytes do not hold `spec`'s shape and dtype (meta.json and
+      the shards disagree), naming meta.json and the field.
+  """
+  try:
+    return _decode_value(key, spec, values)
+  except (ValueError, IndexError, tf.errors.InvalidArgumentError) as error:
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise DatasetIntegrityError(
+        f"{os.path.join(data_dir, META_FILE)}: field 'arrays.{key}' (shape {spec['shape']}, dtype "
+        f"{spec['dtype']!r}) does not match the stored values ({message}); expected the shape "
+        "and dtype the dataset was written with: write the dataset again") from None
+
+
+def check_first_frame(data_dir: str, meta: dict, keys: Iterable[str] | None = None) -> None:
+  """Decodes the first stored frame as meta.json describes it (`decode_array`), so that a
+  meta.json lying about a shape or dtype fails before a pipeline starts.
+
+  Raises:
+    DatasetIntegrityError: naming meta.json and the field, or the shard holding a corrupted
+      first record.
+  """
+  specs = meta["arrays"]
+  keys = list(specs) if keys is None else list(keys)
+  for record in read_records(meta["shard_paths"][:1]):
+    feature = tf.train.Example.FromString(record).features.feature
+    for key in keys:
+      decode_array(data_dir, key, specs[key], list(feature[key].bytes_list.value))
+    return
+
+
+def corrupted_record_error(path: str, error: Exception) -> DatasetIntegrityError:
+  """The one error of a shard whose record fails its checksum (TF's DataLossError)."""
+  detail = str(error).split("}")[-1].split("[Op:")[0].strip() or type(error).__name__
+  offset = re.fullmatch(r"corrupted record at (\d+)", detail)
+  if offset:
+    detail = f"the record at byte {offset.group(1)} fails its checksum"
+  return DatasetIntegrityError(
+      f"TFRecord file {path}: {detail}; expected records whose checksums match: the shard is "
+      "corrupted, write the dataset again")
+
+
+def read_records(shard_paths: Iterable[str]):
+  """Yields the serialized records of the shards in order.
+
+  Raises:
+    DatasetIntegrityError: a record fails its checksum, naming the shard file.
+  """
+  for path in shard_paths:
+    records = tf.data.TFRecordDataset(path).as_numpy_iterator()
+    while True:
+      try:
+        record = next(records)
+      except StopIteration:
+        break
+      except tf.errors.DataLossError as error:
+        raise corrupted_record_error(path, error) from None
+      yield record
+
+
+def find_corrupted_shard(shard_paths: Iterable[str]) -> tuple[str, Exception] | None:
+  """(path, error) of the first shard with a record failing its checksum, or None."""
+  for path in shard_paths:
+    try:
+      tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda count, _: count + 1)
+    except tf.errors.DataLossError as error:
+      return path, error
+  return None
+
+
 def _decode_value(key: str, spec: dict, values: list[bytes]) -> np.ndarray:
   shape = spec["shape"]
   if spec["dtype"] == "string":
@@ -488,18 +613,24 @@ def _decode_value(key: str, spec: dict, values: list[bytes]) -> np.ndarray:
 
 
 def iterate_frames(data_dir: str, keys: Iterable[str] | None = None):
-  """Yields (frame_index, {key: numpy array}) per stored frame, in storage order."""
+  """Yields (frame_index, {key: numpy array}) per stored frame, in storage order.
+
+  Raises:
+    DatasetIntegrityError: a corrupted record (naming the shard file) or meta.json describing
+      an array other than stored (naming meta.json and the field); see also `read_meta`.
+  """
   meta = read_meta(data_dir)
   specs = meta["arrays"]
   keys = list(specs) if keys is None else list(keys)
   unknown = [k for k in keys if k not in specs]
   if unknown:
     raise KeyError(f"dataset {data_dir} has no arrays {unknown}; it holds {sorted(specs)}")
-  for record in tf.data.TFRecordDataset(meta["shard_paths"]).as_numpy_iterator():
+  for record in read_records(meta["shard_paths"]):
     example = tf.train.Example.FromString(record)
     feature = example.features.feature
     yield (int(feature["frame_index"].int64_list.value[0]),
-           {k: _decode_value(k, specs[k], list(feature[k].bytes_list.value)) for k in keys})
+           {k: decode_array(data_dir, k, specs[k], list(feature[k].bytes_list.value))
+            for k in keys})
 
 
 def load_arrays(data_dir: str, keys: Iterable[str] | None = None) -> dict:

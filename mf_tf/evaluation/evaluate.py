@@ -29,6 +29,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mf_tf import files
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import skeleton as skeleton_lib
 from mf_tf.data.codec import HeatmapCodec
@@ -224,7 +225,8 @@ def results_markdown(results: dict, title: str = "Evaluation") -> str:
 
 
 def write_results(results: dict, out_dir: str, metadata: dict | None = None) -> dict:
-  """Writes results.json (machine-readable) and results.md (tables) into `out_dir`.
+  """Writes results.json (machine-readable) and results.md (tables) into `out_dir`, each
+  through a temporary file and a rename (`mf_tf.files.write_atomic`).
 
   Args:
     results: {method name: result dict}.
@@ -236,14 +238,13 @@ def write_results(results: dict, out_dir: str, metadata: dict | None = None) -> 
   """
   os.makedirs(out_dir, exist_ok=True)
   payload = {"metadata": _json_safe(metadata or {}), "methods": _json_safe(results)}
-  json_path = os.path.join(out_dir, "results.json")
-  with open(json_path, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=False)
-    f.write("\n")
   title = "Evaluation" + (f" on rig {metadata['rig']}" if metadata and "rig" in metadata else "")
-  markdown_path = os.path.join(out_dir, "results.md")
-  with open(markdown_path, "w") as f:
-    f.write(results_markdown(results, title))
+  # Both texts are made before either file is replaced; each is written atomically (a failed
+  # write leaves the previous results).
+  json_text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+  markdown = results_markdown(results, title)
+  json_path = files.write_atomic(os.path.join(out_dir, "results.json"), json_text)
+  markdown_path = files.write_atomic(os.path.join(out_dir, "results.md"), markdown)
   return {"json": json_path, "markdown": markdown_path}
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
@@ -18,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")  # Files only; no display on servers and CI.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from mf_tf import files  # noqa: E402
 
 _STYLE = {
     "naive": dict(color="tab:green", marker="s", label="NaiveFuse$^K$"),
@@ -37,10 +40,14 @@ def _group_jdr(result: dict, group: str) -> float:
 
 
 def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return path
+  """Renders `fig` in memory, then writes it atomically (a failed save keeps the old figure)."""
+  buffer = io.BytesIO()
+  try:
+    fig.savefig(buffer, format=os.path.splitext(path)[1][1:].lower() or "png", dpi=110,
+                bbox_inches="tight")
+  finally:
+    plt.close(fig)
+  return files.write_atomic(path, buffer.getvalue())
 
 
 def plot_jdr_vs_shots(rig_results: dict, path: str, groups=DEFAULT_GROUPS,

@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 from mf_tf import checkpoints
+from mf_tf import files
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import world
 from mf_tf.evaluation import evaluate
@@ -797,13 +798,13 @@ def results_markdown(payload: dict) -> str:
 
 
 def write_json_atomic(payload: dict, path: str) -> None:
-  """Writes JSON to a temporary file beside `path`, then renames it over `path`."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    json.dump(evaluate._json_safe(payload), f, indent=1)  # pylint: disable=protected-access
-    f.write("\n")
-  os.replace(temp, path)
+  """Writes JSON to a temporary file beside `path`, then renames it over `path`.
+
+  The text is made in memory first, and `files.write_atomic` removes its temporary file when
+  the write fails: the previous results stay, and nothing half-written is left beside them.
+  """
+  text = json.dumps(evaluate._json_safe(payload), indent=1)  # pylint: disable=protected-access
+  files.write_atomic(path, text + "\n")
 
 
 def heldout_rigs(settings: BenchmarkSettings) -> list[tuple[str, list]]:
@@ -957,8 +958,7 @@ def run_benchmark(settings: BenchmarkSettings, out_dir: str, *, config_dict: dic
     payload[key] = {name: payload[key][name] for name, _ in targets}
   payload["timings"]["total_s"] = time.time() - start
   write_json_atomic(payload, json_path)
-  with open(os.path.join(out_dir, "results.md"), "w") as f:
-    f.write(results_markdown(payload))
+  files.write_atomic(os.path.join(out_dir, "results.md"), results_markdown(payload))
   logging.info("benchmark: wrote %s (%.0f s)", json_path, payload["timings"]["total_s"])
   return payload
 

@@ -41,8 +41,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mf_tf import files
-from mf_tf.geometry.camera import (Camera, CalibrationError, check_distance_mm, check_field,
-                                   check_intrinsics, check_rotation)
+from mf_tf.geometry.camera import (Camera, CalibrationError, check_distance_mm,
+                                   check_distortion, check_field, check_intrinsics,
+                                   check_rotation)
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.volume import check_capture_volume
 
@@ -116,7 +117,8 @@ def rig_from_dict(d: Mapping[str, Any], source: str = "<dict>", check_units: boo
   up = check_field(d["up"], (3,), "up", source) if d.get("up") is not None else None
   floor = check_field(d["floor"], (), "floor", source) if d.get("floor") is not None else None
   try:
-    rig = Rig(str(d["name"]),
+    # The name as written (not str(): a null would become the name "None"); `Rig` checks it.
+    rig = Rig(d["name"],
               tuple(Camera.from_dict(camera, source, check_units) for camera in cameras),
               up=up, floor=floor)
   except CalibrationError:
@@ -438,6 +440,7 @@ def _make_camera(name, K, R, t, dist, width, height, where) -> Camera:
   check_intrinsics(K, where)
   check_rotation(R, where)
   check_distance_mm(t, "t", where)
+  check_distortion(np.asarray(dist, np.float64).ravel(), where)
   if width <= 0 or height <= 0:
     raise CalibrationError(f"{where}: image size {width}x{height}, expected positive")
   return Camera(name, K, R, t, dist, int(round(width)), int(round(height)))

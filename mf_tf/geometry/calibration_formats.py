@@ -86,6 +86,20 @@ EASYMOCAP_FILES = ("intri.yml", "extri.yml")
 # Readers. Each takes the path and keyword arguments `names`, `image_sizes`, `units`.
 
 
+def rig_name_from(text: str) -> str:
+  """A safe rig name (`mf_tf.files.check_name`) made from a file or folder name.
+
+  Characters other than letters, digits, '.', '_' and '-' become '_' (a stem with spaces, e.g.
+  "my calib" -> "my_calib"); a name not starting with a letter or digit gets "rig_" in front
+  ("" -> "rig", ".hidden" -> "rig_.hidden"); at most 100 characters. Readers that name a rig after
+  a file never fail on its name.
+  """
+  name = re.sub(r"[^A-Za-z0-9._-]", "_", str(text))
+  if not name[:1].isalnum():
+    name = f"rig_{name}" if name else "rig"
+  return name[:100]
+
+
 def _read_canonical_json(path, *, names=None, image_sizes=None, units=None) -> Rig:
   _check_units_absent(units, "json", "mm")
   return _finish(calibration.load_rig_file(path), path, names, image_sizes)
@@ -159,7 +173,7 @@ def read_toml(path: str | os.PathLike, *, names: Sequence[str] | None = None,
     t = check_field(calibration._require(entry, "translation", where), (3,), "translation",
                     where)
     parsed.append((name, where, K, _rodrigues(rvec), t, dist, size))
-  rig_name = os.path.basename(source).rsplit(".", 1)[0]
+  rig_name = rig_name_from(os.path.basename(source).rsplit(".", 1)[0])
 
   def build(unit):
     cameras = tuple(calibration._make_camera(name, K, R, t * UNITS_TO_MM[unit], dist, size[0],
@@ -263,7 +277,8 @@ def read_qualisys(path: str | os.PathLike, *, names: Sequence[str] | None = None
     center = np.array([transform["x"], transform["y"], transform["z"]])
     cameras.append(calibration._make_camera(name, K, R, -R @ center, dist, width, height, where))
   cameras.sort(key=lambda camera: _natural_key(camera.name))
-  rig = Rig(os.path.basename(source).split(".", 1)[0], tuple(cameras), up=(0.0, 0.0, 1.0))
+  rig = Rig(rig_name_from(os.path.basename(source).split(".", 1)[0]), tuple(cameras),
+            up=(0.0, 0.0, 1.0))
   check_capture_volume(rig, source)
   return _finish(rig, path, names, image_sizes)
 
@@ -320,7 +335,7 @@ def read_easymocap(path: str | os.PathLike, *, names: Sequence[str] | None = Non
       t = _yml_matrix(extri, f"T_{name}", (3,), extri_path) * scale
       width, height = check_field(sizes[name], (2,), f"image_sizes[{name!r}]", where)
       cameras.append(calibration._make_camera(name, K, R, t, dist, width, height, where))
-  rig = Rig(os.path.basename(os.path.abspath(folder)), tuple(cameras))
+  rig = Rig(rig_name_from(os.path.basename(os.path.abspath(folder))), tuple(cameras))
   check_capture_volume(rig, folder)
   return rig
 

@@ -19,6 +19,13 @@ import tensorflow as tf
 # means the calibration is in the wrong units (metres or centimetres read as millimetres).
 MIN_PLAUSIBLE_DISTANCE_MM = 50.0
 MAX_PLAUSIBLE_DISTANCE_MM = 1e5
+# Brown-Conrady coefficients of real lenses: |k1|, |k2|, |k3| below 1 for ordinary lenses and a few
+# units for wide-angle ones (built-in rigs: at most 0.34), |p1|, |p2| below 0.01 (decentring). A
+# coefficient outside these bounds is a unit or format error (e.g. sub-pixel or fisheye-model
+# values), and its distortion is not invertible over the image.
+MAX_PLAUSIBLE_RADIAL = 10.0
+MAX_PLAUSIBLE_TANGENTIAL = 1.0
+DISTORTION_NAMES = ("k1", "k2", "p1", "p2", "k3")
 
 
 class CalibrationError(ValueError):
@@ -136,10 +143,16 @@ class Camera:
     R = check_field(d["R"], (3, 3), "R", where)
     t = check_field(d["t"], (3,), "t", where)
     dist = check_field(d["dist"], (5,), "dist", where) if d.get("dist") is not None else np.zeros(5)
+    for field in ("width", "height"):
+      value = d[field]
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CalibrationError(f"{where}: field {field!r} is {value!r} "
+                               f"({type(value).__name__}), expected an integer number of pixels")
     width = check_field(d["width"], (), "width", where)
     height = check_field(d["height"], (), "height", where)
     check_intrinsics(K, where)
     check_rotation(R, where)
+    check_distortion(dist, where)
     if check_units:
       check_distance_mm(t, "t", where)
     if width <= 0 or height <= 0 or width != round(width) or height != round(height):
@@ -259,6 +272,22 @@ def check_rotation(R: np.ndarray, where: str, tolerance: float = 1e-3) -> None:
     raise CalibrationError(
         f"{where}: field 'R' is not a rotation (|R R^T - I| = {error:.2e}, "
         f"det = {np.linalg.det(R):.4f}), expected an orthonormal matrix with det +1")
+
+
+def check_distortion(dist: np.ndarray, where: str) -> None:
+  """Raises when a distortion coefficient [k1, k2, p1, p2, k3] is implausible for a real lens.
+
+  Args:
+    dist: [5] Brown-Conrady coefficients (OpenCV order).
+    where: Context for the message (file and camera).
+  """
+  for index, (name, value) in enumerate(zip(DISTORTION_NAMES, np.ravel(dist))):
+    bound = MAX_PLAUSIBLE_TANGENTIAL if name in ("p1", "p2") else MAX_PLAUSIBLE_RADIAL
+    if not abs(float(value)) <= bound:
+      raise CalibrationError(
+          f"{where}: field 'dist' [{index}] ({name}) is {float(value):.6g}, an implausible lens "
+          f"distortion: expected {name} in [-{bound:g}, {bound:g}] (dist is [k1, k2, p1, p2, k3] "
+          "in normalized image coordinates, OpenCV's model)")
 
 
 def check_distance_mm(vector: np.ndarray, field: str, where: str, meaning: str = "") -> None:

@@ -12,10 +12,12 @@ pairs feeding target v are the contiguous slice [v * (V - 1), (v + 1) * (V - 1))
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Sequence
 
 import numpy as np
 
+from mf_tf import files
 from mf_tf.geometry.camera import Camera
 
 
@@ -41,7 +43,9 @@ class Rig:
   """An ordered, named list of cameras.
 
   Attributes:
-    name: Rig name.
+    name: Rig name: a safe single path component (`mf_tf.files.check_name`: 1-100 letters,
+      digits, '.', '_' or '-', starting with a letter or digit), since it names the rig's
+      dataset, checkpoint, results and served model folders.
     cameras: The cameras, in view order.
     up: Optional [3] unit vector, the world's "up" direction (Panoptic: [0, -1, 0], Human3.6M,
       Shelf, Campus: [0, 0, 1]); None when unknown (see `volume.up_vector` for an estimate).
@@ -55,6 +59,7 @@ class Rig:
   floor: float | None = None
 
   def __post_init__(self):
+    files.check_name(self.name, "rig name")
     object.__setattr__(self, "cameras", tuple(self.cameras))
     if not self.cameras:
       raise ValueError(f"rig {self.name!r} has no cameras")
@@ -84,8 +89,14 @@ class Rig:
     return ordered_pairs(self.num_views)
 
   def subset(self, indices: Sequence[int], name: str | None = None) -> "Rig":
-    return Rig(name or f"{self.name}[{','.join(str(i) for i in indices)}]",
-               tuple(self.cameras[i] for i in indices), up=self.up, floor=self.floor)
+    """The rig of the cameras `indices`, in that order (default name "<name>_v<i>-<j>-...")."""
+    indices = [int(i) for i in indices]
+    if name is None:
+      name = f"{self.name}_v{'-'.join(str(i) for i in indices)}"
+      if len(name) > 100:  # Still one safe name, distinct per subset.
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = f"{self.name[:80]}_v{digest}"
+    return Rig(name, tuple(self.cameras[i] for i in indices), up=self.up, floor=self.floor)
 
   def projection_matrices(self) -> np.ndarray:
     """[V, 3, 4] float64 projection matrices K [R | t], in view order."""

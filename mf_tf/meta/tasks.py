@@ -18,11 +18,13 @@ world knows where they are (as Human3.6M's motion capture does).
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from mf_tf import files
 from mf_tf.data import codec as codec_lib
 from mf_tf.data import detector as detector_lib
 from mf_tf.geometry.rig import ordered_pairs
@@ -119,7 +121,9 @@ class FramePool:
     """Writes the pool to one `.npz` file."""
     arrays = {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, **arrays)
+    buffer = io.BytesIO()  # Written whole or not at all (a precompute pool takes minutes).
+    np.savez(buffer, **arrays)
+    files.write_atomic(path, buffer.getvalue())
 
   @classmethod
   def load(cls, path: str) -> "FramePool":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mf_tf import files
 from mf_tf.fusion.settings import FusionSettings
 from mf_tf.geometry import rigs
 from mf_tf.geometry.rig import Rig
@@ -22,6 +23,15 @@ def rig(config, role: str = "target") -> Rig:
   if role not in RIG_ROLES:
     raise ValueError(f"rig role {role!r}, expected one of {RIG_ROLES}")
   return rigs.get_rig(str(config.rig[role]))
+
+
+def rig_output_dir(workdir: str, mode: str, rig: Rig) -> str:
+  """<workdir>/<mode>/<rig name>: its real path, proved inside `workdir` before anything is written.
+
+  Raises:
+    UnsafePathError: the rig's name is not a safe name or the path leaves `workdir`.
+  """
+  return files.inside(workdir, mode, files.check_name(rig.name, "rig name"))
 
 
 def fusion_settings(config) -> FusionSettings:

@@ -81,6 +81,7 @@ def build_methods(names, config, workdir: str, rig, heatmap_size: int,
 def run(config, workdir: str) -> dict:
   """--mode=evaluate: writes <workdir>/evaluate/<rig>/results.{json,md}."""
   rig = common.rig(config, "target")  # A built-in name or a rig file ("name": rig.name).
+  out_dir = common.rig_output_dir(workdir, "evaluate", rig)  # Checked before any work.
   joint_set = joints_lib.get_joint_set(config.joint_set)
   section = config.evaluate
   seed = int(config.seed) + int(section.seed_offset)
@@ -105,7 +106,6 @@ def run(config, workdir: str) -> dict:
     logging.info("%s: JDR %.1f%%, MPJPE triangulation %.1f mm, pictorial %.1f mm", name,
                  results[name]["jdr_mean"], results[name]["mpjpe_triangulation_mm"],
                  results[name]["mpjpe_pictorial_mm"])
-  out_dir = os.path.join(workdir, "evaluate", rig.name)
   metadata = {"rig": rig.name, "joint_set": joint_set.name, "seed": seed,
               "num_frames": int(section.num_frames), "heatmap_size": int(config.heatmap_size),
               "temperature": common.fusion_settings(config).temperature,

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from mf_tf import checkpoints
+from mf_tf import files
 from mf_tf.data import world
 from mf_tf.data.joints import get_joint_set
 from mf_tf.fusion import calibrated
@@ -72,10 +73,13 @@ def load_fusion(config, workdir: str, rig_spec: str):
   root = config.export.finetuned_dir or os.path.join(workdir, "finetune")
   known = os.path.isfile(rig_spec) or rig_spec in rigs.list_rigs()
   target = rigs.get_rig(rig_spec) if known else None
-  rig_dir = (checkpoints.finetuned_rig_dir(root, target) if target is not None
-             else os.path.join(root, rig_spec))
   unknown = "" if known else (f"; {rig_spec!r} is neither a rig file nor a built-in rig, one of "
                               f"{rigs.list_rigs()}")
+  if target is None and not files.NAME_PATTERN.fullmatch(rig_spec):
+    raise ValueError(f"no rig {rig_spec!r}: not a finetuned rig's folder name either (a rig name "
+                     f"of letters, digits, '.', '_' or '-'){unknown}")
+  rig_dir = (checkpoints.finetuned_rig_dir(root, target) if target is not None
+             else files.inside(root, rig_spec))
   if source == "calibrated":
     if target is None:  # A finetuned rig named by its folder: its checkpoint holds the rig.
       stored = os.path.join(rig_dir, "rig.json")
@@ -114,16 +118,29 @@ def run(config, workdir: str) -> list[str]:
   """`--mode=export`: one SavedModel version per rig of `config.export.rigs` + models.config.
 
   Each comma-separated entry of `config.export.rigs` (default `config.rig.target`) is a built-in
-  rig name or a rig file (see `load_fusion`); the model is served under the rig's name.
+  rig name or a rig file (see `load_fusion`); the model is served under the rig's name. Every
+  rig is loaded before anything is written.
+
+  Raises:
+    ValueError: two entries give rigs of one name (they would be two versions of one served
+      model), naming both entries.
   """
   root = export_dir(config, workdir)
   names = [n.strip() for n in (config.export.rigs or config.rig.target).split(",") if n.strip()]
+  loaded = [(name, *load_fusion(config, workdir, name)) for name in names]
+  first = {}
+  for name, _, rig in loaded:
+    if rig.name in first:
+      raise ValueError(
+          f"config.export.rigs entries {first[rig.name]!r} and {name!r} both give the rig "
+          f"{rig.name!r}: expected one entry per served model name (rename one rig's \"name\")")
+    first[rig.name] = name
   backbone = load_backbone(config, workdir)
   top_k = int(config.export.top_k) or None
   settings = common.fusion_settings(config)
   paths = []
-  for name in names:
-    fusion, rig = load_fusion(config, workdir, name)
+  for name, fusion, rig in loaded:
+    export.check_fusion_parameters(fusion, rig.name)  # Theta is gone once materialized.
     materialized = fusion.materialize(top_k=top_k)
     path = export.export_rig(
         backbone, materialized, rig, root, triangulate=bool(config.export.triangulate),

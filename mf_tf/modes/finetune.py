@@ -4,22 +4,33 @@ The frames are config.finetune.data_dir's (a dataset written by --mode=simulate 
 `mf_tf.data.convert`), a TFDS dataset's (config.finetune.tfds, `mf_tf.data.tfds_builders`) or
 simulated on the rig; the loop is `mf_tf.train.finetune.finetune_fusion`
 (Keras fit, kept only if the validation JDR does not drop). Output: <workdir>/finetune/<rig name>/
-(`mf_tf.checkpoints.save_finetuned`).
+(`mf_tf.checkpoints.save_finetuned`: one folder swapped in by one rename, with the run's
+TensorBoard logs in its tensorboard/).
+
+SIGINT / SIGTERM (`mf_tf.train.stopping`, as --mode=metatrain): a first signal ends training after
+the current step and the run stops without writing (the previous checkpoint stays whole; exit
+130 / 143); a signal while the finished result is being saved lets the save complete first. A
+second signal stops at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 import numpy as np
 from absl import logging
 
 from mf_tf import checkpoints
+from mf_tf import files
 from mf_tf.data import pipeline
 from mf_tf.data import tfds_builders
 from mf_tf.data import world
 from mf_tf.modes import common
 from mf_tf.train import finetune
+from mf_tf.train import stopping
 
 
 def run(config, workdir: str) -> str:
@@ -46,9 +57,11 @@ def run(config, workdir: str) -> str:
           manual_dir=config.data.manual_dir or None, rig=rig, heatmap_size=size,
           render_heatmaps=True)
     frames = {"heatmaps": [], "joints2d": []}
-    for batch in dataset:
-      for key in frames:
-        frames[key].append(batch[key].numpy())
+    with (pipeline.corrupted_records_named(section.data_dir) if section.data_dir
+          else contextlib.nullcontext()):
+      for batch in dataset:
+        for key in frames:
+          frames[key].append(batch[key].numpy())
     frames = {key: np.concatenate(value) for key, value in frames.items()}
     chosen = finetune.select_shots(len(frames["joints2d"]), shots, int(config.seed))
     heatmaps, joints2d = frames["heatmaps"][chosen], frames["joints2d"][chosen]
@@ -65,23 +78,39 @@ def run(config, workdir: str) -> str:
       temperature=fusion.temperature, line_width_px=fusion.line_width_px,
       line_value=fusion.line_value,
       theta_grid=0 if method == "naive" else int(section.theta_grid), labels=joints2d)
-  rig_dir = checkpoints.finetuned_rig_dir(os.path.join(workdir, "finetune"), rig)
-  history = finetune.finetune_fusion(
-      layer, heatmaps, joints2d,
-      target_sigma=common.target_sigma(config, size),
-      learning_rate=float(section.learning_rate), epochs=int(section.epochs),
-      batch_size=int(section.batch_size), validation_fraction=float(section.validation_fraction),
-      patience=int(section.patience), seed=int(config.seed),
-      log_dir=os.path.join(rig_dir, "tensorboard"),
-      loss_temperature=fusion.loss_temperature, loss=fusion.loss,
-      selection=str(section.selection), proximal=float(section.proximal))
-  logging.info("finetune: kept %s", "the starting parameters" if history["restored_init"] else
-               f"epoch {history['best_epoch']} (validation JDR {history['initial_val_jdr']:.1f}% "
-               f"-> {history['best_val_jdr']:.1f}%)")
-  checkpoints.save_finetuned(layer, rig, rig_dir,
-                             {"method": method, "shots": int(shots), "heatmap_size": size,
-                              "init": init_path, "temperature": fusion.temperature,
-                              "history": history})
+  root = files.inside(workdir, "finetune")
+  rig_dir = checkpoints.finetuned_rig_dir(root, rig)
+  files.check_replaceable(rig_dir, "finetuned fusion checkpoint")  # Refused before training.
+  os.makedirs(root, exist_ok=True)
+  # This run's TensorBoard logs, moved into the checkpoint folder when it is saved.
+  log_dir = tempfile.mkdtemp(dir=root, prefix=f".{rig.name}.tensorboard-")
+  try:
+    with stopping.deferred_stop_signals("finetune", "writing nothing") as stop:
+      history = finetune.finetune_fusion(
+          layer, heatmaps, joints2d,
+          target_sigma=common.target_sigma(config, size),
+          learning_rate=float(section.learning_rate), epochs=int(section.epochs),
+          batch_size=int(section.batch_size),
+          validation_fraction=float(section.validation_fraction),
+          patience=int(section.patience), seed=int(config.seed), log_dir=log_dir,
+          loss_temperature=fusion.loss_temperature, loss=fusion.loss,
+          selection=str(section.selection), proximal=float(section.proximal), stop=stop)
+      if stop.requested:
+        logging.warning("finetune: stopped by %s during training; nothing written (%s is as "
+                        "it was)", stop.name, rig_dir)
+        raise stop.exception()
+      logging.info("finetune: kept %s", "the starting parameters" if history["restored_init"]
+                   else f"epoch {history['best_epoch']} (validation JDR "
+                   f"{history['initial_val_jdr']:.1f}% -> {history['best_val_jdr']:.1f}%)")
+      checkpoints.save_finetuned(layer, rig, rig_dir,
+                                 {"method": method, "shots": int(shots), "heatmap_size": size,
+                                  "init": init_path, "temperature": fusion.temperature,
+                                  "history": history}, log_dir=log_dir)
+    if stop.requested:  # Arrived while saving: the checkpoint is complete, then stop.
+      logging.warning("finetune: stopped by %s after saving %s", stop.name, rig_dir)
+      raise stop.exception()
+  finally:
+    shutil.rmtree(log_dir, ignore_errors=True)  # Ours; gone already once moved into rig_dir.
   logging.info("finetune %s on %s (K=%d): %d epochs, val_loss %.4f -> %s", method, rig.name,
                shots, history["epochs"], history["val_loss"][-1], rig_dir)
   return rig_dir

@@ -52,7 +52,7 @@ def _detector_params(config) -> detector_lib.DetectorParams:
 def run(config, workdir: str) -> str:
   """Writes <workdir>/simulate/<rig>/ (TFRecord shards) and its contact_sheet.png."""
   rig = resolve_rig(config)
-  out_dir = simulate.dataset_dir(workdir, rig.name)
+  out_dir = simulate.dataset_dir(workdir, rig.name)  # Proved inside workdir.
   world_config = config.world
   logging.info("simulate: rig %s (%d views), %d frames -> %s", rig.name, rig.num_views,
                world_config.num_frames, out_dir)

@@ -99,6 +99,11 @@ def load_rig(spec: str, recording: recording_lib.Recording, units: str = "") -> 
         f"{available[:8]}{' ...' if len(available) > 8 else ''}); expected one calibrated camera "
         "per video or image folder, with the same name")
   rig = full.subset([available.index(camera) for camera in cameras], name=full.name)
+  unrecorded = [camera for camera in available if camera not in cameras]
+  if unrecorded:
+    logging.warning("calibration %r: cameras %s have no video or image folder in %r; "
+                    "reconstructing from the other %d cameras %s", spec, unrecorded,
+                    recording.source, len(cameras), list(cameras))
   return calibration_formats.fit_to_image_size(rig, recording.frame_sizes)
 
 

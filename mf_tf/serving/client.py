@@ -8,10 +8,14 @@ any image size (the size is checked inside the graph, with a message naming it),
 GetModelMetadata cannot give it. Without that record, S is `config.image_size`. Prints the
 keypoints (image pixels of each camera), scores and, for a calibrated rig, the 3D joints (mm) as
 JSON and writes them to `<workdir>/predict/<rig>.json`.
+
+Plaintext by default; pass `tls=ClientTls(ca_cert=...)` to reach a server over TLS
+(`grpc.ssl_channel_credentials`), with `cert` and `key` for mutual TLS.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import grpc
@@ -22,6 +26,52 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from mf_tf.serving import model_config
 from mf_tf.serving.server import GRPC_OPTIONS
+from mf_tf.serving.server import read_pem
+
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientTls:
+  """PEM files of a TLS connection to the server (`grpc.ssl_channel_credentials`).
+
+  Attributes:
+    ca_cert: CA certificate(s) that signed the server's certificate; None: the system's roots.
+    cert: This client's certificate chain (mutual TLS); given with `key`.
+    key: Its private key.
+    server_name: Name to check the server's certificate against when it differs from the host
+      of the address (e.g. an IP address with a certificate issued to a host name).
+  """
+
+  ca_cert: str | None = None
+  cert: str | None = None
+  key: str | None = None
+  server_name: str | None = None
+
+  def __post_init__(self):
+    if (self.cert is None) != (self.key is None):
+      raise ValueError(f"TLS client certificate (cert={self.cert!r}) and private key "
+                       f"(key={self.key!r}) are given together or not at all")
+
+  def credentials(self) -> grpc.ChannelCredentials:
+    """Reads the files; FileNotFoundError names the missing one."""
+    def read(path, what):
+      return None if path is None else read_pem(path, what)
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(self.ca_cert, "CA certificate (ca_cert)"),
+        private_key=read(self.key, "client private key (key)"),
+        certificate_chain=read(self.cert, "client certificate (cert)"))
+
+
+def open_channel(server: str, tls: ClientTls | None = None) -> grpc.Channel:
+  """A gRPC channel to "HOST:PORT": plaintext, or TLS with `tls`."""
+  if tls is None:
+    return grpc.insecure_channel(server, options=GRPC_OPTIONS)
+  options = GRPC_OPTIONS
+  if tls.server_name:
+    options += (("grpc.ssl_target_name_override", tls.server_name),)
+  return grpc.secure_channel(server, tls.credentials(), options=options)
+
 
 # Signature name -> its single input name (see mf_tf/serving/export.py).
 SIGNATURE_INPUTS = {
@@ -32,8 +82,8 @@ SIGNATURE_INPUTS = {
 
 
 def predict(server: str, rig_name: str, images, signature: str = "serving_default",
-            timeout: float = 60.0, output_filter=None, version: int | None = None
-            ) -> dict[str, np.ndarray]:
+            timeout: float = 60.0, output_filter=None, version: int | None = None,
+            tls: ClientTls | None = None) -> dict[str, np.ndarray]:
   """Sends one Predict request to a TF Serving gRPC endpoint.
 
   Args:
@@ -46,21 +96,26 @@ def predict(server: str, rig_name: str, images, signature: str = "serving_defaul
     timeout: Seconds before the call fails with DEADLINE_EXCEEDED.
     output_filter: Optional output names to return (all when None).
     version: Optional model version (the latest loaded when None).
+    tls: Connect over TLS with these files; None: plaintext.
 
   Returns:
     Output name -> numpy array. When `images` had no batch dimension, neither do the outputs.
 
   Raises:
-    grpc.RpcError: The server rejected the request; `.code()` and `.details()` say why.
+    grpc.RpcError: The server rejected the request or could not be reached; `.code()` and
+      `.details()` say why.
+    FileNotFoundError: A TLS file does not exist.
   """
   array = np.asarray(images)
   unbatched = array.ndim == 4
   inputs = {SIGNATURE_INPUTS.get(signature, "images"): array[None] if unbatched else array}
-  return _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version)
+  return _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version,
+                  tls)
 
 
 def predict_crops(server: str, rig_name: str, crop_heatmaps, crop_affines, timeout: float = 60.0,
-                  output_filter=None, version: int | None = None) -> dict[str, np.ndarray]:
+                  output_filter=None, version: int | None = None,
+                  tls: ClientTls | None = None) -> dict[str, np.ndarray]:
   """Sends one request to the "fuse_crops" signature (person crops, exact per-frame geometry).
 
   Args:
@@ -69,7 +124,7 @@ def predict_crops(server: str, rig_name: str, crop_heatmaps, crop_affines, timeo
     crop_heatmaps: [V, C, C, J] or [B, V, C, C, J] float32 heatmaps of one person crop per view
       (C = 64, e.g. `mf_tf.models.blazepose.BlazePose.estimate` output).
     crop_affines: [V, 3, 3] or [B, V, 3, 3] float32, undistorted image px -> crop heatmap px.
-    timeout, output_filter, version: As `predict`.
+    timeout, output_filter, version, tls: As `predict`.
 
   Returns:
     "joints_2d" [(B,) V, J, 2] image pixels, "scores" [(B,) V, J] and, for a calibrated rig,
@@ -89,10 +144,11 @@ def predict_crops(server: str, rig_name: str, crop_heatmaps, crop_affines, timeo
                      f"matching crop_heatmaps {np.shape(crop_heatmaps)}")
   return _predict(server, rig_name, "fuse_crops",
                   {"crop_heatmaps": heatmaps, "crop_affines": affines}, unbatched, timeout,
-                  output_filter, version)
+                  output_filter, version, tls)
 
 
-def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version):
+def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version,
+             tls=None):
   """One Predict call with `inputs` (name -> batched array); drops the batch when `unbatched`."""
   request = predict_pb2.PredictRequest()
   request.model_spec.name = rig_name
@@ -103,7 +159,7 @@ def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_fil
     request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
   if output_filter:
     request.output_filter.extend(output_filter)
-  with grpc.insecure_channel(server, options=GRPC_OPTIONS) as channel:
+  with open_channel(server, tls) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     response = stub.Predict(request, timeout=timeout)
   outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}

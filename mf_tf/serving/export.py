@@ -47,7 +47,9 @@ inside the graph (view count, image size, value range, NaN), so a bad request fa
 InvalidArgument and a message naming the bad value. A version is written to a temporary folder
 beside its final place and renamed, so a running server never sees half a model; models.config is
 replaced atomically. Temporary folders left by a killed export are removed by the next export of
-the rig. Folders are written 0755 and files 0644 whatever the umask, so a TF Serving container
+the rig. Fusion parameters that are not finite (or a theta over MAX_ABS_THETA, see
+`check_fusion_parameters`) are refused before anything is written. Folders are written 0755 and
+files 0644 whatever the umask, so a TF Serving container
 running as another user can read them. The SavedModel holds graphs and tensors only: loading it
 runs no Python code from the file.
 """
@@ -96,6 +98,47 @@ _TEMP_OWNER = re.compile(r"^\.tmp-[0-9]+-([0-9]+)-")
 STALE_TEMP_AGE_S = 600.0
 DIR_MODE = 0o755  # Readable and searchable by a TF Serving container running as another user.
 FILE_MODE = 0o644
+# Largest |theta| served. theta maps each target pixel to a source position in normalized
+# coordinates where the heatmap spans [-1, 1] (a translation of 2 is one heatmap width, a linear
+# entry of 1 the identity scale); trained and calibrated values stay within a few units. At 1e3
+# heatmap sizes every sample of a row falls far outside the source heatmap: the matrices are
+# (nearly) zero and the served model silently fuses nothing, as after a diverged meta-training.
+MAX_ABS_THETA = 1e3
+
+
+def check_fusion_parameters(fusion, rig_name: str = "") -> None:
+  """Refuses fusion parameters that are not finite, or a theta too large to be an alignment.
+
+  Args:
+    fusion: An AffineFusion (omega_base, theta: its effective theta) or a MaterializedFusion /
+      NaiveFusion (matrices, or top-k values).
+    rig_name: Named in the message.
+
+  Raises:
+    ValueError: naming the parameter, its worst value and the bound.
+  """
+  where = f" of rig {rig_name!r}" if rig_name else ""
+  parameters = {}
+  for name in ("omega_base", "matrices", "values"):
+    if getattr(fusion, name, None) is not None:
+      parameters[name] = getattr(fusion, name)
+  if callable(getattr(fusion, "effective_theta", None)):
+    parameters["theta"] = fusion.effective_theta()
+  for name, value in parameters.items():
+    value = np.asarray(value)
+    # Row by row: a dense [P, HW, HW] fusion (768 MB at 4 views, 64 x 64) needs no full mask.
+    bad = sum(int(np.size(row) - np.count_nonzero(np.isfinite(row)))
+              for row in value.reshape(value.shape[0] if value.ndim else 1, -1))
+    if bad:
+      raise ValueError(f"fusion parameter {name!r}{where} holds NaN or Inf ({bad} of "
+                       f"{value.size} values); refusing to serve it")
+  if "theta" in parameters:
+    largest = float(np.max(np.abs(parameters["theta"]), initial=0.0))
+    if largest > MAX_ABS_THETA:
+      raise ValueError(f"fusion parameter 'theta'{where} reaches |theta| = {largest:.3g}, over "
+                       f"{MAX_ABS_THETA:g} heatmap sizes (normalized coordinates, the heatmap "
+                       "spans [-1, 1]): no alignment, the fusion would do nothing; refusing to "
+                       "serve it (retrain, e.g. with a smaller learning rate)")
 
 
 # ----------------------------------------------------------------------------- TF geometry
@@ -302,6 +345,7 @@ class ExportModule(tf.Module):
     if not isinstance(fusion, MaterializedFusion) or not fusion.built:
       raise ValueError(f"fusion must be a built MaterializedFusion (AffineFusion.materialize()), "
                        f"got {type(fusion).__name__}")
+    check_fusion_parameters(fusion, rig.name)  # Never serve NaN, Inf or a diverged theta.
     if fusion.num_views != rig.num_views or tuple(fusion.heatmap_size) != out_shape[1:3]:
       raise ValueError(f"fusion is for {fusion.num_views} views at {fusion.heatmap_size}, but rig "
                        f"{rig.name!r} has {rig.num_views} views and the backbone gives "
@@ -697,9 +741,9 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
     The version folder written.
   """
   model_config.check_model_name(rig.name)
-  make_dirs_readable(export_dir)
   module = ExportModule(backbone, fusion, rig, sigma=sigma, triangulate=triangulate,
-                        line_width_px=line_width_px, line_value=line_value)
+                        line_width_px=line_width_px, line_value=line_value)  # Checks first.
+  make_dirs_readable(export_dir)
   record = dict(export_config or {})
   record.update(rig=rig.name, num_views=module.num_views, image_size=module.image_size,
                 heatmap_size=module.heatmap_size, num_joints=module.num_joints, sigma=float(sigma),

@@ -13,8 +13,24 @@ from the file). Bad requests get a gRPC error status with a message naming the b
 crash: NOT_FOUND for an unknown model, version or signature, INVALID_ARGUMENT for missing, extra
 or ill-typed inputs, for an input whose TensorProto declares a shape but carries no values (it
 would otherwise decode as all zeros), and for inputs that fail the signature's own checks (view
-count, image size, value range, NaN). A request of more than `max_batch` frames (default
-MAX_BATCH_FRAMES) is answered RESOURCE_EXHAUSTED from the declared shapes, before any decoding.
+count, image size, value range, NaN).
+
+A request is bounded before anything in it is decoded, from the TensorProtos' declared dtypes and
+shapes alone (a 29-byte TensorProto with one `int_val` may declare gigabytes):
+
+- its bytes on the wire: gRPC refuses a message over `max_request_bytes` (RESOURCE_EXHAUSTED);
+- every input's shape: the signature's rank and, from the model's export record
+  (`assets.extra/export_config.json`), its fixed dimensions (views, image or heatmap size,
+  joints); any other shape is INVALID_ARGUMENT naming the input, the declared shape and the
+  expected one;
+- the batch: more than `max_batch` frames (default MAX_BATCH_FRAMES) is RESOURCE_EXHAUSTED;
+- the decoded size: more than `max_request_bytes` over all inputs is RESOURCE_EXHAUSTED (this
+  bounds models without an export record, whose dimensions are unknown);
+- the content: `tensor_content` must hold exactly count x dtype size bytes; the dtype's `*_val`
+  list 1 to count values (fewer are padded with the last one, as TensorFlow decodes them).
+
+Pass `tls=ServerTls(...)` to serve over TLS (`grpc.ssl_server_credentials`; mutual TLS when
+`client_ca` is given).
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from mf_tf.serving import export as export_lib
 from mf_tf.serving import model_config
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -39,6 +56,20 @@ GRPC_OPTIONS = (("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 # Frames (leading batch axis) per request: bounds the memory and latency of one call (16 frames of
 # 4 views at 256 px are 12.6 MB of uint8 images); clients split larger batches.
 MAX_BATCH_FRAMES = 16
+# Headroom of the request limit over the largest valid request's decoded bytes: protobuf's packed
+# `*_val` lists take up to 2 bytes per uint8 value (varints), plus the request's envelope.
+_WIRE_FACTOR = 2
+_ENVELOPE_BYTES = 1024 * 1024
+# The TensorProto value list TensorFlow decodes for each dtype (tensor.cc, tensor_util.py).
+_VALUE_FIELDS = {
+    tf.float16: "half_val", tf.bfloat16: "half_val", tf.float32: "float_val",
+    tf.float64: "double_val", tf.int8: "int_val", tf.int16: "int_val", tf.int32: "int_val",
+    tf.uint8: "int_val", tf.uint16: "int_val", tf.int64: "int64_val", tf.uint32: "uint32_val",
+    tf.uint64: "uint64_val", tf.bool: "bool_val", tf.complex64: "scomplex_val",
+    tf.complex128: "dcomplex_val",
+}
+# complex values come as (real, imaginary) pairs in their list.
+_VALUES_PER_ELEMENT = {tf.complex64: 2, tf.complex128: 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +82,8 @@ class LoadedModel:
     path: The version folder.
     module: The object returned by `tf.saved_model.load` (owns the variables).
     signatures: Signature name -> concrete function (keyword tensor inputs -> dict of tensors).
+    input_shapes: Signature name -> input name -> the TensorShape a request must have (None:
+      any size), the signature's own shape refined by the export record (`expected_shapes`).
   """
 
   name: str
@@ -58,6 +91,67 @@ class LoadedModel:
   path: str
   module: object
   signatures: dict
+  input_shapes: dict = dataclasses.field(default_factory=dict)
+
+
+def expected_shapes(signatures: dict, record: dict | None) -> dict:
+  """The shape every input of every signature must have, batch axis first.
+
+  The exported signatures declare any size on every axis (their graphs check the sizes, with a
+  message naming them); the export record (`assets.extra/export_config.json`, written by
+  `mf_tf.serving.export.export_rig`) gives the rig's fixed ones, so that a request can be
+  checked from its declared shape before anything is decoded.
+
+  Args:
+    signatures: Signature name -> concrete function.
+    record: The export record, or None (then only the signatures' own shapes are known).
+
+  Returns:
+    Signature name -> input name -> tf.TensorShape ([None, V, S, S, 3] for images, ...).
+  """
+  fixed = {}
+  if record:
+    try:
+      views, image, heatmap, joints = (int(record[key]) for key in (
+          "num_views", "image_size", "heatmap_size", "num_joints"))
+      crop = int(record.get("crop_heatmap_size", export_lib.CROP_HEATMAP_SIZE))
+    except (KeyError, TypeError, ValueError):
+      views = None
+    if views is not None:
+      fixed = {
+          (export_lib.SIGNATURE_IMAGES, "images"): [None, views, image, image, 3],
+          (export_lib.SIGNATURE_IMAGES_FLOAT, "images"): [None, views, image, image, 3],
+          (export_lib.SIGNATURE_HEATMAPS, "heatmaps"): [None, views, heatmap, heatmap, joints],
+          (export_lib.SIGNATURE_CROPS, "crop_heatmaps"): [None, views, crop, crop, joints],
+          (export_lib.SIGNATURE_CROPS, "crop_affines"): [None, views, 3, 3],
+      }
+  shapes = {}
+  for signature_name, function in signatures.items():
+    shapes[signature_name] = {}
+    for key, spec in _input_specs(function).items():
+      shape = spec.shape
+      known = fixed.get((signature_name, key))
+      if known is not None and shape.is_compatible_with(known):
+        shape = shape.merge_with(known)
+      shapes[signature_name][key] = shape
+  return shapes
+
+
+def largest_request_bytes(models: dict, max_batch: int) -> int | None:
+  """Decoded bytes of the largest valid request to any model, or None when a size is unknown."""
+  largest = 0
+  for model in models.values():
+    for signature_name, function in model.signatures.items():
+      specs = _input_specs(function)
+      total = 0
+      for key, shape in model.input_shapes.get(signature_name, {}).items():
+        dims = [max_batch if i == 0 and dim is None else dim
+                for i, dim in enumerate(shape.as_list())] if shape.rank is not None else [None]
+        if None in dims:
+          return None
+        total += int(np.prod(dims, dtype=np.int64)) * specs[key].dtype.size
+      largest = max(largest, total)
+  return largest
 
 
 def load_model(name: str, base_path: str, warmup: bool = True) -> LoadedModel:
@@ -78,8 +172,10 @@ def load_model(name: str, base_path: str, warmup: bool = True) -> LoadedModel:
         f"model {name!r}: no version folder with a saved_model.pb under base_path {base_path!r}")
   path = os.path.join(base_path, str(version))
   loaded = tf.saved_model.load(path)
-  model = LoadedModel(name=name, version=version, path=path, module=loaded,
-                      signatures=dict(loaded.signatures))
+  signatures = dict(loaded.signatures)
+  model = LoadedModel(name=name, version=version, path=path, module=loaded, signatures=signatures,
+                      input_shapes=expected_shapes(
+                          signatures, model_config.read_export_config(base_path, version)))
   warmup_path = os.path.join(path, model_config.ASSETS_EXTRA, model_config.WARMUP_FILE)
   if warmup and os.path.isfile(warmup_path):
     for log in model_config.read_warmup_requests(warmup_path):
@@ -129,10 +225,22 @@ def _declared_shape(proto) -> list[int]:
   return [int(dim.size) for dim in proto.tensor_shape.dim]
 
 
-def _carries_values(proto) -> bool:
-  """Whether a TensorProto holds any values (tensor_content or one of the typed *_val lists)."""
-  return any(field.name == "tensor_content" or field.name.endswith("_val")
-             for field, _ in proto.ListFields())
+def _value_count(proto, dtype: tf.DType) -> tuple[str, int]:
+  """(name, number of values) of the TensorProto list TensorFlow decodes for `dtype`."""
+  field = _VALUE_FIELDS.get(dtype)
+  if field is None:
+    return "tensor_content", 0
+  return field, len(getattr(proto, field)) // _VALUES_PER_ELEMENT.get(dtype, 1)
+
+
+def _shape_text(shape: tf.TensorShape, max_batch: int) -> str:
+  """"[batch <= 16, 3, 64, 64, 3]" for a TensorShape whose None axes take any size."""
+  if shape.rank is None:
+    return "any shape"
+  dims = shape.as_list()
+  return "[" + ", ".join(
+      (f"batch <= {max_batch}" if i == 0 else "any") if dim is None else str(dim)
+      for i, dim in enumerate(dims)) + "]"
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -141,13 +249,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   Args:
     models: Model name -> LoadedModel.
     max_batch: Most frames (leading batch axis of batched inputs) one request may carry.
+    max_request_bytes: Most decoded bytes (all inputs of one request together); None: 256 MiB.
   """
 
-  def __init__(self, models: dict[str, LoadedModel], max_batch: int = MAX_BATCH_FRAMES):
+  def __init__(self, models: dict[str, LoadedModel], max_batch: int = MAX_BATCH_FRAMES,
+               max_request_bytes: int | None = None):
     if int(max_batch) < 1:
       raise ValueError(f"max_batch={max_batch}, expected an integer >= 1")
+    if max_request_bytes is not None and int(max_request_bytes) < 1:
+      raise ValueError(f"max_request_bytes={max_request_bytes}, expected a positive integer")
     self.models = dict(models)
     self.max_batch = int(max_batch)
+    self.max_request_bytes = int(max_request_bytes or MAX_MESSAGE_BYTES)
 
   def _resolve(self, request, context):
     spec = request.model_spec
@@ -167,47 +280,81 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"signatures: {names}")
     return model, signature_name, model.signatures[signature_name]
 
-  def _inputs(self, request, context, signature_name, function):
+  def _check_declared(self, context, model, signature_name, key, proto, spec) -> int:
+    """Checks one input from its declared dtype and shape; returns its decoded bytes."""
+    where = f"signature {signature_name!r} of model {model.name!r}"
+    if proto.dtype != spec.dtype.as_datatype_enum:
+      try:
+        declared = tf.dtypes.as_dtype(proto.dtype).name
+      except TypeError:
+        declared = f"enum {proto.dtype}"
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {key!r} has dtype {declared}, signature {signature_name!r} "
+                    f"expects {spec.dtype.name}")
+    expected = model.input_shapes.get(signature_name, {}).get(key, spec.shape)
+    shape = _declared_shape(proto)
+    wanted = _shape_text(expected, self.max_batch)
+    if proto.tensor_shape.unknown_rank or any(dim < 0 for dim in shape):
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {key!r} declares shape {shape} (unknown rank or a negative size); "
+                    f"{where} expects {wanted}")
+    if not expected.is_compatible_with(shape):
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {key!r} has shape {shape}, {where} expects {wanted}")
+    if expected.rank and expected[0] is None and shape[0] > self.max_batch:
+      context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"input {key!r} holds {shape[0]} frames (shape {shape}), at most "
+                    f"{self.max_batch} per request; split the batch")
+    count = int(np.prod(shape, dtype=object))  # Python ints: no overflow for absurd shapes.
+    size = count * spec.dtype.size
+    if size > self.max_request_bytes:  # Before the content checks: no length is compared.
+      return size
+    if proto.tensor_content:
+      if len(proto.tensor_content) != size:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"input {key!r} declares shape {shape} of {spec.dtype.name} ({size} "
+                      f"bytes) but its tensor_content holds {len(proto.tensor_content)} bytes")
+      return size
+    field, values = _value_count(proto, spec.dtype)
+    if count > 0 and values == 0:
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {key!r} declares shape {shape} but carries no values; expected "
+                    f"tensor_content or {field} (e.g. from tf.make_tensor_proto)")
+    if values > count:
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {key!r} declares shape {shape} ({count} values) but its {field} "
+                    f"holds {values}")
+    return size
+
+  def _inputs(self, request, context, model, signature_name, function):
     specs = _input_specs(function)
     given = set(request.inputs)
     if given != set(specs):
       context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                     f"signature {signature_name!r} takes inputs {sorted(specs)}, "
                     f"got {sorted(given)}")
-    # Limits first, from the declared shapes alone: nothing is decoded for a refused request.
-    for key, spec in specs.items():
-      shape = _declared_shape(request.inputs[key])
-      if spec.shape.rank and spec.shape[0] is None and shape and shape[0] > self.max_batch:
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      f"input {key!r} holds {shape[0]} frames (shape {shape}), at most "
-                      f"{self.max_batch} per request; split the batch")
+    # Limits first, from the declared dtypes and shapes alone: nothing is decoded for a refused
+    # request (a few bytes of TensorProto may declare gigabytes).
+    sizes = {key: self._check_declared(context, model, signature_name, key, request.inputs[key],
+                                       spec) for key, spec in specs.items()}
+    if sum(sizes.values()) > self.max_request_bytes:
+      shapes = {key: _declared_shape(request.inputs[key]) for key in specs}
+      context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"inputs {shapes} declare {sum(sizes.values())} bytes, at most "
+                    f"{self.max_request_bytes} per request; split the batch")
     inputs = {}
     for key, spec in specs.items():
-      proto = request.inputs[key]
-      shape = _declared_shape(proto)
-      if int(np.prod(shape)) > 0 and not _carries_values(proto):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"input {key!r} declares shape {shape} but carries no values; expected "
-                      "tensor_content or typed values (e.g. from tf.make_tensor_proto)")
       try:
-        array = tf.make_ndarray(proto)
+        array = tf.make_ndarray(request.inputs[key])
       except Exception as error:  # A malformed TensorProto: report it, do not crash.
         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                       f"input {key!r}: not a readable TensorProto ({error})")
-      if array.dtype != spec.dtype.as_numpy_dtype:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"input {key!r} has dtype {array.dtype.name}, signature "
-                      f"{signature_name!r} expects {spec.dtype.name}")
-      if not spec.shape.is_compatible_with(array.shape):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"input {key!r} has shape {list(array.shape)}, signature "
-                      f"{signature_name!r} expects {spec.shape} (None: any size)")
       inputs[key] = tf.constant(array)
     return inputs
 
   def Predict(self, request, context):  # noqa: N802 (gRPC method name)
     model, signature_name, function = self._resolve(request, context)
-    inputs = self._inputs(request, context, signature_name, function)
+    inputs = self._inputs(request, context, model, signature_name, function)
     try:
       outputs = function(**inputs)
     except tf.errors.InvalidArgumentError as error:
@@ -254,9 +401,45 @@ class RunningServer:
     self.stop()
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerTls:
+  """PEM files of a TLS endpoint (`grpc.ssl_server_credentials`).
+
+  Attributes:
+    cert: The server's certificate chain.
+    key: Its private key.
+    client_ca: When given, clients must present a certificate signed by this CA (mutual TLS).
+  """
+
+  cert: str
+  key: str
+  client_ca: str | None = None
+
+  def credentials(self) -> grpc.ServerCredentials:
+    """Reads the files; FileNotFoundError names the missing one."""
+    chain = read_pem(self.cert, "server certificate (cert)")
+    key = read_pem(self.key, "server private key (key)")
+    client_ca = None if self.client_ca is None else read_pem(
+        self.client_ca, "client CA certificate (client_ca)")
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def read_pem(path: str, what: str) -> bytes:
+  """The bytes of a PEM file; FileNotFoundError / ValueError naming `what` and the path."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"TLS {what} file {path!r} does not exist")
+  with open(path, "rb") as f:
+    data = f.read()
+  if b"-----BEGIN " not in data:
+    raise ValueError(f"TLS {what} file {path!r} is not PEM (no '-----BEGIN' line)")
+  return data
+
+
 def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0,
                  base_dir: str | None = None, max_workers: int = 2,
-                 max_batch: int = MAX_BATCH_FRAMES) -> RunningServer:
+                 max_batch: int = MAX_BATCH_FRAMES, max_request_bytes: int | None = None,
+                 tls: ServerTls | None = None) -> RunningServer:
   """Loads the models of a models.config and serves them on `host:port` (0: an ephemeral port).
 
   Args:
@@ -266,15 +449,30 @@ def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0
     base_dir: See `load_models`.
     max_workers: Threads answering requests.
     max_batch: Most frames per request (larger ones get RESOURCE_EXHAUSTED).
+    max_request_bytes: Most bytes of a request, on the wire and decoded (larger ones get
+      RESOURCE_EXHAUSTED). None: twice the largest valid request to the served models (at
+      `max_batch` frames) plus 1 MiB, or MAX_MESSAGE_BYTES when a model's sizes are unknown.
+      A request's memory is then bounded by about `max_workers` times this.
+    tls: Serve over TLS with these files; None: plaintext.
 
   Returns:
     The running server.
   """
-  servicer = PredictionServicer(load_models(models_config_path, base_dir), max_batch)
+  models = load_models(models_config_path, base_dir)
+  if max_request_bytes is None:
+    largest = largest_request_bytes(models, int(max_batch))
+    max_request_bytes = (MAX_MESSAGE_BYTES if largest is None else
+                         min(MAX_MESSAGE_BYTES, _WIRE_FACTOR * largest + _ENVELOPE_BYTES))
+  servicer = PredictionServicer(models, max_batch, max_request_bytes)
+  credentials = None if tls is None else tls.credentials()
+  options = (("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+             ("grpc.max_receive_message_length", servicer.max_request_bytes))
   server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
-                       options=GRPC_OPTIONS)
+                       options=options)
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
-  bound = server.add_insecure_port(f"{host}:{port}")
+  address = f"{host}:{port}"
+  bound = (server.add_insecure_port(address) if credentials is None else
+           server.add_secure_port(address, credentials))
   if bound == 0:
     raise OSError(f"could not bind a gRPC port on {host}:{port}")
   server.start()

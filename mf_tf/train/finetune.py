@@ -10,7 +10,9 @@ every pair from its calibrated theta plus the residual meta-learned with
 config.metatrain.theta_init="calibrated".
 
 The finetuned layer is stored by `mf_tf.checkpoints.save_finetuned` (--mode=finetune:
-`mf_tf.modes.finetune`).
+`mf_tf.modes.finetune`). Given a `stopping.StopRequest` (--mode=finetune holds SIGINT / SIGTERM
+with `stopping.deferred_stop_signals`), training stops after the step during which a signal
+arrived, and the result says so (`"stopped_by"`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mf_tf.fusion import ops
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.geometry.rig import pair_index
+from mf_tf.train import stopping
 from mf_tf.train import summaries
 
 METHODS = ("metafuse", "affine", "naive", "calibrated", "metafuse_calibrated",
@@ -159,6 +162,18 @@ class _SelectByValidation(keras.callbacks.Callback):
 
   def on_train_end(self, logs=None):
     self.layer.set_weights(self.best_weights)
+
+
+class _StopOnRequest(keras.callbacks.Callback):
+  """Ends `fit` after the batch during which a stop signal arrived (`stopping.StopRequest`)."""
+
+  def __init__(self, request: stopping.StopRequest):
+    super().__init__()
+    self.request = request
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.request.requested:
+      self.model.stop_training = True
 
 
 def _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile, compiled):
@@ -470,7 +485,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                     log_dir: str | None = None, progress: bool = True,
                     jit_compile: bool = True, loss_temperature: float | None = None,
                     loss: str = "mse", proximal: float = 0.0, selection: str = "val_jdr",
-                    head_size_px: float | None = None, compiled: dict | None = None) -> dict:
+                    head_size_px: float | None = None, compiled: dict | None = None,
+                    stop: stopping.StopRequest | None = None) -> dict:
   """Trains a fusion layer in place on labelled frames with Keras `fit` (paper Sec. 4.3).
 
   The one fusion training loop of mf_tf: few-shot finetuning (MetaFuse^K, AffineFuse^K,
@@ -514,11 +530,14 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
       its weights set for every K): with the same loss, temperature, proximal weight, learning
       rate and `jit_compile` the step is not traced and compiled again (Adam and the proximal
       anchors restart from the new weights). Anything else compiles a new step in its place.
+    stop: Optional stop request (`stopping.deferred_stop_signals`): once a signal is recorded,
+      training ends after the current step (the layer holds the best parameters so far).
 
   Returns:
     {"epochs": int, "loss": [...], "val_loss": [...], "val_jdr": [...],
     "initial_val_loss": float, "initial_val_jdr": float, "best_epoch": int (0: the initial
-    parameters), "restored_init": bool, "selection": str}.
+    parameters), "restored_init": bool, "selection": str, "stopped_by": the signal's name
+    ("SIGTERM") when `stop` ended training early, else ""}.
   """
   heatmaps, joints2d = _check_frames(heatmaps, joints2d)
   if not learning_rate > 0:
@@ -549,6 +568,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                                  layer.temperature, patience, selection)
   initial_jdr, initial_val = selector.initial_jdr, selector.initial_loss
   callbacks = [selector]
+  if stop is not None:
+    callbacks.append(_StopOnRequest(stop))
   if log_dir:
     callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
   keras.utils.set_random_seed(seed)
@@ -569,6 +590,7 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
           "val_jdr": [float(v) for v in selector.jdr],
           "initial_val_loss": initial_val, "initial_val_jdr": initial_jdr,
           "best_val_jdr": float(best_jdr), "best_epoch": int(selector.best_epoch),
-          "restored_init": bool(restored_init), "selection": selection}
+          "restored_init": bool(restored_init), "selection": selection,
+          "stopped_by": stop.name if stop is not None else ""}
 
 

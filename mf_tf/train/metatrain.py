@@ -20,7 +20,8 @@ Checkpoints (<workdir>/checkpoints/ckpt-N) are verified on resume:
   * An unreadable (e.g. truncated) latest checkpoint is skipped with a warning naming it, and the
     previous intact one is used; if none is intact, `CheckpointError` names them all.
   * SIGINT / SIGTERM during training let the current step finish, save a checkpoint of it and then
-    stop (KeyboardInterrupt / SystemExit(128 + SIGTERM)); a second signal stops at once.
+    stop (KeyboardInterrupt / SystemExit(128 + SIGTERM)); a second signal stops at once
+    (`mf_tf.train.stopping`, shared with finetuning).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import threading
 from typing import Callable
 
 import keras
@@ -43,12 +42,16 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
 
+from mf_tf import files
 from mf_tf.checkpoints import CheckpointError
+from mf_tf.checkpoints import ParameterError
+from mf_tf.checkpoints import check_parameters
 from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import warp_kernel
 from mf_tf.meta import maml
 from mf_tf.meta import tasks as tasks_lib
+from mf_tf.train import stopping
 from mf_tf.train import summaries
 
 THETA_INITS = ("shared", "calibrated")
@@ -315,10 +318,7 @@ def run_differences(stored: dict, current: dict, step: int) -> list[str]:
 
 
 def _write_json_atomic(path: str, value: dict) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as stream:
-    json.dump(value, stream, indent=1)
-  os.replace(tmp, path)
+  files.write_atomic(path, json.dumps(value, indent=1))
 
 
 def _checkpoint_files(prefix: str) -> list[str]:
@@ -391,44 +391,6 @@ def _save_checkpoint(manager: tf.train.CheckpointManager, step: int, run_info: d
   return saved
 
 
-@contextlib.contextmanager
-def _deferred_stop_signals():
-  """While active, SIGINT / SIGTERM only record a stop request (the loop stops after its step).
-
-  A second signal stops at once (KeyboardInterrupt / SystemExit). Outside the main thread,
-  signals cannot be handled and nothing changes.
-
-  Yields:
-    A dict whose "signum" is the first signal received, or None.
-  """
-  request = {"signum": None}
-  if threading.current_thread() is not threading.main_thread():
-    yield request
-    return
-
-  def handler(signum, frame):
-    del frame
-    if request["signum"] is not None:
-      raise _stop_exception(signum)
-    request["signum"] = signum
-    logging.warning("metatrain: %s received: finishing the current step, saving a checkpoint, "
-                    "then stopping (send it again to stop at once)", signal.Signals(signum).name)
-
-  previous = {signum: signal.signal(signum, handler)
-              for signum in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    yield request
-  finally:
-    for signum, old in previous.items():
-      signal.signal(signum, old)
-
-
-def _stop_exception(signum: int) -> BaseException:
-  if signum == signal.SIGINT:
-    return KeyboardInterrupt()
-  return SystemExit(128 + int(signum))
-
-
 def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *,
                      init: maml.MetaParams | None = None, workdir: str | None = None,
                      strategy: tf.distribute.Strategy | None = None, checkpoint_every: int = 50,
@@ -462,6 +424,8 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
   Raises:
     ValueError: bad num_steps / checkpoint_every / init shape.
     CheckpointError: no readable checkpoint, or the checkpoint belongs to other settings or data.
+    ParameterError: training diverged (non-finite losses, or parameters beyond
+      `checkpoints.PARAMETER_BOUNDS` when a checkpoint is due); nothing of it is saved.
     KeyboardInterrupt / SystemExit: after SIGINT / SIGTERM (with the checkpoint saved).
   """
   check_loop_settings(settings.num_steps, checkpoint_every)
@@ -501,8 +465,8 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
   bar = keras.utils.Progbar(settings.num_steps, stateful_metrics=None) if progress else None
   if bar is not None and start:
     bar.update(start)
-  stop_signals = _deferred_stop_signals() if manager is not None else contextlib.nullcontext(
-      {"signum": None})
+  stop_signals = (stopping.deferred_stop_signals("metatrain", "saving a checkpoint")
+                  if manager is not None else contextlib.nullcontext(stopping.StopRequest()))
   try:
     with stop_signals as stop:
       for step in range(start, settings.num_steps):
@@ -512,25 +476,26 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
                   pair_theta_offsets(theta_by_pair, pairs_drawn, pool.num_views))
         metrics = learner.train_step(support, query, theta_offset=offset)
         if not all(np.isfinite(list(metrics.values()))):
-          raise FloatingPointError(f"metatrain step {step}: non-finite losses {metrics}; lower "
-                                   "inner_lr or outer_lr")
+          raise ParameterError(f"metatrain step {step + 1}: non-finite losses {metrics}; "
+                               "expected finite ones (training diverged: lower inner_lr or "
+                               "outer_lr; nothing was saved)")
         if writer is not None:
           with writer.as_default(step=step + 1):
             for key, value in metrics.items():
               summaries.write_scalar(f"metatrain/{key}", value, step + 1)
         if bar is not None:
           bar.update(step + 1, values=list(metrics.items()))
-        saved = False
         if manager is not None and ((step + 1) % checkpoint_every == 0
-                                    or step + 1 == settings.num_steps):
+                                    or step + 1 == settings.num_steps or stop.requested):
+          # A diverged run (finite losses, absurd parameters) is stopped, never saved.
+          params = learner.params
+          check_parameters({"omega_base": params.omega_base, "theta": params.theta},
+                           f"metatrain step {step + 1} (checkpoint in {manager.directory!r})")
           _save_checkpoint(manager, step + 1, run_info)
-          saved = True
-        if stop["signum"] is not None:
-          if not saved:
-            _save_checkpoint(manager, step + 1, run_info)
+        if stop.requested:
           logging.warning("metatrain: stopped by %s after step %d (checkpoint saved; run again "
-                          "to resume)", signal.Signals(stop["signum"]).name, step + 1)
-          raise _stop_exception(stop["signum"])
+                          "to resume)", stop.name, step + 1)
+          raise stop.exception()
         if callback is not None:
           callback(step + 1, metrics)
   finally:

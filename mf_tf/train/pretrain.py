@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mf_tf import checkpoints
 from mf_tf.data import detector as detector_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.geometry.rig import ordered_pairs
@@ -87,7 +88,9 @@ def pretrain_affine(pool: tasks_lib.FramePool, pairs, *, steps: int, tasks_per_s
     split = maml.TaskSplit(*(tf.concat([a, b], axis=1) for a, b in zip(support, query)))
     loss = float(step(split))
     if not np.isfinite(loss):
-      raise FloatingPointError(f"pretrain affine step {index}: loss {loss}")
+      raise checkpoints.ParameterError(
+          f"pretrain affine step {index + 1}: loss {loss}; expected a finite loss (training "
+          "diverged: lower config.pretrain.learning_rate; nothing was saved)")
     if bar is not None:
       bar.update(index + 1, values=[("loss", loss)])
   return maml.MetaParams(omega.numpy(), theta.numpy())

@@ -30,7 +30,8 @@ def test_command_line(tmp_path, annotation_pickle, repo_root):
   out = tmp_path / "safe"
   result = subprocess.run(
       [sys.executable, "-m", "mf_tf.main", "--mode=convert", f"--workdir={tmp_path}",
-       f"--config.convert.input={path}", f"--config.convert.output={out}"], cwd=repo_root,
+       f"--config.convert.input={path}", f"--config.convert.output={out}",
+       "--config.convert.trust_pickle=True"], cwd=repo_root,
       capture_output=True, text=True, timeout=300,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   assert result.returncode == 0, result.stderr
@@ -47,6 +48,7 @@ def test_mode_convert(tmp_path, annotation_pickle):
   path, _ = annotation_pickle
   config = default.get_config("smoke")
   config.convert.input = str(path)
+  config.convert.trust_pickle = True
   convert_mode.run(config, str(tmp_path))
   data = h36m.read_h36m_annotations(str(tmp_path / "converted" / "h36m"))
   assert data["image"].shape == (4,) and sorted(data["cameras"]) == [

@@ -52,7 +52,8 @@ def test_pickle_convert_then_safe_load(tmp_path, monkeypatch):
   source = tmp_path / "h36m_validation.pkl"
   with open(source, "wb") as f:
     pickle.dump(items, f)
-  out = convert.convert("h36m_pickle", str(source), str(tmp_path / "converted"))
+  out = convert.convert("h36m_pickle", str(source), str(tmp_path / "converted"),
+                        trust_pickle=True)
 
   def no_unpickling(*args, **kwargs):
     raise AssertionError("the reader must not unpickle")

@@ -201,7 +201,7 @@ def test_totalcapture_and_h36m_builders_on_fixtures(tmp_path):
   with open(tmp_path / "h36m_validation.pkl", "wb") as f:
     pickle.dump(items, f)
   convert.convert("h36m_pickle", str(tmp_path / "h36m_validation.pkl"),
-                  str(tmp_path / "h36m" / "h36m_validation"))
+                  str(tmp_path / "h36m" / "h36m_validation"), trust_pickle=True)
   config = tfds_builders.Human36mConfig(name="s9", splits=(("test", (9,)),),
                                         annotations=(("test", "h36m_validation"),),
                                         heatmap_size=SIZE)

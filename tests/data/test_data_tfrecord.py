@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from mf_tf import files
 from mf_tf.data import tfrecord
 from mf_tf.geometry import rigs
 
@@ -40,7 +41,7 @@ def test_round_trip_is_exact(tmp_path, rig3, encoding):
   out = tfrecord.write_shards(frames, str(tmp_path / "ds"), shard_size=2, rig=rig3,
                               joint_set="h36m17", heatmap_size=16, image_encoding=encoding,
                               detector_params={"sigma": 2.0, "noise_level": 0.05})
-  assert sorted(os.listdir(out)) == ["meta.json", "rig.json"] + [
+  assert sorted(os.listdir(out)) == [files.MARKER, "meta.json", "rig.json"] + [
       tfrecord.shard_name(i, 3) for i in range(3)]
   loaded = tfrecord.load_arrays(out)
   np.testing.assert_array_equal(loaded["frame_index"], np.arange(5))

@@ -102,9 +102,11 @@ def _raw_request(rig="toy3", signature="serving_default", inputs=None):
     ({"rig": "nope"}, grpc.StatusCode.NOT_FOUND, "unknown model (rig) 'nope'"),
     ({"signature": "classify"}, grpc.StatusCode.NOT_FOUND, "no signature 'classify'"),
     ({"inputs": {"images": np.zeros((1, 2, 64, 64, 3), np.uint8)}},
-     grpc.StatusCode.INVALID_ARGUMENT, "(3 views in rig order); got shape] [1 2 64 64 3]"),
+     grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'images' has shape [1, 2, 64, 64, 3], signature 'serving_default' of model 'toy3' "
+     "expects [batch <= 16, 3, 64, 64, 3]"),
     ({"inputs": {"images": np.zeros((1, 3, 48, 48, 3), np.uint8)}},
-     grpc.StatusCode.INVALID_ARGUMENT, "got shape] [1 3 48 48 3]"),
+     grpc.StatusCode.INVALID_ARGUMENT, "has shape [1, 3, 48, 48, 3], signature"),
     ({"inputs": {"images": np.zeros((1, 3, 64, 64, 3), np.float32)}},
      grpc.StatusCode.INVALID_ARGUMENT, "dtype float32, signature 'serving_default' expects uint8"),
     ({"inputs": {"images": np.zeros((3, 64, 64, 3), np.uint8)}},
