@@ -96,6 +96,9 @@ def main() -> None:
          for person in step["people"] if len(person["views"]) >= 3] + [np.zeros(0)])
     recovery.setdefault("median_px", []).append(
         round(float(np.nanmedian(step_errors)), 2) if np.isfinite(step_errors).any() else None)
+    used = step_errors[step_errors <= people_lib.DEFAULT_MAX_ERROR_PX]  # The inliers.
+    recovery.setdefault("median_inliers_px", []).append(
+        round(float(np.median(used)), 2) if used.size else None)
     print(f"{key}  {[len(view) for view in estimates]}   {len(people)} ("
           + ", ".join(f"{len(p['views'])}{'*' if any(p['mirrored']) else ''}" for p in people)
           + f");  with recovery: detections {np.add(step['detections'], step['recovered']).tolist()}"
@@ -104,7 +107,10 @@ def main() -> None:
   print(f"detections per view over all instants {cameras}: before recovery "
         f"{recovery['before'].tolist()}, after {recovery['after'].tolist()}; people per instant "
         f"{recovery['people']} -> {recovery['people_recovered']}; median reprojection error per "
-        f"instant with recovery, confident joints of the people seen by >= 3 views (px): {recovery['median_px']}")
+        f"instant with recovery, confident joints of the people seen by >= 3 views (px): "
+        f"{recovery['median_px']}; the same over the inliers (views that stayed in the joint's "
+        f"triangulation, error <= {people_lib.DEFAULT_MAX_ERROR_PX:g} px): "
+        f"{recovery['median_inliers_px']}")
   print("reprojection error of the triangulated joints vs each view's 2D estimate (raw px):")
   for fusion, values in errors.items():
     values = np.concatenate(values) if values else np.zeros(0)
