@@ -279,6 +279,31 @@ def get_config(arg=None):
   config.calibrate.convert = ""  # The file (.json, .toml) or folder (EasyMocap) to write.
   config.calibrate.format = ""  # json | toml | easymocap; empty: from convert's extension.
   config.calibrate.units = ""  # m | cm | mm: a TOML/EasyMocap input's unit when it cannot be told.
+  # Calibration from the people in a recording (given one of session / videos / frames_dir).
+  config.calibrate.session = ""  # Pose2Sim session folder (videos/<camera>.mp4), as config.video.
+  config.calibrate.videos = ""  # Comma-separated video files, one per camera (name = file stem).
+  config.calibrate.frames_dir = ""  # One subfolder of synchronized frames per camera.
+  config.calibrate.intrinsics = ""  # Calibration file whose K, distortion and size are used (its
+  # extrinsics are not); empty: the checkerboard images below.
+  config.calibrate.checkerboard = ""  # Folder of one subfolder of board images per camera (its
+  # name contains the camera's), for OpenCV's calibrateCamera.
+  config.calibrate.board = "4x7"  # Inner corners COLSxROWS (Pose2Sim's demo board).
+  config.calibrate.square_mm = 60.0  # Board square side; intrinsics do not depend on it.
+  config.calibrate.start = 0  # First frame read.
+  config.calibrate.stop = 0  # Frame to stop before; 0: the end of the shortest camera.
+  config.calibrate.stride = 0  # Every n-th frame; 0: spread max_frames over start..stop.
+  config.calibrate.max_frames = 100  # Frames used when stride is 0: 100 put every camera's rotation
+  # within 2 degrees of Qualisys on the Pose2Sim demo (measured in BUILD.md); detection is the cost.
+  config.calibrate.person_height_mm = 0.0  # Stature of the people: sets the metric scale; 0: none.
+  config.calibrate.camera_distance = ""  # "camA,camB,MM": a measured distance between two camera
+  # centres, sets the scale (takes precedence over person_height_mm).
+  config.calibrate.refine_focal = False  # Also adjust each camera's focal length in the bundle.
+  config.calibrate.joint_set = "h36m17"  # Joints read out (h36m17 names the head and ankles).
+  config.calibrate.min_score = 0.5  # Joint visibility below it is not a correspondence.
+  config.calibrate.max_people = 0  # Keep the n most observed people; 0: all seen in >= 2 views.
+  config.calibrate.name = "people"  # Rig name and file: <workdir>/calibrate/<name>.json.
+  config.calibrate.reference = ""  # Calibration file to compare with: rotation, centre, MPJPE.
+  config.calibrate.workers = 0  # BlazePose threads; 0: one per CPU core (as config.video).
 
   config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
 

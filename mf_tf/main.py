@@ -45,7 +45,7 @@ MODES = {
     "benchmark": "paper protocol: all methods x K on held-out rigs",
     "demo": "end to end: meta-train, finetune on a new rig, compare, plot",
     "video": "a recording + calibration in: people's 3D motion (TRC, C3D, CSV), overlays",
-    "calibrate": "convert a calibration file (TOML, Qualisys, EasyMocap, JSON) to another",
+    "calibrate": "convert a calibration file, or estimate extrinsics from people in a recording",
 }
 
 # Exit status of a user error (bad flag, config or input), as absl uses for usage errors.

@@ -1,0 +1,788 @@
+"""Extrinsic calibration of a rig from the people it films: incremental structure from motion.
+
+Every confident joint of a person seen in two or more views is one correspondence; joints of the
+same (frame, person slot, joint) are one 3D point. With the cameras' intrinsics known (K,
+distortion, image size), the pipeline is:
+
+  1. undistorted normalized correspondences per camera pair (`camera.undistort_points`);
+  2. the pair with most correspondences: essential matrix (`cv2.findEssentialMat`, RANSAC, Nister
+     five-point) and its decomposition with the chirality test (`cv2.recoverPose`, H&Z 9.6.2),
+     then linear triangulation (H&Z 12.2, DLT);
+  3. the remaining cameras one by one, most shared triangulated points first, by robust
+     perspective-n-point (`cv2.solvePnPRansac`, then Levenberg-Marquardt on its inliers), each
+     followed by the triangulation of the points it newly makes visible in two views;
+  4. bundle adjustment (H&Z 18.1, Triggs et al. 2000) of every camera's rotation (Rodrigues
+     vector) and translation, optionally its focal length, and every 3D point, on raw-pixel
+     reprojection residuals (with distortion, as `Camera.project`) weighted by sqrt(score),
+     `scipy.optimize.least_squares(method="trf")` with a sparse Jacobian pattern and a robust
+     loss; the first camera is the frame origin and the distance from it to the farthest camera
+     is held constant (the gauge); observations above a robust threshold are dropped after a first
+     pass and the adjustment runs again;
+  5. metric scale from a stated person height (`STATURE_RATIO`) or a known camera distance;
+  6. the world frame: z up, normal to the floor plane fitted through the lowest ankles, origin
+     on the floor under the ankles' centroid, x along the first camera's optical axis projected on
+     the floor.
+
+Conventions (as everywhere in mf_tf): millimetres, x_cam = R X + t, distortion
+[k1, k2, p1, p2, k3] in OpenCV's order. Observations are [F, V, P, J, ...]: F frames, V views,
+P person slots (one slot is one person in every view and frame: identities are resolved by the
+caller), J joints of a mf_tf joint set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import cv2
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+from absl import logging
+from scipy.spatial.transform import Rotation
+
+from mf_tf.geometry import camera as camera_lib
+from mf_tf.geometry.camera import Camera
+from mf_tf.geometry.rig import Rig
+from mf_tf.geometry.triangulation import triangulate_dlt_np
+
+# A camera whose final median reprojection error exceeds this (pixels) is warned about: with
+# detector keypoints (2-5 px noise on people 300-800 px tall) a correct calibration stays below.
+WARN_REPROJECTION_PX = 8.0
+
+# Stature / (distance from the ankles' midpoint to the h36m17 "head" joint), for a person standing
+# upright. Derived from `mf_tf.data.skeleton` (BONE_LENGTHS_MM, ANKLE_HEIGHT_MM and its fixed
+# offsets) with every joint angle at zero, legs vertical:
+#   head above ankles = 423.0 + 425.9 (shank, thigh) + 118.9 sin(5 deg) (hip drop)
+#                       + 236.3 + 254.4 (spine, thorax) + 116.5 cos(40 deg) (nose tilt)
+#                       + 115.0 (head) = 1554.2 mm; forward offset 116.5 sin(40 deg) = 74.9 mm;
+#   ankle-to-head distance = hypot(1554.2, 74.9) = 1556.0 mm;
+#   stature = 1556.0 + ANKLE_HEIGHT_MM (80.0, ankle joint above the floor) = 1636.0 mm, taking
+#   the h36m17 head joint (Human3.6M's head-top marker) as the vertex;
+#   ratio = 1636.0 / 1556.0 = 1.0514.
+# A test recomputes it from skeleton.py. The median over frames of the ankle-to-head distance is
+# below the upright one when people bend (walking: ~1%), which biases the scale low by as much.
+STATURE_RATIO = 1.0514
+# Joints used for the height and the floor, per joint set.
+# Index of the head and ankle joints per mf_tf joint set (`mf_tf.data.joints`, which geometry does
+# not import: a test checks these against it). coco19 has no head-top joint: no height scale.
+JOINT_INDEX = {
+    "h36m17": {"head": 10, "lankle": 6, "rankle": 3},
+    "totalcapture16": {"head": 9, "lankle": 6, "rankle": 3},
+    "coco19": {"lankle": 8, "rankle": 14},
+}
+ANKLE_JOINTS = ("lankle", "rankle")
+# The h36m17 ankle joint sits this far above the floor when standing (skeleton.ANKLE_HEIGHT_MM):
+# the floor plane is the fitted ankle plane moved down by it.
+ANKLE_HEIGHT_MM = 80.0
+
+RANSAC_THRESHOLD_PX = 2.0  # Essential-matrix inlier threshold (Sampson distance), pixels.
+RANSAC_PROBABILITY = 0.9999
+MIN_ESSENTIAL_INLIERS = 15  # Fewer inliers of the first pair: no reliable relative pose.
+# solvePnPRansac inlier threshold, undistorted pixels: max(this, 4 x the first pair's median
+# reprojection error).
+PNP_THRESHOLD_PX = 4.0
+MIN_PNP_INLIERS = 12
+# Before bundle adjustment, observations farther than max(this, 8 x the first pair's median
+# reprojection error) from their triangulated point are set aside (they are gross detection
+# errors or mismatched identities).
+INIT_OUTLIER_PX = 25.0
+# After the first adjustment, an observation is an outlier above max(OUTLIER_MIN_PX,
+# median + OUTLIER_MADS * 1.4826 MAD) of the reprojection errors (a 5-sigma rule, robust).
+OUTLIER_MADS = 5.0
+OUTLIER_MIN_PX = 3.0
+# Degenerate structure: the principal standard deviations (s1 >= s2 >= s3) of the first pair's
+# triangulated joints, as fractions of their median depth. One person standing still spans about
+# (0.10, 0.03, 0.02) at 4.5 m; people walking over a 4 m area (0.25, 0.2, 0.1).
+MIN_SPREAD_SECOND = 0.05
+MIN_SPREAD_THIRD = 0.005
+
+
+@dataclasses.dataclass(frozen=True)
+class Observations:
+  """2D joints of the people seen by a rig, the input of `estimate_extrinsics`.
+
+  Attributes:
+    points: [F, V, P, J, 2] float64 raw (distorted) image pixels, NaN where missing.
+    scores: [F, V, P, J] detection confidences, 0 where missing.
+    joint_set: Name of the mf_tf joint set of the J joints (e.g. "h36m17"): names the head and
+      ankle joints used for the scale and the floor.
+  """
+
+  points: np.ndarray
+  scores: np.ndarray
+  joint_set: str = "h36m17"
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationResult:
+  """The estimated rig and its diagnostics.
+
+  Attributes:
+    rig: The cameras with estimated R, t (mm) (K too, when the focal lengths were refined), in a
+      z-up world whose floor is z = 0 (`up` [0, 0, 1], `floor` 0).
+    points3d: [F, P, J, 3] triangulated joints, world mm, NaN where not triangulated.
+    reprojection_error_px: {camera name: median reprojection error of its inlier observations,
+      raw pixels}.
+    inlier_fraction: {camera name: inlier observations / confident observations}.
+    num_points: Number of triangulated 3D points in the final adjustment.
+    log: Human-readable lines, one per step.
+  """
+
+  rig: Rig
+  points3d: np.ndarray
+  reprojection_error_px: dict
+  inlier_fraction: dict
+  num_points: int
+  log: list
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def _check_inputs(observations: Observations, cameras: Sequence[Camera]):
+  """Validates shapes; returns (uv [V, N, 2], scores [V, N]) with N = F * P * J."""
+  cameras = tuple(cameras)
+  points = np.asarray(observations.points, np.float64)
+  scores = np.asarray(observations.scores, np.float64)
+  if points.ndim != 5 or points.shape[-1] != 2:
+    raise ValueError(f"observations.points has shape {points.shape}, expected [F, V, P, J, 2]")
+  if scores.shape != points.shape[:-1]:
+    raise ValueError(f"observations.scores has shape {scores.shape}, expected "
+                     f"{points.shape[:-1]} (the [F, V, P, J] of points)")
+  if points.shape[1] != len(cameras):
+    raise ValueError(f"observations have {points.shape[1]} views but {len(cameras)} cameras "
+                     f"were given ({[c.name for c in cameras]}); expected one camera per view")
+  if len(cameras) < 2:
+    raise ValueError(f"calibration needs at least 2 cameras, got {len(cameras)}")
+  names = [camera.name for camera in cameras]
+  if len(set(names)) != len(names):
+    raise ValueError(f"camera names must be unique, got {names}")
+  num_views = len(cameras)
+  uv = np.moveaxis(points, 1, 0).reshape(num_views, -1, 2)
+  scores = np.moveaxis(scores, 1, 0).reshape(num_views, -1)
+  return uv, np.where(np.isfinite(scores), scores, 0.0)
+
+
+def _connected(shared: np.ndarray, min_shared: int, start: Sequence[int]) -> set:
+  """Cameras reachable from `start` over pairs with at least `min_shared` correspondences."""
+  reached, frontier = set(start), list(start)
+  while frontier:
+    view = frontier.pop()
+    for other in np.flatnonzero(shared[view] >= min_shared):
+      if int(other) not in reached:
+        reached.add(int(other))
+        frontier.append(int(other))
+  return reached
+
+
+# -------------------------------------------------------------------------------- geometry
+
+
+def _rodrigues_to_matrix(rotvecs: np.ndarray) -> np.ndarray:
+  """[M, 3] Rodrigues vectors -> [M, 3, 3] rotation matrices."""
+  return Rotation.from_rotvec(rotvecs).as_matrix()
+
+
+def _triangulate(R, t, xy, mask):
+  """DLT (H&Z 12.2) in normalized coordinates over the views where `mask` holds.
+
+  Args:
+    R: [V, 3, 3] rotations; t: [V, 3] translations (any unit); cameras not placed carry no mask.
+    xy: [V, N, 2] undistorted normalized coordinates (NaN where missing).
+    mask: [V, N] bool, the observations to use.
+
+  Returns:
+    points [N, 3] (NaN where fewer than 2 views or behind a camera), and the count of views [N].
+  """
+  projections = np.concatenate([R, t[:, :, None]], axis=2)
+  count = mask.sum(axis=0)
+  with np.errstate(divide="ignore", invalid="ignore"):  # Points seen < 2 times: NaN below.
+    points = triangulate_dlt_np(projections, np.where(mask[..., None], xy, 0.0),
+                                mask.astype(np.float64))
+  depth = np.einsum("vij,nj->vn", R[:, 2:3], points)[:, :] + t[:, 2:3]
+  in_front = np.all(~mask | (depth > 0), axis=0)
+  points[(count < 2) | ~in_front] = np.nan
+  return points, count
+
+
+def _normalized_residual(R, t, xy, points):
+  """[V, N] distance between xy and the projection of points, normalized units (NaN-aware)."""
+  x_cam = np.einsum("vij,nj->vni", R, points) + t[:, None, :]
+  projected = x_cam[..., :2] / x_cam[..., 2:3]
+  return np.linalg.norm(projected - xy, axis=-1)
+
+
+def _project(K, dist, R, t, points):
+  """Raw-pixel projection as `Camera.project`, per observation.
+
+  Args:
+    K: [M, 3, 3]; dist: [M, 5]; R: [M, 3, 3]; t: [M, 3]; points: [M, 3] (one row per
+      observation).
+
+  Returns:
+    [M, 2] pixels.
+  """
+  x_cam = np.einsum("mij,mj->mi", R, points) + t
+  xy = x_cam[:, :2] / x_cam[:, 2:3]
+  x, y = camera_lib.brown_distort(xy[:, 0], xy[:, 1], *dist.T)
+  return np.stack([K[:, 0, 0] * x + K[:, 0, 1] * y + K[:, 0, 2], K[:, 1, 1] * y + K[:, 1, 2]],
+                  axis=-1)
+
+
+def _orthonormal_pair(direction: np.ndarray):
+  """Two unit vectors spanning the plane orthogonal to the unit vector `direction`."""
+  helper = np.eye(3)[int(np.argmin(np.abs(direction)))]
+  first = np.cross(direction, helper)
+  first /= np.linalg.norm(first)
+  return first, np.cross(direction, first)
+
+
+# ----------------------------------------------------------------------- bundle adjustment
+
+
+class _Adjustment:
+  """Parameter layout of the bundle adjustment (H&Z 18.1, A6.3's sparse block structure).
+
+  Camera 0 is fixed (R = I, t = 0). The gauge camera g (the farthest from camera 0) keeps its
+  centre at distance d from camera 0: C_g = d * normalize(c + a e1 + b e2), with c the initial
+  unit direction and e1, e2 orthogonal to it, so it carries 3 + 2 parameters; every other camera
+  3 + 3 (Rodrigues vector, t). With `refine_focal`, one focal scale per camera (fx and fy times
+  it). Then 3 per point.
+  """
+
+  def __init__(self, rotvecs, t, gauge, refine_focal, num_points):
+    num_views = rotvecs.shape[0]
+    self.num_views, self.gauge, self.refine_focal = num_views, gauge, refine_focal
+    centers = -np.einsum("vji,vj->vi", _rodrigues_to_matrix(rotvecs), t)
+    self.distance = float(np.linalg.norm(centers[gauge]))
+    self.direction = centers[gauge] / self.distance
+    self.e1, self.e2 = _orthonormal_pair(self.direction)
+    sizes = np.array([0 if v == 0 else (5 if v == gauge else 6) for v in range(num_views)])
+    self.camera_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    self.camera_size = sizes
+    self.focal_offset = int(sizes.sum())
+    self.point_offset = self.focal_offset + (num_views if refine_focal else 0)
+    self.num_params = self.point_offset + 3 * num_points
+
+  def pack(self, rotvecs, t, focal_scale, points):
+    x = np.zeros(self.num_params)
+    for view in range(1, self.num_views):
+      start = self.camera_offset[view]
+      x[start:start + 3] = rotvecs[view]
+      if view != self.gauge:
+        x[start + 3:start + 6] = t[view]
+    if self.refine_focal:
+      x[self.focal_offset:self.point_offset] = focal_scale
+    x[self.point_offset:] = points.ravel()
+    return x
+
+  def unpack(self, x):
+    """-> R [V, 3, 3], t [V, 3], focal_scale [V], points [M, 3]."""
+    rotvecs = np.zeros((self.num_views, 3))
+    t = np.zeros((self.num_views, 3))
+    for view in range(1, self.num_views):
+      start = self.camera_offset[view]
+      rotvecs[view] = x[start:start + 3]
+      if view != self.gauge:
+        t[view] = x[start + 3:start + 6]
+    R = _rodrigues_to_matrix(rotvecs)
+    start = self.camera_offset[self.gauge]
+    direction = self.direction + x[start + 3] * self.e1 + x[start + 4] * self.e2
+    center = self.distance * direction / np.linalg.norm(direction)
+    t[self.gauge] = -R[self.gauge] @ center
+    focal_scale = (x[self.focal_offset:self.point_offset] if self.refine_focal
+                   else np.ones(self.num_views))
+    return R, t, focal_scale, x[self.point_offset:].reshape(-1, 3)
+
+  def sparsity(self, view_of, point_of):
+    """[2M, num_params] 0/1 Jacobian pattern of the residuals of observations (view, point)."""
+    rows, cols = [], []
+    obs_rows = np.stack([2 * np.arange(view_of.size), 2 * np.arange(view_of.size) + 1], axis=1)
+    for view in range(1, self.num_views):
+      which = np.flatnonzero(view_of == view)
+      columns = self.camera_offset[view] + np.arange(self.camera_size[view])
+      rows.append(np.repeat(obs_rows[which].ravel(), columns.size))
+      cols.append(np.tile(columns, 2 * which.size))
+    if self.refine_focal:
+      rows.append(obs_rows.ravel())
+      cols.append(np.repeat(self.focal_offset + view_of, 2))
+    point_columns = self.point_offset + 3 * point_of[:, None] + np.arange(3)  # [M, 3]
+    rows.append(np.repeat(obs_rows.ravel(), 3))
+    cols.append(np.repeat(point_columns, 2, axis=0).ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    return scipy.sparse.csr_matrix((np.ones(rows.size), (rows, cols)),
+                                   shape=(2 * view_of.size, self.num_params))
+
+
+def _bundle_adjust(cameras, layout, x0, view_of, point_of, uv, weight, loss, f_scale_px):
+  """One robust sparse adjustment; returns the solution x and the unweighted pixel errors [M]."""
+  K0 = np.stack([camera.K for camera in cameras])
+  dist = np.stack([camera.dist for camera in cameras])[view_of]
+  focal_mask = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+
+  def residual_pixels(x):
+    R, t, focal_scale, points = layout.unpack(x)
+    K = K0 * (1.0 + (focal_scale[:, None, None] - 1.0) * focal_mask)
+    return _project(K[view_of], dist, R[view_of], t[view_of], points[point_of]) - uv
+
+  def residuals(x):
+    return (residual_pixels(x) * weight[:, None]).ravel()
+
+  result = scipy.optimize.least_squares(
+      residuals, x0, jac_sparsity=layout.sparsity(view_of, point_of), method="trf",
+      loss=loss, f_scale=f_scale_px, x_scale="jac", tr_solver="lsmr")
+  return result.x, np.linalg.norm(residual_pixels(result.x), axis=-1)
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *,
+                        min_score: float = 0.5, min_shared: int = 30,
+                        person_height_mm: float | None = None,
+                        camera_distance: tuple[str, str, float] | None = None,
+                        refine_focal: bool = False, loss: str = "soft_l1",
+                        f_scale_px: float = 3.0, name: str = "people") -> CalibrationResult:
+  """Estimates every camera's R, t from people's 2D joints (module docstring: steps 1-6).
+
+  Args:
+    observations: [F, V, P, J] joints and scores (`Observations`).
+    cameras: V cameras whose K, dist, width and height are the known intrinsics (R, t ignored).
+    min_score: Joints with a lower score (or missing) are not used.
+    min_shared: Least correspondences (confident in both views) of a camera pair for it to count
+      as connected; a camera with fewer to every placed camera cannot be placed.
+    person_height_mm: Stature of the people (the median over person slots and frames of the
+      ankles-midpoint-to-head distance, times `STATURE_RATIO`); sets the metric scale.
+    camera_distance: (name_a, name_b, mm), a measured distance between two camera centres; sets
+      the scale (and takes precedence over `person_height_mm`, which is then only logged).
+    refine_focal: Also adjust one focal length per camera (fx and fy by the same factor).
+    loss: Robust loss of `scipy.optimize.least_squares` ("linear", "soft_l1", "huber", ...).
+    f_scale_px: Its inlier scale, raw pixels.
+    name: Name of the returned rig (`mf_tf.files.check_name`).
+
+  Returns:
+    CalibrationResult, world z-up with the floor at z = 0.
+
+  Raises:
+    ValueError: naming the cameras and what is missing: a camera no person is seen in, cameras
+      not connected by `min_shared` correspondences to the others, a degenerate configuration
+      (too few essential-matrix inliers, joints nearly on a plane or a line), a scale that
+      cannot be set, no ankles for the floor.
+  """
+  cameras = tuple(cameras)
+  uv, scores = _check_inputs(observations, cameras)
+  num_frames, num_views, num_people, num_joints = np.shape(observations.scores)
+  names = [camera.name for camera in cameras]
+  if person_height_mm is None and camera_distance is None:
+    raise ValueError("a metric scale is needed: give person_height_mm (the people's stature) or "
+                     "camera_distance=(camera_a, camera_b, mm); neither was given")
+  log = []
+
+  # 1. Confident, undistorted, normalized observations.
+  valid = (scores >= min_score) & np.all(np.isfinite(uv), axis=-1)  # [V, N]
+  unseen = [names[v] for v in range(num_views) if not valid[v].any()]
+  if unseen:
+    raise ValueError(f"no person is seen in camera(s) {unseen}: 0 joints with score >= "
+                     f"{min_score}; every camera must see people")
+  undistorted = np.stack([camera_lib.undistort_points(camera, np.where(valid[v, :, None],
+                                                                        uv[v], 0.0))
+                          for v, camera in enumerate(cameras)])
+  K_inv = np.stack([np.linalg.inv(camera.K) for camera in cameras])
+  xy = np.einsum("vij,vnj->vni", K_inv[:, :2, :2], undistorted) + K_inv[:, None, :2, 2]
+  xy[~valid] = np.nan
+  shared = np.einsum("an,bn->ab", valid.astype(np.int64), valid.astype(np.int64))
+  np.fill_diagonal(shared, 0)
+  log.append(f"{valid.sum()} confident observations (score >= {min_score}) of "
+             f"{int(np.sum(valid.sum(axis=0) >= 2))} joints seen in >= 2 views; "
+             f"correspondences per pair: " + ", ".join(
+                 f"{names[a]}-{names[b]} {shared[a, b]}" for a in range(num_views)
+                 for b in range(a + 1, num_views)))
+
+  # 2. The first pair: essential matrix, relative pose, triangulation.
+  first, second = np.unravel_index(int(np.argmax(shared)), shared.shape)
+  first, second = int(min(first, second)), int(max(first, second))
+  reached = _connected(shared, min_shared, [first])
+  if len(reached) < num_views:
+    missing = [v for v in range(num_views) if v not in reached]
+    detail = ", ".join(f"{names[v]} (at most {int(shared[v, sorted(reached)].max())} with "
+                       f"{names[sorted(reached)[int(np.argmax(shared[v, sorted(reached)]))]]})"
+                       for v in missing)
+    raise ValueError(
+        f"the cameras are not connected: camera(s) {[names[v] for v in missing]} share fewer "
+        f"than min_shared={min_shared} confident joints with every camera of "
+        f"{[names[v] for v in sorted(reached)]}: {detail}; people must be seen by overlapping "
+        "cameras")
+  both = valid[first] & valid[second]
+  focal = np.mean([cameras[first].K[0, 0], cameras[first].K[1, 1], cameras[second].K[0, 0],
+                   cameras[second].K[1, 1]])
+  x1 = np.ascontiguousarray(xy[first, both])
+  x2 = np.ascontiguousarray(xy[second, both])
+  E, mask = cv2.findEssentialMat(x1, x2, np.eye(3), method=cv2.RANSAC, prob=RANSAC_PROBABILITY,
+                                 threshold=RANSAC_THRESHOLD_PX / focal)
+  num_inliers = 0 if mask is None else int(mask.sum())
+  if E is None or E.shape[0] < 3 or num_inliers < MIN_ESSENTIAL_INLIERS:
+    raise ValueError(
+        f"degenerate configuration: the essential matrix of cameras {names[first]!r} and "
+        f"{names[second]!r} has {num_inliers} inliers of {int(both.sum())} correspondences "
+        f"(threshold {RANSAC_THRESHOLD_PX} px), expected at least {MIN_ESSENTIAL_INLIERS}")
+  _, R_rel, t_rel, mask = cv2.recoverPose(E[:3], x1, x2, np.eye(3), mask=mask.copy())
+  rotations = np.tile(np.eye(3), (num_views, 1, 1))
+  translations = np.zeros((num_views, 3))
+  rotations[second], translations[second] = R_rel, t_rel.ravel()
+  placed = np.zeros(num_views, bool)
+  placed[[first, second]] = True
+  use = valid & placed[:, None]
+  use[:, np.flatnonzero(both)[mask.ravel() == 0]] = False  # Essential-matrix outliers.
+  points, _ = _triangulate(rotations, translations, xy, use)
+  log.append(f"first pair {names[first]}-{names[second]}: {num_inliers} of {int(both.sum())} "
+             "essential-matrix inliers")
+  _check_spread(points, names[first], names[second])
+  # Keypoint noise, for the PnP and outlier thresholds: the median reprojection error of every
+  # correspondence of the first pair (noisy detectors need wider thresholds than 1 px noise).
+  pair = valid & placed[:, None]
+  pair_points, _ = _triangulate(rotations, translations, xy, pair)
+  residual = (_normalized_residual(rotations, translations, xy, pair_points)[[first, second]]
+              * focal)
+  noise_px = float(np.nanmedian(residual[:, both]))
+  pnp_threshold = max(PNP_THRESHOLD_PX, 4.0 * noise_px)
+  outlier_px = max(INIT_OUTLIER_PX, 8.0 * noise_px)
+  log.append(f"median reprojection error of the first pair {noise_px:.2f} px: PnP threshold "
+             f"{pnp_threshold:.1f} px, initial outlier threshold {outlier_px:.1f} px")
+
+  # 3. Incremental structure from motion: the other cameras by PnP, most shared points first.
+  while not placed.all():
+    known = np.all(np.isfinite(points), axis=-1)
+    counts = np.where(placed, -1, (valid & known[None]).sum(axis=1))
+    linked = np.array([placed[shared[v] >= min_shared].any() for v in range(num_views)])
+    counts[~linked] = -1
+    if counts.max() < 0:  # Only reached if the connectivity check above missed a camera.
+      raise ValueError(f"camera(s) {[names[v] for v in np.flatnonzero(~placed)]} share fewer "
+                       f"than min_shared={min_shared} confident joints with every placed camera")
+    view = int(np.argmax(counts))
+    which = np.flatnonzero(valid[view] & known)
+    if which.size < MIN_PNP_INLIERS:
+      raise ValueError(
+          f"camera {names[view]!r} sees only {which.size} joints triangulated by the cameras "
+          f"placed so far ({[names[v] for v in np.flatnonzero(placed)]}), expected at least "
+          f"{MIN_PNP_INLIERS}")
+    image = np.ascontiguousarray(undistorted[view, which])
+    ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+        np.ascontiguousarray(points[which]), image, cameras[view].K, None,
+        iterationsCount=2000, reprojectionError=pnp_threshold, confidence=0.9999,
+        flags=cv2.SOLVEPNP_EPNP)
+    num_pnp = 0 if inliers is None else int(inliers.size)
+    if not ok or num_pnp < MIN_PNP_INLIERS:
+      raise ValueError(
+          f"camera {names[view]!r} cannot be placed: perspective-n-point found {num_pnp} "
+          f"inliers of {which.size} shared joints (threshold {pnp_threshold:.1f} px), expected at "
+          f"least {MIN_PNP_INLIERS}")
+    inliers = inliers.ravel()
+    _, rvec, tvec = cv2.solvePnP(np.ascontiguousarray(points[which[inliers]]),
+                                 np.ascontiguousarray(image[inliers]), cameras[view].K, None,
+                                 rvec, tvec, useExtrinsicGuess=True,
+                                 flags=cv2.SOLVEPNP_ITERATIVE)
+    rotations[view] = _rodrigues_to_matrix(rvec.reshape(1, 3))[0]
+    translations[view] = tvec.ravel()
+    placed[view] = True
+    log.append(f"camera {names[view]}: placed by PnP on {num_pnp} of {which.size} joints")
+    use = valid & placed[:, None]
+    use[:, known] &= _normalized_residual(rotations, translations, xy, points)[:, known] * (
+        focal) < outlier_px
+    points, _ = _triangulate(rotations, translations, xy, use)
+
+  # Initial outliers: observations far from their triangulated point.
+  error = _normalized_residual(rotations, translations, xy, points) * np.array(
+      [camera.K[0, 0] for camera in cameras])[:, None]
+  use = valid & (error < outlier_px)
+  points, _ = _triangulate(rotations, translations, xy, use)
+  use &= np.all(np.isfinite(points), axis=-1)[None]
+
+  # 4. Bundle adjustment, twice (the second without the first pass's outliers).
+  # Camera 0 becomes the frame origin: X' = R0 X + t0, R' = R R0^T, t' = t - R' t0.
+  R0, t0 = rotations[0].copy(), translations[0].copy()
+  points = points @ R0.T + t0
+  rotations = rotations @ R0.T
+  translations = translations - np.einsum("vij,j->vi", rotations, t0)
+  rotations[0], translations[0] = np.eye(3), 0.0
+  rotvecs = Rotation.from_matrix(rotations).as_rotvec()
+  centers = -np.einsum("vji,vj->vi", rotations, translations)
+  gauge = int(np.argmax(np.linalg.norm(centers, axis=-1)))
+  focal_scale = np.ones(num_views)
+  weight_all = np.sqrt(np.clip(scores, 0.0, None))
+  for attempt in range(2):
+    point_ids = np.flatnonzero(use.any(axis=0))
+    remap = np.full(use.shape[1], -1)
+    remap[point_ids] = np.arange(point_ids.size)
+    view_of, point_of = np.nonzero(use)
+    layout = _Adjustment(rotvecs, translations, gauge, refine_focal, point_ids.size)
+    x0 = layout.pack(rotvecs, translations, focal_scale, points[point_ids])
+    x, errors = _bundle_adjust(cameras, layout, x0, view_of, remap[point_of], uv[view_of, point_of],
+                               weight_all[view_of, point_of], loss, f_scale_px)
+    rotations, translations, focal_scale, adjusted = layout.unpack(x)
+    rotvecs = Rotation.from_matrix(rotations).as_rotvec()
+    points = np.full_like(points, np.nan)
+    points[point_ids] = adjusted
+    median = float(np.median(errors))
+    mad = 1.4826 * float(np.median(np.abs(errors - median)))
+    threshold = max(OUTLIER_MIN_PX, median + OUTLIER_MADS * mad)
+    log.append(f"bundle adjustment {attempt + 1}: {view_of.size} observations of "
+               f"{point_ids.size} points, median error {median:.3f} px, outlier threshold "
+               f"{threshold:.2f} px")
+    if attempt == 0:
+      outlier = errors > threshold
+      use[view_of[outlier], point_of[outlier]] = False
+      enough = use.sum(axis=0) >= 2
+      use &= enough[None]
+      points[~enough] = np.nan
+  reprojection, inlier_fraction = {}, {}
+  for view in range(num_views):
+    mine = errors[view_of == view]
+    reprojection[names[view]] = float(np.median(mine)) if mine.size else float("nan")
+    inlier_fraction[names[view]] = float(use[view].sum() / max(valid[view].sum(), 1))
+
+  # 5. Metric scale.
+  scale = _metric_scale(points.reshape(num_frames, num_people, num_joints, 3), rotations,
+                        translations, names, observations.joint_set, person_height_mm,
+                        camera_distance, log)
+  points = points * scale
+  translations = translations * scale
+
+  # 6. World frame: z up through the floor under the ankles.
+  R_world, origin = _world_frame(points.reshape(num_frames, num_people, num_joints, 3),
+                                 rotations[0], observations.joint_set, log)
+  points = (points - origin) @ R_world.T
+  new_cameras = []
+  for view, camera in enumerate(cameras):
+    K = camera.K.copy()
+    K[0, 0] *= focal_scale[view]
+    K[0, 1] *= focal_scale[view]
+    K[1, 1] *= focal_scale[view]
+    R = rotations[view] @ R_world.T
+    t = rotations[view] @ origin + translations[view]
+    new_cameras.append(Camera(camera.name, K, R, t, camera.dist, camera.width, camera.height))
+    if refine_focal:
+      log.append(f"camera {camera.name}: focal x{focal_scale[view]:.4f}")
+  rig = Rig(name, tuple(new_cameras), up=np.array([0.0, 0.0, 1.0]), floor=0.0)
+  for camera_name, value in reprojection.items():
+    log.append(f"camera {camera_name}: median reprojection error {value:.3f} px, inliers "
+               f"{100 * inlier_fraction[camera_name]:.1f}%")
+    if not value <= WARN_REPROJECTION_PX:
+      logging.warning("people calibration: camera %r has a median reprojection error of %.2f px, "
+                      "above %.1f px: check its intrinsics and the people's identities",
+                      camera_name, value, WARN_REPROJECTION_PX)
+  return CalibrationResult(
+      rig=rig, points3d=points.reshape(num_frames, num_people, num_joints, 3),
+      reprojection_error_px=reprojection, inlier_fraction=inlier_fraction,
+      num_points=int(np.all(np.isfinite(points), axis=-1).sum()), log=log)
+
+
+def _check_spread(points: np.ndarray, name_a: str, name_b: str) -> None:
+  """Raises when the first pair's points [N, 3] (first camera's frame) are nearly planar."""
+  finite = points[np.all(np.isfinite(points), axis=-1)]
+  depth = float(np.median(finite[:, 2])) if finite.size else 0.0
+  if finite.shape[0] >= 4 and depth > 0:
+    spread = np.linalg.svd(finite - finite.mean(axis=0), compute_uv=False) / np.sqrt(
+        finite.shape[0]) / depth
+  else:
+    spread = np.zeros(3)
+  if spread[1] < MIN_SPREAD_SECOND or spread[2] < MIN_SPREAD_THIRD:
+    raise ValueError(
+        f"degenerate configuration: the {finite.shape[0]} joints triangulated from cameras "
+        f"{name_a!r} and {name_b!r} span principal standard deviations "
+        f"{np.round(100 * spread, 2).tolist()} % of their depth, expected the second above "
+        f"{100 * MIN_SPREAD_SECOND:g}% and the third above {100 * MIN_SPREAD_THIRD:g}%: the "
+        "points are nearly on a line or a plane (one person standing still, everything at one "
+        "point); people must move over the capture area")
+
+
+def _joint_indices(joint_set: str, joints: Sequence[str], purpose: str) -> list[int]:
+  """Indices of `joints` in `joint_set` (`JOINT_INDEX`), or ValueError naming what is missing."""
+  table = JOINT_INDEX.get(joint_set, {})
+  missing = [joint for joint in joints if joint not in table]
+  if missing:
+    known = {name: sorted(joints) for name, joints in JOINT_INDEX.items()}
+    raise ValueError(f"{purpose} needs joint(s) {missing}, which joint set {joint_set!r} does "
+                     f"not provide here (known: {known})")
+  return [table[joint] for joint in joints]
+
+
+def _metric_scale(points, rotations, translations, names, joint_set, person_height_mm,
+                  camera_distance, log) -> float:
+  """Scale factor (mm per adjustment unit) from a camera distance or the people's height.
+
+  Args:
+    points: [F, P, J, 3] adjusted points (adjustment units), NaN where not triangulated.
+    rotations, translations: [V, 3, 3], [V, 3] adjusted cameras.
+    names: Camera names.
+    joint_set: Name of the joints' set.
+    person_height_mm, camera_distance: See `estimate_extrinsics`.
+    log: Appended to.
+  """
+  height_scale = None
+  if person_height_mm is not None:
+    if not float(person_height_mm) > 0:
+      raise ValueError(f"person_height_mm is {person_height_mm!r}, expected a positive stature "
+                       "in millimetres")
+    head = _joint_indices(joint_set, ["head"],
+                          "the scale from person_height_mm")[0]
+    ankles = _joint_indices(joint_set, ANKLE_JOINTS, "the scale from person_height_mm")
+    length = np.linalg.norm(points[:, :, head] - points[:, :, ankles].mean(axis=2), axis=-1)
+    length = length[np.isfinite(length)]
+    if length.size == 0:
+      raise ValueError("the scale from person_height_mm cannot be set: no (frame, person) has "
+                       "its head and both ankles triangulated; give camera_distance instead")
+    height_scale = float(person_height_mm) / STATURE_RATIO / float(np.median(length))
+    log.append(f"scale from person_height_mm={float(person_height_mm):g}: median ankle-to-head "
+               f"{np.median(length) * height_scale:.1f} mm over {length.size} poses "
+               f"(stature ratio {STATURE_RATIO})")
+  if camera_distance is None:
+    return height_scale
+  try:
+    name_a, name_b, distance_mm = camera_distance
+    distance_mm = float(distance_mm)
+  except (TypeError, ValueError):
+    raise ValueError(f"camera_distance is {camera_distance!r}, expected (camera_a, camera_b, "
+                     "mm)") from None
+  unknown = [name for name in (name_a, name_b) if name not in names]
+  if unknown or name_a == name_b or not distance_mm > 0:
+    raise ValueError(f"camera_distance is {camera_distance!r}, expected two different cameras "
+                     f"of {list(names)} and a positive distance in mm")
+  centers = -np.einsum("vji,vj->vi", rotations, translations)
+  scale = distance_mm / float(np.linalg.norm(centers[names.index(name_a)] -
+                                             centers[names.index(name_b)]))
+  log.append(f"scale from camera_distance {name_a}-{name_b} = {distance_mm:g} mm"
+             + (f" (person height would give x{height_scale / scale:.4f} of it)"
+                if height_scale else ""))
+  return scale
+
+
+def _world_frame(points, first_rotation, joint_set, log):
+  """The z-up world: rotation R_world (rows: world axes) and origin (first-camera frame, mm).
+
+  The floor: a plane (total least squares) through every triangulated ankle gives the normal;
+  a second fit through the lower ankle of each (frame, person) (the stance foot) gives the plane,
+  moved down by ANKLE_HEIGHT_MM. Up points from the ankles to the heads (or the body's mean).
+
+  Args:
+    points: [F, P, J, 3] metric points in the first camera's frame, NaN where missing.
+    first_rotation: [3, 3] the first camera's rotation in that frame (its optical axis is row 2).
+    joint_set: Joint set name.
+    log: Appended to.
+
+  Returns:
+    R_world [3, 3] and origin [3]: X_world = R_world (X - origin).
+  """
+  ankles = points[:, :, _joint_indices(joint_set, ANKLE_JOINTS, "the floor plane")]  # [F,P,2,3]
+  flat = ankles.reshape(-1, 3)
+  flat = flat[np.all(np.isfinite(flat), axis=-1)]
+  if flat.shape[0] < 3:
+    raise ValueError(f"the floor plane cannot be set: {flat.shape[0]} ankles triangulated, "
+                     "expected at least 3 (people's ankles must be seen by two cameras)")
+  centroid = flat.mean(axis=0)
+  _, _, vt = np.linalg.svd(flat - centroid)
+  up = vt[2]
+  body = points.reshape(-1, 3)
+  body = body[np.all(np.isfinite(body), axis=-1)]
+  if np.dot(body.mean(axis=0) - centroid, up) < 0:
+    up = -up
+  height = np.einsum("fpai,i->fpa", ankles, up)
+  lower = np.take_along_axis(ankles, np.nanargmin(np.where(np.isnan(height), np.inf, height),
+                                                  axis=2)[:, :, None, None], axis=2)[:, :, 0]
+  lower = lower.reshape(-1, 3)
+  lower = lower[np.all(np.isfinite(lower), axis=-1)]
+  if lower.shape[0] >= 3:
+    centroid = lower.mean(axis=0)
+    _, _, vt = np.linalg.svd(lower - centroid)
+    up = vt[2] if np.dot(vt[2], up) > 0 else -vt[2]
+  origin = centroid - ANKLE_HEIGHT_MM * up
+  forward = first_rotation[2] - np.dot(first_rotation[2], up) * up
+  if np.linalg.norm(forward) < 1e-3:  # First camera looks straight down: use its image x.
+    forward = first_rotation[0] - np.dot(first_rotation[0], up) * up
+  x_axis = forward / np.linalg.norm(forward)
+  R_world = np.stack([x_axis, np.cross(up, x_axis), up])
+  residual = np.abs((lower - centroid) @ up)
+  log.append(f"floor: plane through {lower.shape[0]} lowest ankles (median distance "
+             f"{np.median(residual):.1f} mm), {ANKLE_HEIGHT_MM:g} mm below them")
+  return R_world, origin
+
+
+# ------------------------------------------------------------------------------ comparison
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray, with_scale: bool = True):
+  """Least-squares similarity target ~ scale * R @ source + t (Umeyama 1991, eq. 40-42).
+
+  Args:
+    source: [N, 3] points.
+    target: [N, 3] points (same order).
+    with_scale: Estimate the scale; else it is 1 (a rigid transform).
+
+  Returns:
+    (scale float, R [3, 3] rotation (det +1), t [3]).
+  """
+  source = np.asarray(source, np.float64)
+  target = np.asarray(target, np.float64)
+  if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape:
+    raise ValueError(f"source and target have shapes {source.shape} and {target.shape}, "
+                     "expected the same [N, 3]")
+  if source.shape[0] < 3 or not (np.all(np.isfinite(source)) and np.all(np.isfinite(target))):
+    raise ValueError(f"a similarity needs at least 3 finite point pairs, got {source.shape[0]}")
+  mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
+  centered_s, centered_t = source - mean_s, target - mean_t
+  covariance = centered_t.T @ centered_s / source.shape[0]
+  u, d, vt = np.linalg.svd(covariance)
+  sign = np.eye(3)
+  if np.linalg.det(u) * np.linalg.det(vt) < 0:
+    sign[2, 2] = -1.0
+  R = u @ sign @ vt
+  variance = np.sum(centered_s**2) / source.shape[0]
+  scale = float(np.trace(np.diag(d) @ sign) / variance) if with_scale else 1.0
+  return scale, R, mean_t - scale * R @ mean_s
+
+
+def compare_rigs(estimated: Rig, reference: Rig, *, with_scale: bool = True) -> dict:
+  """Per-camera errors of an estimated rig against a reference, after the best similarity.
+
+  The similarity (Umeyama 1991) maps the estimated camera centres onto the reference ones:
+  C_ref ~ s R C_est + t. The same R carries the estimated rotations into the reference world,
+  R_est' = R_est R^T, and the rotation error is the angle of R_est'^T R_ref.
+
+  Args:
+    estimated: Estimated rig.
+    reference: Reference rig with the same camera names (any order; at least 3 cameras).
+    with_scale: Align the scale too (False when the estimate's scale is to be judged, e.g. a
+      scale from a stated height).
+
+  Returns:
+    {"rotation_deg": {camera: degrees}, "center_mm": {camera: mm},
+     "center_percent": {camera: % of rig_size_mm}, "rig_size_mm": largest distance between
+     reference centres, "scale": s, "max_rotation_deg", "max_center_mm",
+     "max_center_percent"}.
+  """
+  names = list(reference.camera_names)
+  if sorted(names) != sorted(estimated.camera_names):
+    raise ValueError(f"rigs {estimated.name!r} and {reference.name!r} have different cameras: "
+                     f"{sorted(estimated.camera_names)} vs {sorted(names)}")
+  by_name = {camera.name: camera for camera in estimated.cameras}
+  est = [by_name[name] for name in names]
+  centers_est = np.stack([camera.center for camera in est])
+  centers_ref = np.stack([camera.center for camera in reference.cameras])
+  scale, R, t = similarity_transform(centers_est, centers_ref, with_scale)
+  aligned = scale * centers_est @ R.T + t
+  center_error = np.linalg.norm(aligned - centers_ref, axis=-1)
+  rig_size = float(np.max(np.linalg.norm(centers_ref[:, None] - centers_ref[None], axis=-1)))
+  rotation_error = []
+  for camera_est, camera_ref in zip(est, reference.cameras):
+    relative = (camera_est.R @ R.T).T @ camera_ref.R
+    rotation_error.append(float(np.degrees(Rotation.from_matrix(relative).magnitude())))
+  return {
+      "rotation_deg": dict(zip(names, rotation_error)),
+      "center_mm": dict(zip(names, center_error.tolist())),
+      "center_percent": dict(zip(names, (100.0 * center_error / rig_size).tolist())),
+      "rig_size_mm": rig_size,
+      "scale": scale,
+      "max_rotation_deg": max(rotation_error),
+      "max_center_mm": float(center_error.max()),
+      "max_center_percent": float(100.0 * center_error.max() / rig_size),
+  }
