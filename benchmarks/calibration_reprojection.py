@@ -47,9 +47,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mf_tf.data import joints as joints_lib  # noqa: E402
-from mf_tf.geometry import calibration_formats, triangulation  # noqa: E402
-from mf_tf.geometry.camera import undistort_points  # noqa: E402
+from mf_tf.geometry import calibration_formats  # noqa: E402
 from mf_tf.models import association, blazepose  # noqa: E402
+from mf_tf.reconstruct import people  # noqa: E402
 
 _DEFAULT_DATA = "/work/shared/data/pose2sim"
 _MIN_SCORE = 0.5  # BlazePose visibility below which a joint is a guess.
@@ -83,36 +83,22 @@ def detect(model, demo_dir: str, names, frames: int, cameras=None):
     per_view = []
     for view in range(len(names)):
       camera = None if cameras is None else cameras[view]
-      people = model.estimate(images[view][frame], "h36m17", camera=camera)
-      per_view.append((np.array([person["joints2d"] for person in people]).reshape(-1, 17, 2),
-                       np.array([person["scores"] for person in people]).reshape(-1, 17)))
+      found = model.estimate(images[view][frame], "h36m17", camera=camera)
+      per_view.append((np.array([person["joints2d"] for person in found]).reshape(-1, 17, 2),
+                       np.array([person["scores"] for person in found]).reshape(-1, 17)))
     detections.append(per_view)
   return detections, sizes
 
 
 def triangulate(joints2d, scores, cameras):
-  """Confidence-weighted DLT of one person's joints.
-
-  Args:
-    joints2d: [V, J, 2] raw image px.
-    scores: [V, J] confidences; below _MIN_SCORE a view is left out of the joint.
-    cameras: The V cameras.
+  """Confidence-weighted DLT of one person's joints, no view left out
+  (`people.triangulate_person` without its outlier rejection).
 
   Returns:
-    joints3d: [J, 3] world mm, NaN where fewer than 2 confident views.
+    joints3d: [J, 3] world mm, NaN where fewer than 2 confident views (score >= _MIN_SCORE).
     errors: [V, J] |project(joints3d) - joints2d| px, NaN where joints3d is NaN.
   """
-  joints2d = np.asarray(joints2d, np.float64)
-  weights = np.where(np.asarray(scores) >= _MIN_SCORE, np.asarray(scores, np.float64), 0.0)
-  undistorted = np.stack([undistort_points(camera, points)
-                          for camera, points in zip(cameras, joints2d)])
-  projections = np.stack([camera.projection_matrix for camera in cameras])
-  joints3d = triangulation.triangulate_dlt_np(projections, undistorted, weights)
-  joints3d[(weights > 0).sum(0) < 2] = np.nan
-  reprojected = np.stack([camera.project(np.nan_to_num(joints3d))[0] for camera in cameras])
-  errors = np.linalg.norm(reprojected - joints2d, axis=-1)
-  errors[:, np.isnan(joints3d[:, 0])] = np.nan
-  return joints3d, errors
+  return people.triangulate_person(joints2d, scores, cameras, _MIN_SCORE)
 
 
 def triangulate_all(detections, rig, joint_set):

@@ -2,38 +2,60 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 
 
-def write_atomic(path: str, data: bytes | str, *, mode: int = 0o644) -> str:
-  """Writes `data` to `path` through a temporary file in the same folder and a rename.
+@contextlib.contextmanager
+def atomic_path(path: str, *, suffix: str = ".tmp", mode: int = 0o644):
+  """A temporary file name beside `path` that becomes `path` on a clean exit.
+
+  For writers that take a file name (OpenCV's FileStorage, ezc3d, numpy): `with
+  atomic_path("a.c3d", suffix=".c3d") as temporary: c3d.write(temporary)`. On an exception the
+  temporary is removed and an existing `path` stays as it was.
 
   Args:
     path: Destination file; its folder is created if missing.
-    data: Bytes, or text (written as UTF-8).
+    suffix: The temporary's extension (some writers choose their format by it).
     mode: Permission bits of the result (mkstemp creates 0600; shared outputs are 0644).
-
-  Returns:
-    `path`.
   """
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                       suffix=".tmp")
+                                       suffix=suffix)
+  os.close(handle)
   try:
-    with os.fdopen(handle, "wb") as stream:
-      stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+    yield temporary
     os.chmod(temporary, mode)
     os.replace(temporary, path)
   except BaseException:
     if os.path.exists(temporary):
       os.remove(temporary)
     raise
-  return path
+
+
+def write_atomic(path: str, data: bytes | str, *, mode: int = 0o644) -> str:
+  """Writes `data` to `path` through a temporary file in the same folder, flushed to disk, and a
+  rename (`atomic_path`).
+
+  Args:
+    path: Destination file; its folder is created if missing.
+    data: Bytes, or text (written as UTF-8).
+    mode: Permission bits of the result.
+
+  Returns:
+    `path`.
+  """
+  with atomic_path(path, mode=mode) as temporary:
+    with open(temporary, "wb") as stream:
+      stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+      stream.flush()
+      os.fsync(stream.fileno())
+  return os.fspath(path)
 
 
 class AtomicTextFile:

@@ -50,7 +50,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import tomllib
 import xml.etree.ElementTree as ElementTree
 from typing import Callable, Mapping, Sequence
@@ -751,19 +750,10 @@ def _yml_write_names(storage, names: Sequence[str]) -> None:
 
 
 def _write_storage_atomic(path: str, fill: Callable) -> None:
-  """Writes a FileStorage YAML through a temporary .yml beside `path`, then os.replace."""
-  handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                       prefix=f".{os.path.basename(path)}.", suffix=".yml")
-  os.close(handle)
-  try:
+  """Writes a FileStorage YAML through a temporary .yml beside `path` (`files.atomic_path`)."""
+  with files.atomic_path(path, suffix=".yml") as temporary:
     storage = cv2.FileStorage(temporary, cv2.FILE_STORAGE_WRITE)
     try:
       fill(storage)
     finally:
       storage.release()
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise

@@ -32,11 +32,11 @@ import csv
 import io
 import math
 import os
-import tempfile
 
 import numpy as np
 
-from mf_tf.files import write_atomic
+from mf_tf import files
+
 
 TRC_UNITS_TO_MM = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
 # Metres with 6 decimals (1 micrometre), millimetres with 4: far below any reconstruction's
@@ -167,7 +167,7 @@ def write_trc(path, positions_mm, joint_names, fps, *, first_frame: int = 1, uni
     frame = int(first_frame) + t
     lines.append("\t".join(_format_row([str(frame), f"{(frame - 1) / fps:.6f}"],
                                        values[t].reshape(-1), decimals)))
-  return write_atomic(path, "\n".join(lines) + "\n")
+  return files.write_atomic(path, "\n".join(lines) + "\n")
 
 
 def _parse_float(text: str, where: str) -> float:
@@ -303,19 +303,8 @@ def write_c3d(path, positions_mm, joint_names, fps, residuals=None) -> str:
   c3d["data"]["points"] = points
   c3d["data"]["meta_points"] = {"residuals": residual.T[np.newaxis]}
   path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                       suffix=".tmp.c3d")
-  os.close(handle)
-  try:
+  with files.atomic_path(path, suffix=".tmp.c3d") as temporary:  # ezc3d writes by file name.
     c3d.write(temporary)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
   return path
 
 
@@ -388,7 +377,7 @@ def write_csv(path, positions_mm, joint_names, fps) -> str:
   for t in range(positions.shape[0]):
     writer.writerow(_format_row([str(t), f"{t / fps:.6f}"], positions[t].reshape(-1),
                                 _CSV_DECIMALS))
-  return write_atomic(path, text.getvalue())
+  return files.write_atomic(path, text.getvalue())
 
 
 def read_csv(path) -> dict:

@@ -6,7 +6,7 @@
     (`tracking.box_from_projection`) -> 3D identities (`tracking.Tracker`)
     -> after the last frame, per track: gaps filled and filtered (`filtering`) -> motion files
 
-Outputs under `output_dir`:
+Outputs under `output_dir` (written by `mf_tf.reconstruct.outputs`):
   frames.jsonl: one JSON object per processed frame (`frame_record`).
   motion/person<track>.trc | .c3d | .csv: per track seen in at least `min_track_frames` frames,
     filtered world positions (`motion_files`); TRC in metres with the world up as +Y.
@@ -25,7 +25,6 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import io
 import itertools
 import json
 import os
@@ -34,7 +33,6 @@ import threading
 import time
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from mf_tf import files
@@ -42,7 +40,7 @@ from mf_tf.data import joints as joints_lib
 from mf_tf.geometry.rig import Rig
 from mf_tf.models import association
 from mf_tf.reconstruct import filtering
-from mf_tf.reconstruct import motion_files
+from mf_tf.reconstruct import outputs
 from mf_tf.reconstruct import people as people_lib
 from mf_tf.reconstruct import render
 from mf_tf.reconstruct import tracking
@@ -335,45 +333,6 @@ def _stack(poses, field: str, empty_shape) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
-# Per-frame records.
-
-
-def _rounded(array, digits: int = 2) -> list:
-  """Nested lists rounded to `digits`, NaN -> None (JSON null)."""
-  array = np.round(np.asarray(array, np.float64), digits)
-  return np.where(np.isnan(array), None, array).tolist()
-
-
-def frame_record(index: int, key: str, rig: Rig, result: dict) -> dict:
-  """One line of frames.jsonl.
-
-    {"index": int, "key": str, "detections": {camera: poses before recovery},
-     "recovered": {camera: poses added by recovery}, "detector_runs": [cameras],
-     "people": [{"track": int, "views": [cameras], "mirrored": [bool],
-                 "joints3d_mm": [J x ([x, y, z] | null)],
-                 "joints2d": {camera: [J x [x, y]]} (fused, raw px),
-                 "scores": {camera: [J]},
-                 "reprojection_error_px": {camera: [J x (float | null)]}}]}
-  """
-  names = rig.camera_names
-  people = []
-  for person in result["people"]:
-    cams = [names[view] for view in person["views"]]
-    people.append({
-        "track": int(person["track"]), "views": cams, "mirrored": list(person["mirrored"]),
-        "joints3d_mm": _rounded(person["joints3d"], 1),
-        "joints2d": dict(zip(cams, _rounded(person["joints2d_after"]))),
-        "scores": dict(zip(cams, _rounded(person["scores"], 3))),
-        "reprojection_error_px": dict(zip(cams, _rounded(person["errors"]))),
-    })
-  return {"index": index, "key": key,
-          "detections": dict(zip(names, result["detections"])),
-          "recovered": dict(zip(names, result["recovered"])),
-          "detector_runs": [name for name, run in zip(names, result["detector_runs"]) if run],
-          "people": people}
-
-
-# ------------------------------------------------------------------------------------------------
 # The whole recording.
 
 
@@ -464,15 +423,16 @@ def reconstruct_recording(frames, rig: Rig, reconstructor: Reconstructor, output
       detections += result["detections"]
       recovered += result["recovered"]
       with timer.stage("writing"):
-        lines.write(json.dumps(frame_record(index, key, rig, result)) + "\n")
+        lines.write(json.dumps(outputs.frame_record(index, key, rig, result)) + "\n")
       if output.overlays:
         # Drawn and encoded on a thread of their own while the next frame is processed (OpenCV
         # releases the interpreter lock); one frame in flight at most.
         with timer.stage("overlays"):
           if pending is not None:
             pending.result()
-          pending = overlay_thread.submit(_write_overlays, writers, video_writers, output_dir, rig,
-                                          images, result, joint_set, fps, output.overlay_scale)
+          pending = overlay_thread.submit(outputs.write_overlays, writers, video_writers, output_dir,
+                                          rig, images, result, joint_set, fps,
+                                          output.overlay_scale)
       per_frame.append({"key": key, "people": len(result["people"]),
                         "tracks": [int(person["track"]) for person in result["people"]]})
       done += 1
@@ -483,45 +443,46 @@ def reconstruct_recording(frames, rig: Rig, reconstructor: Reconstructor, output
         pending.result()
   elapsed = time.perf_counter() - start
   with timer.stage("filtering"):
-    tracks = {}
-    for track, track_positions in sorted(positions.items()):
-      seen = np.isfinite(track_positions).all(axis=-1).any(axis=-1)
-      if seen.sum() < reconstructor.tracking.min_track_frames:
-        continue
-      filled, filled_mask = filtering.fill_gaps(track_positions,
-                                                reconstructor.tracking.max_gap_frames)
-      smooth = filtering.filter_track(filled, fps, output.filter, **dict(output.filter_params))
-      tracks[track] = {"positions": smooth, "seen": seen, "filled": filled_mask}
+    tracks = smooth_tracks(positions, fps, reconstructor.tracking, output)
   with timer.stage("writing"):
-    written = _write_motion(output_dir, tracks, joint_set, fps, rig, output)
-    _write_raw_tracks(os.path.join(output_dir, "tracks_raw.npz"), positions, tracks, joint_set,
-                      fps)
+    written = outputs.write_motion_files(output_dir, tracks, joint_set, fps, rig, output.formats)
+    outputs.write_raw_tracks(os.path.join(output_dir, "tracks_raw.npz"), positions, tracks,
+                             joint_set, fps)
     if output.animation and tracks:
       render.write_skeleton_animation(
           os.path.join(output_dir, "skeleton.mp4"),
           {track: value["positions"] for track, value in tracks.items()}, joint_set.limbs, fps,
           up=rig.up)
-  summary = {
-      "frames": done, "fps": fps, "cameras": list(rig.camera_names),
-      "joint_set": joint_set.name, "joint_names": list(joint_set.names),
-      "filter": output.filter,
-      "tracks": {str(track): {
-          "frames_seen": int(value["seen"].sum()),
-          "first_frame": int(np.flatnonzero(value["seen"])[0]),
-          "last_frame": int(np.flatnonzero(value["seen"])[-1]),
-          "joint_frames_filled": int(value["filled"].any(axis=-1).sum()),
-          "files": written[track]} for track, value in tracks.items()},
-      "short_tracks_dropped": sorted(int(t) for t in positions if t not in tracks),
-      "detections_per_view": dict(zip(rig.camera_names, detections.tolist())),
-      "recovered_per_view": dict(zip(rig.camera_names, recovered.tolist())),
-      "median_reprojection_error_px": float(np.median(errors)) if errors else None,
-      "frames_per_second": done / elapsed if elapsed > 0 else None,
-      "seconds": time.perf_counter() - start,
-      "stage_seconds": {name: round(timer.seconds.get(name, 0.0), 3) for name in STAGES},
-      "per_frame": per_frame,
-  }
+  summary = outputs.summary(tracks, written, positions, rig, joint_set, output.filter, fps, done,
+                            elapsed, time.perf_counter() - start, detections, recovered, errors,
+                            {name: timer.seconds.get(name, 0.0) for name in STAGES}, per_frame)
   files.write_atomic(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
   return summary
+
+
+def smooth_tracks(positions: dict, fps: float, tracking_settings: TrackingSettings,
+                  output: OutputSettings) -> dict:
+  """The tracks worth writing, gaps filled and filtered.
+
+  Args:
+    positions: {track: [T, J, 3] world mm, NaN where unseen}.
+    fps: Their frame rate.
+    tracking_settings: `min_track_frames` (shorter tracks are left out) and `max_gap_frames`
+      (longer gaps stay NaN).
+    output: The filter and its parameters.
+
+  Returns:
+    {track: {"positions": [T, J, 3] filtered mm, "seen": [T] bool, "filled": [T, J, 3] bool}}.
+  """
+  tracks = {}
+  for track, track_positions in sorted(positions.items()):
+    seen = np.isfinite(track_positions).all(axis=-1).any(axis=-1)
+    if seen.sum() < tracking_settings.min_track_frames:
+      continue
+    filled, filled_mask = filtering.fill_gaps(track_positions, tracking_settings.max_gap_frames)
+    smooth = filtering.filter_track(filled, fps, output.filter, **dict(output.filter_params))
+    tracks[track] = {"positions": smooth, "seen": seen, "filled": filled_mask}
+  return tracks
 
 
 def prefetch(items, depth: int = 2):
@@ -569,55 +530,3 @@ def _check_sizes(images, rig: Rig, key: str) -> None:
     if (width, height) != (int(camera.width), int(camera.height)):
       raise ValueError(f"frame {key!r} of camera {camera.name!r} is {width}x{height}, expected "
                        f"{int(camera.width)}x{int(camera.height)} (the calibration's image size)")
-
-
-def _write_overlays(writers, stack, output_dir, rig, images, result, joint_set, fps, scale):
-  for view, (camera, image) in enumerate(zip(rig.cameras, images)):
-    drawn = []
-    for person in result["people"]:
-      reprojected, _ = tracking.project_person(person["joints3d"], camera)
-      joints2d = (person["joints2d_after"][person["views"].index(view)]
-                  if view in person["views"] else None)
-      drawn.append({"label": int(person["track"]),
-                    "joints2d": None if joints2d is None else joints2d * scale,
-                    "reprojected": reprojected * scale})
-    height, width = image.shape[:2]
-    size = (max(2, int(round(width * scale)) // 2 * 2), max(2, int(round(height * scale)) // 2 * 2))
-    if view not in writers:
-      writers[view] = stack.enter_context(render.VideoWriter(
-          os.path.join(output_dir, "overlays", f"{camera.name}.mp4"), fps, *size))
-    small = image if scale == 1 else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    writers[view].write(render.draw_people(small, drawn, joint_set.limbs))
-
-
-def _write_raw_tracks(path, positions, tracks, joint_set, fps) -> None:
-  """The written tracks before gap filling and filtering, for filter studies
-  (benchmarks/filter_study.py --tracks): positions_<track> [T, J, 3] mm, fps, limbs."""
-  arrays = {f"positions_{track}": positions[track] for track in tracks}
-  if arrays and len(arrays) == 1:
-    arrays["positions"] = next(iter(arrays.values()))
-  buffer = io.BytesIO()
-  np.savez(buffer, fps=np.float64(fps), limbs=np.asarray(joint_set.limbs, np.int64),
-           joint_names=np.asarray(joint_set.names), **arrays)
-  files.write_atomic(path, buffer.getvalue())
-
-
-def _write_motion(output_dir, tracks, joint_set, fps, rig: Rig, output: OutputSettings):
-  written = {}
-  folder = os.path.join(output_dir, "motion")
-  os.makedirs(folder, exist_ok=True)
-  for track, value in tracks.items():
-    stem = os.path.join(folder, f"person{track}")
-    names = list(joint_set.names)
-    paths = []
-    if "trc" in output.formats:
-      motion_files.write_trc(stem + ".trc", value["positions"], names, fps, up=rig.up)
-      paths.append(stem + ".trc")
-    if "c3d" in output.formats:
-      motion_files.write_c3d(stem + ".c3d", value["positions"], names, fps)
-      paths.append(stem + ".c3d")
-    if "csv" in output.formats:
-      motion_files.write_csv(stem + ".csv", value["positions"], names, fps)
-      paths.append(stem + ".csv")
-    written[track] = [os.path.relpath(path, output_dir) for path in paths]
-  return written

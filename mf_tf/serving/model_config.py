@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
+
+from mf_tf import files
 
 MODELS_CONFIG = "models.config"
 ASSETS_EXTRA = "assets.extra"  # Files beside the SavedModel that TF Serving reads or ignores.
@@ -144,25 +145,9 @@ def read_models_config(path: str) -> dict[str, str]:
 
 
 def write_text_atomically(path: str, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path` (mode 0644).
-
-  mkstemp creates the file 0600; the server reading it (a TF Serving container) may run as
-  another user, so the file is made readable by all before it replaces `path`.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, temp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(temp_path, 0o644)
-    os.replace(temp_path, path)
-  except BaseException:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-    raise
+  """Writes `text` atomically over `path`, readable by all (mode 0644: the server reading it, a
+  TF Serving container, may run as another user)."""
+  files.write_atomic(path, text)
 
 
 def write_models_config(export_dir: str, base_path_prefix: str | None = None,
