@@ -111,8 +111,8 @@ def _grad_step(omega_base, theta, heatmaps, target, weights, *, loss_fn, tempera
 def _mf_tf_step(loss_fn, temperature, jit_compile):
   """Forward + backward as one tf.function: (loss, d loss / d omega_base, d loss / d theta).
 
-  Under XLA the warp is the TensorFlow-op sampler; without, the compiled warp kernels
-  (`mf_tf.fusion.warp_kernel`, when they build here).
+  Under XLA the warp is the TensorFlow-op sampler; without, the compiled warp kernels where
+  `mf_tf.fusion.warp_kernel.use_kernels()` picks them (on the CPU, when they build here).
   """
   # A partial, so that each step counts its own traces (tf.function keys them by code object).
   return tf.function(functools.partial(_grad_step, loss_fn=loss_fn, temperature=temperature),
@@ -225,10 +225,9 @@ def main(argv=None):
         f"PyTorch {torch.__version__} (threads {torch.get_num_threads()}), "
         f"{os.cpu_count()} CPUs, devices {[d.name for d in tf.config.list_logical_devices()]}")
 
-  kernels = warp_kernel.available()
-  print("warp kernels: " + ("built and loaded" if kernels else
-                            f"unavailable ({warp_kernel.unavailable_reason()})"))
-  # mf_tf: the step as meta-training runs it (kernels without XLA where they build, else XLA).
+  kernels = warp_kernel.use_kernels()
+  print(f"warp backend: {warp_kernel.backend_summary()}")
+  # mf_tf: the step as meta-training runs it (kernels without XLA where they run, else XLA).
   steps = {"mf_tf": _mf_tf_step(_mf_tf_loss, temperature, jit_compile=not kernels),
            "mf_tf_1": _mf_tf_step(_mf_tf_single_product_loss, temperature, not kernels)}
   if kernels:

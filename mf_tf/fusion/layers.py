@@ -22,9 +22,9 @@ from mf_tf.fusion import warp_kernel
 
 _PACKAGE = "mf_tf"
 
-# Materialization runs the warp kernels (`mf_tf.fusion.warp_kernel`), or where they do not build,
-# the sampler compiled: the unfused (eager) TF-op sampler holds about 15 [P, HW, HW] temporaries
-# (about 10 GB for 12 pairs at 64x64), the compiled one and the kernels about 1.
+# Materialization runs the warp kernels where `warp_kernel.use_kernels()` picks them (on the CPU),
+# elsewhere the sampler compiled: the unfused (eager) TF-op sampler holds about 15 [P, HW, HW]
+# temporaries (about 10 GB for 12 pairs at 64x64), the compiled one and the kernels about 1.
 # It is called one pair at a time (same shapes, one trace), so peak memory stays at one pair's.
 _affine_matrices_compiled = tf.function(ops.affine_matrices, jit_compile=True)
 
@@ -242,7 +242,7 @@ class AffineFusion(_FusionLayer):
     chunks = []  # One pair at a time: a 4-view rig at 64 x 64 would otherwise need > 20 GB.
     for pair in range(int(theta.shape[0])):
       matrix = (ops.affine_matrices(omega_base, theta[pair:pair + 1])
-                if warp_kernel.available() else
+                if warp_kernel.use_kernels() else
                 _affine_matrices_compiled(omega_base, theta[pair:pair + 1]))
       chunks.append(matrix.numpy() if top_k is None else
                     tuple(t.numpy() for t in ops.sparsify_top_k(matrix, top_k)))

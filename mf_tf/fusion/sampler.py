@@ -24,9 +24,10 @@ piecewise polynomial in theta and linear in omega_base, so first- and second-ord
 (MAML) are exact almost everywhere and XLA-compilable. `tf.recompute_grad` is deliberately not
 used: it breaks second-order gradients.
 
-`warp_base(..., backend="auto")` runs the same math on the compiled kernels of
-`mf_tf.fusion.warp_kernel` wherever they can run (not inside XLA): the TensorFlow ops here are the
-reference they are tested against, and what XLA compiles.
+`warp_base(..., backend="auto")` runs the same math on the compiled CPU kernels of
+`mf_tf.fusion.warp_kernel` where the warp runs on the CPU and not inside XLA
+(`warp_kernel.usable`): the TensorFlow ops here are the reference they are tested against, what
+XLA compiles, and what runs on a GPU.
 
 `warp_product` fuses the warp with the product that consumes it (paper Eq. 1's W h) and never
 keeps the [P, HW, HW] warps: it runs over chunks of target pixels, and its gradient, of every

@@ -15,11 +15,24 @@ concurrent first uses build once; the file appears by atomic rename). About 10 s
 
     python -m mf_tf.fusion.warp_kernel
 
-`sampler.warp_base` uses the kernels wherever they can run: eagerly or in a `tf.function` without
-XLA. Inside `jit_compile=True` it uses the TensorFlow ops (XLA cannot compile a custom op), and so
-it does while `tf.saved_model.save` traces (a SavedModel must load without this library). With
-no compiler, it uses the TensorFlow ops everywhere and logs why once; `MF_TF_WARP_KERNEL=0` turns
-the kernels off.
+The kernels are CPU ops, so they run only where the warp runs on the CPU; `use_kernels` decides,
+from the visible devices and the current `tf.device` placement:
+
+  * placement on a CPU (`with tf.device("/CPU:0")`): the kernels;
+  * placement on a GPU (or any other accelerator): the TensorFlow ops, under XLA;
+  * no placement: the kernels when no accelerator is visible, else the TensorFlow ops under XLA
+    (TensorFlow places ops on a visible GPU, and a CPU op there would copy its inputs to the host
+    and its result back on every step);
+  * `MF_TF_WARP_KERNEL` overrides the devices: 0, false, no or off never uses the kernels; any
+    other non-empty value uses them wherever they build, beside a GPU too; unset or empty leaves
+    the choice to the devices.
+
+Where `use_kernels` says yes, `sampler.warp_base` runs them eagerly and in `tf.function`s without
+XLA, and the training loops leave their steps uncompiled (`xla_for_warps`). Inside
+`jit_compile=True` it uses the TensorFlow ops (XLA cannot compile a custom op), and so it does
+while `tf.saved_model.save` traces (a SavedModel must load without this library). With no
+compiler, it uses the TensorFlow ops everywhere and logs why once. On a machine with a GPU the
+library is not built unless `MF_TF_WARP_KERNEL` asks for it.
 """
 
 from __future__ import annotations
@@ -41,6 +54,9 @@ import tensorflow as tf
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "affine_warp.cc")
 ENV_DIR = "MF_TF_KERNEL_DIR"
 ENV_SWITCH = "MF_TF_WARP_KERNEL"
+_OFF_VALUES = ("0", "false", "no", "off")  # Values of ENV_SWITCH that turn the kernels off.
+# Device types the kernels run on; ops placed on any other type (GPU, TPU) use the TensorFlow ops.
+_KERNEL_DEVICE_TYPES = ("CPU",)
 BUILD_COMMAND = "python -m mf_tf.fusion.warp_kernel"
 
 # Tried in order: the machine's own instruction set first (the library is built where it runs);
@@ -128,7 +144,7 @@ def build(cache_dir: str | None = None, *, force: bool = False) -> str:
 @functools.lru_cache(maxsize=None)
 def _load():
   """(library module, None) or (None, reason)."""
-  if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+  if env_switch() is False:
     return None, f"{ENV_SWITCH}={os.environ[ENV_SWITCH]!r} turns the warp kernels off"
   try:
     return tf.load_op_library(build()), None
@@ -172,18 +188,124 @@ def in_save_context() -> bool:
   return save_context.in_save_context()
 
 
+def env_switch() -> bool | None:
+  """`MF_TF_WARP_KERNEL`: False for 0, false, no or off; True for any other non-empty value;
+  None when unset or empty (the devices decide, `use_kernels`)."""
+  value = os.environ.get(ENV_SWITCH, "").strip().lower()
+  if not value:
+    return None
+  return value not in _OFF_VALUES
+
+
+def current_placement() -> str:
+  """The device that a `tf.device` scope places new ops on here, eagerly or while tracing.
+
+  Returns:
+    The full device name ("/job:localhost/replica:0/task:0/device:GPU:0"), or "" outside any
+    `tf.device` scope.
+  """
+  try:
+    from tensorflow.python.eager import context  # pylint: disable=g-direct-tensorflow-import
+  except ImportError:  # Without the runtime internals, assume no placement (the devices decide).
+    return ""
+  return context.context().device_name or ""
+
+
+def _device_type(device) -> str | None:
+  """The upper-case device type of a `LogicalDevice`, a device name or a bare type; None if none."""
+  device_type = getattr(device, "device_type", None)
+  if device_type is None:
+    name = str(device).strip()
+    if not name:
+      return None
+    device_type = (tf.DeviceSpec.from_string(name).device_type if "/" in name or ":" in name
+                   else name)
+  return device_type.upper() if device_type else None
+
+
+def runs_on_cpu(devices=None, placement: str | None = None) -> bool:
+  """Whether ops created here run on the CPU, by their placement, else by the visible devices.
+
+  Args:
+    devices: The visible devices: `tf.config.list_logical_devices()` entries, device names
+      ("/device:GPU:0") or device types ("GPU"); None reads `tf.config.list_logical_devices()`.
+    placement: The device of a `tf.device` scope ("/GPU:0", "/device:CPU:0", a full name); ""
+      for none; None reads the current one (`current_placement`).
+
+  Returns:
+    True when the placement names a CPU, or, with no placement (or one without a device type,
+    such as "/job:worker"), when every visible device is a CPU.
+  """
+  placement = current_placement() if placement is None else placement
+  placed_on = _device_type(placement)
+  if placed_on is not None:
+    return placed_on in _KERNEL_DEVICE_TYPES
+  devices = tf.config.list_logical_devices() if devices is None else devices
+  return all(_device_type(device) in _KERNEL_DEVICE_TYPES for device in devices)
+
+
+def use_kernels(devices=None, placement: str | None = None) -> bool:
+  """Whether the warp should run on the kernels: where it runs on the CPU and they build.
+
+  The one decision between the kernels and the TensorFlow-op sampler (see the module docstring):
+  `MF_TF_WARP_KERNEL` when set (off: never; on: wherever they build), else the kernels exactly
+  when `runs_on_cpu(devices, placement)`. Cheap: the library is built or loaded (once per
+  process) only when the answer depends on it, so a GPU machine never builds it unasked.
+  Tracing contexts are not considered here: `usable` adds them.
+
+  Args:
+    devices: As `runs_on_cpu`; None reads the visible devices.
+    placement: As `runs_on_cpu`; None reads the current `tf.device` placement.
+
+  Returns:
+    True when the kernels should run (and are built and loaded).
+  """
+  forced = env_switch()
+  if forced is False:
+    return False
+  if forced is None and not runs_on_cpu(devices, placement):
+    return False
+  return available()
+
+
+def backend_summary(devices=None, placement: str | None = None) -> str:
+  """One line naming the warp backend that `use_kernels` picks here, and why (logs, benchmarks).
+
+  Args:
+    devices: As `use_kernels`.
+    placement: As `use_kernels`.
+  """
+  forced = env_switch()
+  on_cpu = runs_on_cpu(devices, placement)
+  if use_kernels(devices, placement):
+    reason = "the warp runs on the CPU" if on_cpu else f"{ENV_SWITCH}={os.environ[ENV_SWITCH]!r}"
+    return f"warp kernels, no XLA ({reason})"
+  if forced is False:
+    reason = f"{ENV_SWITCH}={os.environ[ENV_SWITCH]!r}"
+  elif forced is None and not on_cpu:
+    reason = "the warp runs on an accelerator"
+  else:
+    reason = f"warp kernels unavailable: {unavailable_reason()}"
+  return f"TensorFlow ops under XLA ({reason})"
+
+
 def usable() -> bool:
-  """The kernels run here: built and loaded, not tracing for XLA, not tracing a SavedModel."""
-  return not in_xla_context() and not in_save_context() and available()
+  """The kernels run here: `use_kernels()`, not tracing for XLA, not tracing a SavedModel."""
+  return not in_xla_context() and not in_save_context() and use_kernels()
 
 
-def xla_for_warps() -> bool:
-  """Whether a step dominated by warps should be XLA-compiled: only when the kernels can't run.
+def xla_for_warps(devices=None, placement: str | None = None) -> bool:
+  """Whether a step dominated by warps should be XLA-compiled: exactly when the kernels won't run.
 
   Measured on 2 CPU cores (`benchmarks/torch_compare.py`, one pair forward + backward at 64x64):
-  97.5 ms on the kernels without XLA, 224.5 ms under XLA with the TensorFlow-op sampler.
+  97.5 ms on the kernels without XLA, 224.5 ms under XLA with the TensorFlow-op sampler. On a GPU
+  the TensorFlow ops run under XLA, as the kernels would copy every warp through the host.
+
+  Args:
+    devices: As `use_kernels`.
+    placement: As `use_kernels`.
   """
-  return not available()
+  return not use_kernels(devices, placement)
 
 
 def warp(base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:

@@ -335,84 +335,35 @@ def _bundle_adjust(cameras, layout, x0, view_of, point_of, uv, weight, loss, f_s
   return result.x, np.linalg.norm(residual_pixels(result.x), axis=-1)
 
 
-# ----------------------------------------------------------------------------- main entry
+@dataclasses.dataclass(frozen=True)
+class _Solution:
+  """One start's adjusted cameras (first camera = frame origin, gauge units) and points."""
+
+  rotations: np.ndarray
+  translations: np.ndarray
+  focal_scale: np.ndarray
+  points: np.ndarray
+  use: np.ndarray
+  errors: np.ndarray
+  view_of: np.ndarray
+  num_inliers: int
+  log: list
 
 
-def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *,
-                        min_score: float = 0.5, min_shared: int = 30,
-                        person_height_mm: float | None = None,
-                        camera_distance: tuple[str, str, float] | None = None,
-                        refine_focal: bool = False, loss: str = "soft_l1",
-                        f_scale_px: float = 3.0, name: str = "people") -> CalibrationResult:
-  """Estimates every camera's R, t from people's 2D joints (module docstring: steps 1-6).
+def _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared, min_shared,
+           refine_focal, loss, f_scale_px) -> _Solution:
+  """Steps 2-4 from the camera pair (first, second) (module docstring).
 
   Args:
-    observations: [F, V, P, J] joints and scores (`Observations`).
-    cameras: V cameras whose K, dist, width and height are the known intrinsics (R, t ignored).
-    min_score: Joints with a lower score (or missing) are not used.
-    min_shared: Least correspondences (confident in both views) of a camera pair for it to count
-      as connected; a camera with fewer to every placed camera cannot be placed.
-    person_height_mm: Stature of the people (the median over person slots and frames of the
-      ankles-midpoint-to-head distance, times `STATURE_RATIO`); sets the metric scale.
-    camera_distance: (name_a, name_b, mm), a measured distance between two camera centres; sets
-      the scale (and takes precedence over `person_height_mm`, which is then only logged).
-    refine_focal: Also adjust one focal length per camera (fx and fy by the same factor).
-    loss: Robust loss of `scipy.optimize.least_squares` ("linear", "soft_l1", "huber", ...).
-    f_scale_px: Its inlier scale, raw pixels.
-    name: Name of the returned rig (`mf_tf.files.check_name`).
-
-  Returns:
-    CalibrationResult, world z-up with the floor at z = 0.
-
-  Raises:
-    ValueError: naming the cameras and what is missing: a camera no person is seen in, cameras
-      not connected by `min_shared` correspondences to the others, a degenerate configuration
-      (too few essential-matrix inliers, joints nearly on a plane or a line), a scale that
-      cannot be set, no ankles for the floor.
+    uv, xy, undistorted: [V, N, 2] raw pixels, normalized and undistorted pixel coordinates.
+    valid, scores: [V, N] confident observations and their scores.
+    shared: [V, V] correspondences per camera pair.
+    Others: see `estimate_extrinsics`.
   """
-  cameras = tuple(cameras)
-  uv, scores = _check_inputs(observations, cameras)
-  num_frames, num_views, num_people, num_joints = np.shape(observations.scores)
+  num_views = len(cameras)
   names = [camera.name for camera in cameras]
-  if person_height_mm is None and camera_distance is None:
-    raise ValueError("a metric scale is needed: give person_height_mm (the people's stature) or "
-                     "camera_distance=(camera_a, camera_b, mm); neither was given")
   log = []
-
-  # 1. Confident, undistorted, normalized observations.
-  valid = (scores >= min_score) & np.all(np.isfinite(uv), axis=-1)  # [V, N]
-  unseen = [names[v] for v in range(num_views) if not valid[v].any()]
-  if unseen:
-    raise ValueError(f"no person is seen in camera(s) {unseen}: 0 joints with score >= "
-                     f"{min_score}; every camera must see people")
-  undistorted = np.stack([camera_lib.undistort_points(camera, np.where(valid[v, :, None],
-                                                                        uv[v], 0.0))
-                          for v, camera in enumerate(cameras)])
-  K_inv = np.stack([np.linalg.inv(camera.K) for camera in cameras])
-  xy = np.einsum("vij,vnj->vni", K_inv[:, :2, :2], undistorted) + K_inv[:, None, :2, 2]
-  xy[~valid] = np.nan
-  shared = np.einsum("an,bn->ab", valid.astype(np.int64), valid.astype(np.int64))
-  np.fill_diagonal(shared, 0)
-  log.append(f"{valid.sum()} confident observations (score >= {min_score}) of "
-             f"{int(np.sum(valid.sum(axis=0) >= 2))} joints seen in >= 2 views; "
-             f"correspondences per pair: " + ", ".join(
-                 f"{names[a]}-{names[b]} {shared[a, b]}" for a in range(num_views)
-                 for b in range(a + 1, num_views)))
-
   # 2. The first pair: essential matrix, relative pose, triangulation.
-  first, second = np.unravel_index(int(np.argmax(shared)), shared.shape)
-  first, second = int(min(first, second)), int(max(first, second))
-  reached = _connected(shared, min_shared, [first])
-  if len(reached) < num_views:
-    missing = [v for v in range(num_views) if v not in reached]
-    detail = ", ".join(f"{names[v]} (at most {int(shared[v, sorted(reached)].max())} with "
-                       f"{names[sorted(reached)[int(np.argmax(shared[v, sorted(reached)]))]]})"
-                       for v in missing)
-    raise ValueError(
-        f"the cameras are not connected: camera(s) {[names[v] for v in missing]} share fewer "
-        f"than min_shared={min_shared} confident joints with every camera of "
-        f"{[names[v] for v in sorted(reached)]}: {detail}; people must be seen by overlapping "
-        "cameras")
   both = valid[first] & valid[second]
   focal = np.mean([cameras[first].K[0, 0], cameras[first].K[1, 1], cameras[second].K[0, 0],
                    cameras[second].K[1, 1]])
@@ -535,6 +486,110 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
       enough = use.sum(axis=0) >= 2
       use &= enough[None]
       points[~enough] = np.nan
+  return _Solution(rotations, translations, focal_scale, points, use, errors, view_of,
+                   int(use.sum()), log)
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *,
+                        min_score: float = 0.5, min_shared: int = 30,
+                        person_height_mm: float | None = None,
+                        camera_distance: tuple[str, str, float] | None = None,
+                        refine_focal: bool = False, loss: str = "soft_l1",
+                        f_scale_px: float = 3.0, starts: int = 3,
+                        name: str = "people") -> CalibrationResult:
+  """Estimates every camera's R, t from people's 2D joints (module docstring: steps 1-6).
+
+  Args:
+    observations: [F, V, P, J] joints and scores (`Observations`).
+    cameras: V cameras whose K, dist, width and height are the known intrinsics (R, t ignored).
+    min_score: Joints with a lower score (or missing) are not used.
+    min_shared: Least correspondences (confident in both views) of a camera pair for it to count
+      as connected; a camera with fewer to every placed camera cannot be placed.
+    person_height_mm: Stature of the people (the median over person slots and frames of the
+      ankles-midpoint-to-head distance, times `STATURE_RATIO`); sets the metric scale.
+    camera_distance: (name_a, name_b, mm), a measured distance between two camera centres; sets
+      the scale (and takes precedence over `person_height_mm`, which is then only logged).
+    refine_focal: Also adjust one focal length per camera (fx and fy by the same factor).
+    loss: Robust loss of `scipy.optimize.least_squares` ("linear", "soft_l1", "huber", ...).
+    f_scale_px: Its inlier scale, raw pixels.
+    starts: Solve from this many camera pairs (most correspondences first) and keep the solution
+      with the most inlier observations.
+    name: Name of the returned rig (`mf_tf.files.check_name`).
+
+  Returns:
+    CalibrationResult, world z-up with the floor at z = 0.
+
+  Raises:
+    ValueError: naming the cameras and what is missing: a camera no person is seen in, cameras
+      not connected by `min_shared` correspondences to the others, a degenerate configuration
+      (too few essential-matrix inliers, joints nearly on a plane or a line), a scale that
+      cannot be set, no ankles for the floor.
+  """
+  cameras = tuple(cameras)
+  uv, scores = _check_inputs(observations, cameras)
+  num_frames, num_views, num_people, num_joints = np.shape(observations.scores)
+  names = [camera.name for camera in cameras]
+  if person_height_mm is None and camera_distance is None:
+    raise ValueError("a metric scale is needed: give person_height_mm (the people's stature) or "
+                     "camera_distance=(camera_a, camera_b, mm); neither was given")
+  log = []
+
+  # 1. Confident, undistorted, normalized observations.
+  valid = (scores >= min_score) & np.all(np.isfinite(uv), axis=-1)  # [V, N]
+  unseen = [names[v] for v in range(num_views) if not valid[v].any()]
+  if unseen:
+    raise ValueError(f"no person is seen in camera(s) {unseen}: 0 joints with score >= "
+                     f"{min_score}; every camera must see people")
+  undistorted = np.stack([camera_lib.undistort_points(camera, np.where(valid[v, :, None],
+                                                                        uv[v], 0.0))
+                          for v, camera in enumerate(cameras)])
+  K_inv = np.stack([np.linalg.inv(camera.K) for camera in cameras])
+  xy = np.einsum("vij,vnj->vni", K_inv[:, :2, :2], undistorted) + K_inv[:, None, :2, 2]
+  xy[~valid] = np.nan
+  shared = np.einsum("an,bn->ab", valid.astype(np.int64), valid.astype(np.int64))
+  np.fill_diagonal(shared, 0)
+  log.append(f"{valid.sum()} confident observations (score >= {min_score}) of "
+             f"{int(np.sum(valid.sum(axis=0) >= 2))} joints seen in >= 2 views; "
+             f"correspondences per pair: " + ", ".join(
+                 f"{names[a]}-{names[b]} {shared[a, b]}" for a in range(num_views)
+                 for b in range(a + 1, num_views)))
+
+  # 2-4 from each of the `starts` best-connected camera pairs; the adjustment that keeps the most
+  # observations within its outlier threshold wins (a wrong start, e.g. a camera placed on
+  # mismatched identities, leaves that camera with few).
+  reached = _connected(shared, min_shared, [int(np.unravel_index(int(np.argmax(shared)), shared.shape)[0])])
+  if len(reached) < num_views:
+    missing = [v for v in range(num_views) if v not in reached]
+    detail = ", ".join(f"{names[v]} (at most {int(shared[v, sorted(reached)].max())} with "
+                       f"{names[sorted(reached)[int(np.argmax(shared[v, sorted(reached)]))]]})"
+                       for v in missing)
+    raise ValueError(
+        f"the cameras are not connected: camera(s) {[names[v] for v in missing]} share fewer "
+        f"than min_shared={min_shared} confident joints with every camera of "
+        f"{[names[v] for v in sorted(reached)]}: {detail}; people must be seen by overlapping "
+        "cameras")
+  pairs = sorted(((int(shared[a, b]), a, b) for a in range(num_views)
+                  for b in range(a + 1, num_views)), reverse=True)[:max(1, starts)]
+  best, failures = None, []
+  for _, first, second in pairs:
+    try:
+      solution = _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared,
+                        min_shared, refine_focal, loss, f_scale_px)
+    except ValueError as error:
+      failures.append(error)
+      continue
+    log.append(f"start {names[first]}-{names[second]}: {solution.num_inliers} inlier "
+               f"observations")
+    if best is None or solution.num_inliers > best.num_inliers:
+      best = solution
+  if best is None:
+    raise failures[0]
+  log.extend(best.log)
+  rotations, translations, focal_scale = best.rotations, best.translations, best.focal_scale
+  points, use, errors, view_of = best.points, best.use, best.errors, best.view_of
   reprojection, inlier_fraction = {}, {}
   for view in range(num_views):
     mine = errors[view_of == view]

@@ -16,7 +16,9 @@ HEIGHT, WIDTH = 7, 9
 
 
 @pytest.fixture
-def kernels():
+def kernels(monkeypatch):
+  # Switched on: `backend="auto"` picks the kernels outside XLA on any machine, beside a GPU too.
+  monkeypatch.setenv(warp_kernel.ENV_SWITCH, "1")
   assert warp_kernel.available(), warp_kernel.unavailable_reason()
 
 
