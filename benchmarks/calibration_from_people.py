@@ -20,8 +20,16 @@ Columns: worst camera's rotation error (deg), worst centre error (% of the rig's
 between the people triangulated with the estimated and the reference rig (mm,
 `people_tracks.compare_reconstructions`), seconds of the estimate (detection excluded).
 
-aniposelib's `CameraGroup.bundle_adjust_iter` is not run yet (to come: in a separate venv,
-/tmp/anipose_venv, on keypoints saved by this script, never imported by mf_tf).
+The peer "aniposelib": `CameraGroup.bundle_adjust_iter` (extrinsics only) from the cameras
+mf_tf's own bundle adjustment started from (`CalibrationResult.start_rig`), on the same
+confident keypoints; it runs in its own environment (`benchmarks/calibration_peers.py`; set up
+with `bash benchmarks/peers/setup_peers.sh`) and its rows are skipped when that is absent.
+
+Agreement of a rig with the keypoints: per camera pair, the median Sampson distance (pixels,
+H&Z 11.4.3) of the joints both views see confidently in one person slot, under the reference rig
+and under the estimate: where the reference's is far above the estimate's, the detector's
+keypoints and the reference disagree, and no method that fits the keypoints can reach the
+reference there.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import time
 
 import cv2
@@ -37,10 +46,13 @@ import numpy as np
 from mf_tf.geometry import calibration_formats
 from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import people_calibration
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
 from mf_tf.models import blazepose
 from mf_tf.reconstruct import people_tracks
 from mf_tf.reconstruct import recording as recording_lib
+
+from benchmarks import calibration_peers
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHARED = os.path.join(os.path.dirname(_ROOT), "shared", "data", "pose2sim")
@@ -62,13 +74,27 @@ def _reference(path, recording):
   return calibration_formats.fit_to_image_size(rig, recording.frame_sizes)
 
 
-def detect(source, calibration, max_frames, model):
-  """(detections [F][V], reference rig) for max_frames spread over the recording."""
+def detect(source, calibration, max_frames, model, cache_dir=""):
+  """(detections [F][V], reference rig) for max_frames spread over the recording.
+
+  With `cache_dir`, the detections are kept in `<cache_dir>/<recording>_<max_frames>.pkl` and
+  read back on the next run (BlazePose is the slow part; the estimates are not).
+  """
   with recording_lib.open_recording(source) as recording:
     reference = _reference(calibration, recording)
+    cache = (os.path.join(cache_dir, f"{os.path.basename(os.path.normpath(source))}_"
+                          f"{max_frames}.pkl") if cache_dir else "")
+    if cache and os.path.exists(cache):
+      with open(cache, "rb") as f:  # Written by this script below.
+        return pickle.load(f), reference
     stride = max(1, int(np.ceil(recording.num_frames / max_frames)))
     frames = (images for _, _, images in recording.frames(0, recording.num_frames, stride))
-    return people_tracks.detect([model], frames, reference.cameras, JOINT_SET), reference
+    detections = people_tracks.detect([model], frames, reference.cameras, JOINT_SET)
+  if cache:
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(cache, "wb") as f:
+      pickle.dump(detections, f)
+  return detections, reference
 
 
 def stature(points3d):
@@ -115,8 +141,28 @@ def opencv_chain(observations, cameras, height_mm, min_score=0.5):
                         for v, c in enumerate(cameras)])
 
 
+def pair_agreement(observations, rig, min_score=0.5):
+  """{"a-b": median Sampson distance (px) of the confident joints both views see} per pair."""
+  points, scores = observations.points, observations.scores
+  seen = (scores >= min_score) & np.isfinite(points).all(-1)
+  normalized = [camera_lib._pixels_to_normalized(camera.K, camera_lib.undistort_points(
+      camera, np.nan_to_num(points[:, v]))) for v, camera in enumerate(rig.cameras)]
+  agreement = {}
+  for a, camera_a in enumerate(rig.cameras):
+    for b in range(a + 1, len(rig.cameras)):
+      camera_b = rig.cameras[b]
+      R = camera_b.R @ camera_a.R.T
+      t = camera_b.t - R @ camera_a.t
+      E = np.cross(np.eye(3), t) @ R  # [t]_x R: x_b^T E x_a = 0.
+      both = seen[:, a] & seen[:, b]
+      distance = people_tracks.sampson_distance(E, normalized[a][both], normalized[b][both])
+      focal = np.mean([camera_a.K[0, 0], camera_b.K[0, 0]])
+      agreement[f"{camera_a.name}-{camera_b.name}"] = float(np.median(distance) * focal)
+  return agreement
+
+
 def evaluate(rig, reference, observations):
-  errors = people_calibration.compare_rigs(rig, reference, with_scale=True)
+  errors = rig_comparison.compare_rigs(rig, reference, with_scale=True)
   mpjpe = people_tracks.compare_reconstructions(observations, rig, reference, with_scale=True)
   return {"rotation_deg": errors["max_rotation_deg"], "center_percent":
           errors["max_center_percent"], "mpjpe_mm": mpjpe["mpjpe_mm"],
@@ -127,6 +173,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--frames", default="10,25,50,100")
   parser.add_argument("--output", default="")
+  parser.add_argument("--cache", default="", help="folder keeping the detections between runs")
   parser.add_argument("--recordings", default=",".join(name for name, _, _ in RECORDINGS))
   args = parser.parse_args()
   counts = [int(part) for part in args.frames.split(",")]
@@ -139,7 +186,7 @@ def main():
       print(f"{name}: {source} not found, skipped")
       continue
     started = time.perf_counter()
-    detections, reference = detect(source, calibration, max(counts), model)
+    detections, reference = detect(source, calibration, max(counts), model, args.cache)
     print(f"{name}: {len(detections)} frames detected in {time.perf_counter() - started:.0f} s")
     for count in counts:
       if count > len(detections) and count != counts[0]:
@@ -153,21 +200,36 @@ def main():
         if people == 1 and rows and rows[-1]["recording"] == name and rows[-1]["people"] == 1:
           continue  # One person already: the same rows.
         height = stature(people_tracks.triangulate_observations(observations, reference))
+        estimates = {}
+
+        def mf_tf_estimate():
+          estimates["mf_tf"] = people_calibration.estimate_extrinsics(
+              observations, reference.cameras, person_height_mm=height)
+          return estimates["mf_tf"].rig
+
         methods = {
-            "mf_tf": lambda: people_calibration.estimate_extrinsics(
-                observations, reference.cameras, person_height_mm=height).rig,
+            "mf_tf": mf_tf_estimate,
             "opencv": lambda: opencv_chain(observations, reference.cameras, height),
         }
+        if calibration_peers.aniposelib_available():
+          methods["aniposelib"] = lambda: calibration_peers.aniposelib_bundle_adjust(
+              observations, estimates["mf_tf"].start_rig)
         for method, estimate in methods.items():
           started = time.perf_counter()
           try:
             rig = estimate()
             row = evaluate(rig, reference, observations)
-          except (ValueError, cv2.error) as error:
+          except (ValueError, KeyError, cv2.error) as error:
             row = {"rotation_deg": np.nan, "center_percent": np.nan, "mpjpe_mm": np.nan,
                    "error": str(error)[:120]}
           rows.append({"recording": name, "frames": len(chosen), "people": num_people,
                        "method": method, "seconds": time.perf_counter() - started, **row})
+          if method == "mf_tf" and "error" not in row and count == max(counts) and not people:
+            for label, which in (("reference", reference), ("mf_tf", rig)):
+              agreement = pair_agreement(observations, which)
+              rows[-1][f"agreement_{label}_px"] = agreement
+              print(f"  keypoints' median Sampson distance under the {label} rig (px): "
+                    + ", ".join(f"{pair} {value:.1f}" for pair, value in agreement.items()))
           print(f"  {method:7s} {len(chosen):4d} frames {num_people} people: rotation "
                 f"{row['rotation_deg']:.2f} deg, centre {row['center_percent']:.2f}%, MPJPE "
                 f"{row['mpjpe_mm']:.1f} mm {row.get('error', '')}", flush=True)

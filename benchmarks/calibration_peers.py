@@ -12,7 +12,7 @@ known, as in `people_calibration.estimate_extrinsics`): rounds of DLT triangulat
 reprojection-error threshold (start_mu to end_mu pixels) that sets outliers aside, and
 `scipy.optimize.least_squares` on the sampled inliers (plain squares, every camera and point free,
 no fixed gauge: the result is in the start's world up to a small similarity, so compare it with
-`people_calibration.compare_rigs(..., with_scale=True)`).
+`rig_comparison.compare_rigs(..., with_scale=True)`).
 
 Conventions: as mf_tf's (x_cam = R X + t, millimetres, distortion [k1, k2, p1, p2, k3] in
 OpenCV's order), which aniposelib's `Camera` shares: its rvec is the Rodrigues vector of R and

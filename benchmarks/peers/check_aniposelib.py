@@ -26,6 +26,7 @@ from scipy.spatial.transform import Rotation
 
 from benchmarks import calibration_peers
 from mf_tf.geometry import people_calibration
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.geometry.camera import Camera
 from mf_tf.geometry.rig import Rig
@@ -110,7 +111,7 @@ def check_conventions(rig: Rig, rng) -> bool:
 
 
 def _errors(title: str, rig: Rig, reference: Rig) -> dict:
-  errors = people_calibration.compare_rigs(rig, reference, with_scale=True)
+  errors = rig_comparison.compare_rigs(rig, reference, with_scale=True)
   rotation = " ".join(f"{value:.3f}" for value in errors["rotation_deg"].values())
   centre = " ".join(f"{value:.1f}" for value in errors["center_mm"].values())
   print(f"  {title}: rotation deg [{rotation}], centre mm after similarity [{centre}], "

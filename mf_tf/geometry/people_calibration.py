@@ -5,19 +5,19 @@ same (frame, person slot, joint) are one 3D point. With the cameras' intrinsics 
 distortion, image size), the pipeline is:
 
   1. undistorted normalized correspondences per camera pair (`camera.undistort_points`);
-  2. the pair with most correspondences: essential matrix (`cv2.findEssentialMat`, RANSAC, Nister
+  2. a camera pair with many correspondences: essential matrix (`cv2.findEssentialMat`, RANSAC, Nister
      five-point) and its decomposition with the chirality test (`cv2.recoverPose`, H&Z 9.6.2),
      then linear triangulation (H&Z 12.2, DLT);
   3. the remaining cameras one by one, most shared triangulated points first, by robust
      perspective-n-point (`cv2.solvePnPRansac`, then Levenberg-Marquardt on its inliers), each
      followed by the triangulation of the points it newly makes visible in two views;
-  4. bundle adjustment (H&Z 18.1, Triggs et al. 2000) of every camera's rotation (Rodrigues
-     vector) and translation, optionally its focal length, and every 3D point, on raw-pixel
-     reprojection residuals (with distortion, as `Camera.project`) weighted by sqrt(score),
-     `scipy.optimize.least_squares(method="trf")` with a sparse Jacobian pattern and a robust
-     loss; the first camera is the frame origin and the distance from it to the farthest camera
-     is held constant (the gauge); observations above a robust threshold are dropped after a first
-     pass and the adjustment runs again;
+  4. bundle adjustment (`geometry.bundle_adjustment`) of every camera and every 3D point on
+     raw-pixel reprojection residuals weighted by sqrt(score), robust loss; observations above
+     a robust threshold are dropped after a first pass and the adjustment runs again;
+     steps 2-4 run from each of the `starts` pairs with most correspondences, and the solution
+     that keeps the most observations within its outlier threshold wins (from one pair alone, a
+     camera placed on mismatched identities can pull the whole rig into a mirrored solution:
+     on 50 frames of the Pose2Sim demo, 179 degrees off; measured in BUILD.md);
   5. metric scale from a stated person height (`STATURE_RATIO`) or a known camera distance;
   6. the world frame: z up, normal to the floor plane fitted through the lowest ankles, origin
      on the floor under the ankles' centroid, x along the first camera's optical axis projected on
@@ -36,15 +36,13 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import scipy.optimize
-import scipy.sparse
 from absl import logging
 from scipy.spatial.transform import Rotation
 
+from mf_tf.geometry import bundle_adjustment as adjustment
 from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry.camera import Camera
 from mf_tf.geometry.rig import Rig
-from mf_tf.geometry.triangulation import triangulate_dlt_np
 
 # A camera whose final median reprojection error exceeds this (pixels) is warned about: with
 # detector keypoints (2-5 px noise on people 300-800 px tall) a correct calibration stays below.
@@ -91,6 +89,12 @@ INIT_OUTLIER_PX = 25.0
 # median + OUTLIER_MADS * 1.4826 MAD) of the reprojection errors (a 5-sigma rule, robust).
 OUTLIER_MADS = 5.0
 OUTLIER_MIN_PX = 3.0
+# The solutions from several starts are compared by a truncated quadratic cost (MSAC, Torr &
+# Zisserman 2000) over every confident observation: sum of min(error, this)^2, raw pixels, an
+# observation whose point was not triangulated costing the full truncation. About twice the
+# detector's median keypoint error on the first pair (4-5 px with BlazePose on the Pose2Sim
+# demo); the variants are compared in BUILD.md.
+SELECTION_TRUNCATION_PX = 10.0
 # Degenerate structure: the principal standard deviations (s1 >= s2 >= s3) of the first pair's
 # triangulated joints, as fractions of their median depth. One person standing still spans about
 # (0.10, 0.03, 0.02) at 4.5 m; people walking over a 4 m area (0.25, 0.2, 0.1).
@@ -127,6 +131,9 @@ class CalibrationResult:
     inlier_fraction: {camera name: inlier observations / confident observations}.
     num_points: Number of triangulated 3D points in the final adjustment.
     log: Human-readable lines, one per step.
+    start_rig: The cameras the bundle adjustment started from (the chosen start's pair and
+      perspective-n-point placements; first camera at the origin, any scale): the common start
+      for comparing adjustments.
   """
 
   rig: Rig
@@ -135,6 +142,7 @@ class CalibrationResult:
   inlier_fraction: dict
   num_points: int
   log: list
+  start_rig: Rig | None = None
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -176,165 +184,6 @@ def _connected(shared: np.ndarray, min_shared: int, start: Sequence[int]) -> set
   return reached
 
 
-# -------------------------------------------------------------------------------- geometry
-
-
-def _rodrigues_to_matrix(rotvecs: np.ndarray) -> np.ndarray:
-  """[M, 3] Rodrigues vectors -> [M, 3, 3] rotation matrices."""
-  return Rotation.from_rotvec(rotvecs).as_matrix()
-
-
-def _triangulate(R, t, xy, mask):
-  """DLT (H&Z 12.2) in normalized coordinates over the views where `mask` holds.
-
-  Args:
-    R: [V, 3, 3] rotations; t: [V, 3] translations (any unit); cameras not placed carry no mask.
-    xy: [V, N, 2] undistorted normalized coordinates (NaN where missing).
-    mask: [V, N] bool, the observations to use.
-
-  Returns:
-    points [N, 3] (NaN where fewer than 2 views or behind a camera), and the count of views [N].
-  """
-  projections = np.concatenate([R, t[:, :, None]], axis=2)
-  count = mask.sum(axis=0)
-  with np.errstate(divide="ignore", invalid="ignore"):  # Points seen < 2 times: NaN below.
-    points = triangulate_dlt_np(projections, np.where(mask[..., None], xy, 0.0),
-                                mask.astype(np.float64))
-  depth = np.einsum("vij,nj->vn", R[:, 2:3], points)[:, :] + t[:, 2:3]
-  in_front = np.all(~mask | (depth > 0), axis=0)
-  points[(count < 2) | ~in_front] = np.nan
-  return points, count
-
-
-def _normalized_residual(R, t, xy, points):
-  """[V, N] distance between xy and the projection of points, normalized units (NaN-aware)."""
-  x_cam = np.einsum("vij,nj->vni", R, points) + t[:, None, :]
-  projected = x_cam[..., :2] / x_cam[..., 2:3]
-  return np.linalg.norm(projected - xy, axis=-1)
-
-
-def _project(K, dist, R, t, points):
-  """Raw-pixel projection as `Camera.project`, per observation.
-
-  Args:
-    K: [M, 3, 3]; dist: [M, 5]; R: [M, 3, 3]; t: [M, 3]; points: [M, 3] (one row per
-      observation).
-
-  Returns:
-    [M, 2] pixels.
-  """
-  x_cam = np.einsum("mij,mj->mi", R, points) + t
-  xy = x_cam[:, :2] / x_cam[:, 2:3]
-  x, y = camera_lib.brown_distort(xy[:, 0], xy[:, 1], *dist.T)
-  return np.stack([K[:, 0, 0] * x + K[:, 0, 1] * y + K[:, 0, 2], K[:, 1, 1] * y + K[:, 1, 2]],
-                  axis=-1)
-
-
-def _orthonormal_pair(direction: np.ndarray):
-  """Two unit vectors spanning the plane orthogonal to the unit vector `direction`."""
-  helper = np.eye(3)[int(np.argmin(np.abs(direction)))]
-  first = np.cross(direction, helper)
-  first /= np.linalg.norm(first)
-  return first, np.cross(direction, first)
-
-
-# ----------------------------------------------------------------------- bundle adjustment
-
-
-class _Adjustment:
-  """Parameter layout of the bundle adjustment (H&Z 18.1, A6.3's sparse block structure).
-
-  Camera 0 is fixed (R = I, t = 0). The gauge camera g (the farthest from camera 0) keeps its
-  centre at distance d from camera 0: C_g = d * normalize(c + a e1 + b e2), with c the initial
-  unit direction and e1, e2 orthogonal to it, so it carries 3 + 2 parameters; every other camera
-  3 + 3 (Rodrigues vector, t). With `refine_focal`, one focal scale per camera (fx and fy times
-  it). Then 3 per point.
-  """
-
-  def __init__(self, rotvecs, t, gauge, refine_focal, num_points):
-    num_views = rotvecs.shape[0]
-    self.num_views, self.gauge, self.refine_focal = num_views, gauge, refine_focal
-    centers = -np.einsum("vji,vj->vi", _rodrigues_to_matrix(rotvecs), t)
-    self.distance = float(np.linalg.norm(centers[gauge]))
-    self.direction = centers[gauge] / self.distance
-    self.e1, self.e2 = _orthonormal_pair(self.direction)
-    sizes = np.array([0 if v == 0 else (5 if v == gauge else 6) for v in range(num_views)])
-    self.camera_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    self.camera_size = sizes
-    self.focal_offset = int(sizes.sum())
-    self.point_offset = self.focal_offset + (num_views if refine_focal else 0)
-    self.num_params = self.point_offset + 3 * num_points
-
-  def pack(self, rotvecs, t, focal_scale, points):
-    x = np.zeros(self.num_params)
-    for view in range(1, self.num_views):
-      start = self.camera_offset[view]
-      x[start:start + 3] = rotvecs[view]
-      if view != self.gauge:
-        x[start + 3:start + 6] = t[view]
-    if self.refine_focal:
-      x[self.focal_offset:self.point_offset] = focal_scale
-    x[self.point_offset:] = points.ravel()
-    return x
-
-  def unpack(self, x):
-    """-> R [V, 3, 3], t [V, 3], focal_scale [V], points [M, 3]."""
-    rotvecs = np.zeros((self.num_views, 3))
-    t = np.zeros((self.num_views, 3))
-    for view in range(1, self.num_views):
-      start = self.camera_offset[view]
-      rotvecs[view] = x[start:start + 3]
-      if view != self.gauge:
-        t[view] = x[start + 3:start + 6]
-    R = _rodrigues_to_matrix(rotvecs)
-    start = self.camera_offset[self.gauge]
-    direction = self.direction + x[start + 3] * self.e1 + x[start + 4] * self.e2
-    center = self.distance * direction / np.linalg.norm(direction)
-    t[self.gauge] = -R[self.gauge] @ center
-    focal_scale = (x[self.focal_offset:self.point_offset] if self.refine_focal
-                   else np.ones(self.num_views))
-    return R, t, focal_scale, x[self.point_offset:].reshape(-1, 3)
-
-  def sparsity(self, view_of, point_of):
-    """[2M, num_params] 0/1 Jacobian pattern of the residuals of observations (view, point)."""
-    rows, cols = [], []
-    obs_rows = np.stack([2 * np.arange(view_of.size), 2 * np.arange(view_of.size) + 1], axis=1)
-    for view in range(1, self.num_views):
-      which = np.flatnonzero(view_of == view)
-      columns = self.camera_offset[view] + np.arange(self.camera_size[view])
-      rows.append(np.repeat(obs_rows[which].ravel(), columns.size))
-      cols.append(np.tile(columns, 2 * which.size))
-    if self.refine_focal:
-      rows.append(obs_rows.ravel())
-      cols.append(np.repeat(self.focal_offset + view_of, 2))
-    point_columns = self.point_offset + 3 * point_of[:, None] + np.arange(3)  # [M, 3]
-    rows.append(np.repeat(obs_rows.ravel(), 3))
-    cols.append(np.repeat(point_columns, 2, axis=0).ravel())
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    return scipy.sparse.csr_matrix((np.ones(rows.size), (rows, cols)),
-                                   shape=(2 * view_of.size, self.num_params))
-
-
-def _bundle_adjust(cameras, layout, x0, view_of, point_of, uv, weight, loss, f_scale_px):
-  """One robust sparse adjustment; returns the solution x and the unweighted pixel errors [M]."""
-  K0 = np.stack([camera.K for camera in cameras])
-  dist = np.stack([camera.dist for camera in cameras])[view_of]
-  focal_mask = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-
-  def residual_pixels(x):
-    R, t, focal_scale, points = layout.unpack(x)
-    K = K0 * (1.0 + (focal_scale[:, None, None] - 1.0) * focal_mask)
-    return _project(K[view_of], dist, R[view_of], t[view_of], points[point_of]) - uv
-
-  def residuals(x):
-    return (residual_pixels(x) * weight[:, None]).ravel()
-
-  result = scipy.optimize.least_squares(
-      residuals, x0, jac_sparsity=layout.sparsity(view_of, point_of), method="trf",
-      loss=loss, f_scale=f_scale_px, x_scale="jac", tr_solver="lsmr")
-  return result.x, np.linalg.norm(residual_pixels(result.x), axis=-1)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Solution:
   """One start's adjusted cameras (first camera = frame origin, gauge units) and points."""
@@ -348,22 +197,43 @@ class _Solution:
   view_of: np.ndarray
   num_inliers: int
   log: list
+  start: tuple
 
 
-def _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared, min_shared,
-           refine_focal, loss, f_scale_px) -> _Solution:
-  """Steps 2-4 from the camera pair (first, second) (module docstring).
+@dataclasses.dataclass(frozen=True)
+class _Data:
+  """The confident observations of every camera, in the forms the stages use.
 
-  Args:
+  Attributes:
+    cameras: [V] cameras (intrinsics used).
     uv, xy, undistorted: [V, N, 2] raw pixels, normalized and undistorted pixel coordinates.
     valid, scores: [V, N] confident observations and their scores.
     shared: [V, V] correspondences per camera pair.
-    Others: see `estimate_extrinsics`.
   """
+
+  cameras: tuple
+  uv: np.ndarray
+  xy: np.ndarray
+  undistorted: np.ndarray
+  valid: np.ndarray
+  scores: np.ndarray
+  shared: np.ndarray
+
+  @property
+  def names(self) -> list:
+    return [camera.name for camera in self.cameras]
+
+
+def _first_pair(data: _Data, first: int, second: int, log: list):
+  """Step 2: the pair's relative pose (essential matrix) and triangulated joints.
+
+  Returns:
+    (rotations [V, 3, 3], translations [V, 3] (the pair placed, first at the origin), placed
+    [V] bool, points [N, 3], PnP threshold px, initial outlier threshold px, the pair's mean
+    focal length px).
+  """
+  names, valid, xy, cameras = data.names, data.valid, data.xy, data.cameras
   num_views = len(cameras)
-  names = [camera.name for camera in cameras]
-  log = []
-  # 2. The first pair: essential matrix, relative pose, triangulation.
   both = valid[first] & valid[second]
   focal = np.mean([cameras[first].K[0, 0], cameras[first].K[1, 1], cameras[second].K[0, 0],
                    cameras[second].K[1, 1]])
@@ -385,23 +255,36 @@ def _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared, m
   placed[[first, second]] = True
   use = valid & placed[:, None]
   use[:, np.flatnonzero(both)[mask.ravel() == 0]] = False  # Essential-matrix outliers.
-  points, _ = _triangulate(rotations, translations, xy, use)
+  points, _ = adjustment.triangulate(rotations, translations, xy, use)
   log.append(f"first pair {names[first]}-{names[second]}: {num_inliers} of {int(both.sum())} "
              "essential-matrix inliers")
   _check_spread(points, names[first], names[second])
   # Keypoint noise, for the PnP and outlier thresholds: the median reprojection error of every
   # correspondence of the first pair (noisy detectors need wider thresholds than 1 px noise).
   pair = valid & placed[:, None]
-  pair_points, _ = _triangulate(rotations, translations, xy, pair)
-  residual = (_normalized_residual(rotations, translations, xy, pair_points)[[first, second]]
-              * focal)
+  pair_points, _ = adjustment.triangulate(rotations, translations, xy, pair)
+  residual = adjustment.normalized_residual(rotations, translations, xy, pair_points)
+  residual = residual[[first, second]] * focal
   noise_px = float(np.nanmedian(residual[:, both]))
   pnp_threshold = max(PNP_THRESHOLD_PX, 4.0 * noise_px)
   outlier_px = max(INIT_OUTLIER_PX, 8.0 * noise_px)
   log.append(f"median reprojection error of the first pair {noise_px:.2f} px: PnP threshold "
              f"{pnp_threshold:.1f} px, initial outlier threshold {outlier_px:.1f} px")
+  return rotations, translations, placed, points, pnp_threshold, outlier_px, focal
 
-  # 3. Incremental structure from motion: the other cameras by PnP, most shared points first.
+
+def _place_cameras(data: _Data, rotations, translations, placed, points, pnp_threshold,
+                   outlier_px, focal, min_shared, log):
+  """Step 3: the cameras not placed yet by perspective-n-point, most shared points first; then
+  the observations far from their triangulated point are set aside.
+
+  Returns:
+    (rotations, translations, points, use [V, N] bool: the observations kept).
+  """
+  names, valid, xy, cameras = data.names, data.valid, data.xy, data.cameras
+  num_views = len(cameras)
+  undistorted, shared = data.undistorted, data.shared
+  placed = placed.copy()
   while not placed.all():
     known = np.all(np.isfinite(points), axis=-1)
     counts = np.where(placed, -1, (valid & known[None]).sum(axis=1))
@@ -433,29 +316,36 @@ def _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared, m
                                  np.ascontiguousarray(image[inliers]), cameras[view].K, None,
                                  rvec, tvec, useExtrinsicGuess=True,
                                  flags=cv2.SOLVEPNP_ITERATIVE)
-    rotations[view] = _rodrigues_to_matrix(rvec.reshape(1, 3))[0]
+    rotations[view] = adjustment.rodrigues_to_matrix(rvec.reshape(1, 3))[0]
     translations[view] = tvec.ravel()
     placed[view] = True
     log.append(f"camera {names[view]}: placed by PnP on {num_pnp} of {which.size} joints")
     use = valid & placed[:, None]
-    use[:, known] &= _normalized_residual(rotations, translations, xy, points)[:, known] * (
-        focal) < outlier_px
-    points, _ = _triangulate(rotations, translations, xy, use)
+    residual = adjustment.normalized_residual(rotations, translations, xy, points)
+    use[:, known] &= residual[:, known] * focal < outlier_px
+    points, _ = adjustment.triangulate(rotations, translations, xy, use)
 
   # Initial outliers: observations far from their triangulated point.
-  error = _normalized_residual(rotations, translations, xy, points) * np.array(
+  error = adjustment.normalized_residual(rotations, translations, xy, points) * np.array(
       [camera.K[0, 0] for camera in cameras])[:, None]
   use = valid & (error < outlier_px)
-  points, _ = _triangulate(rotations, translations, xy, use)
+  points, _ = adjustment.triangulate(rotations, translations, xy, use)
   use &= np.all(np.isfinite(points), axis=-1)[None]
+  return rotations, translations, points, use
 
-  # 4. Bundle adjustment, twice (the second without the first pass's outliers).
+
+def _adjust(data: _Data, rotations, translations, points, use, refine_focal, loss, f_scale_px,
+            log) -> _Solution:
+  """Step 4: bundle adjustment, twice (the second without the first pass's outliers)."""
+  cameras, uv, scores = data.cameras, data.uv, data.scores
+  num_views = len(cameras)
   # Camera 0 becomes the frame origin: X' = R0 X + t0, R' = R R0^T, t' = t - R' t0.
   R0, t0 = rotations[0].copy(), translations[0].copy()
   points = points @ R0.T + t0
   rotations = rotations @ R0.T
   translations = translations - np.einsum("vij,j->vi", rotations, t0)
   rotations[0], translations[0] = np.eye(3), 0.0
+  start = (rotations.copy(), translations.copy())
   rotvecs = Rotation.from_matrix(rotations).as_rotvec()
   centers = -np.einsum("vji,vj->vi", rotations, translations)
   gauge = int(np.argmax(np.linalg.norm(centers, axis=-1)))
@@ -466,10 +356,12 @@ def _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared, m
     remap = np.full(use.shape[1], -1)
     remap[point_ids] = np.arange(point_ids.size)
     view_of, point_of = np.nonzero(use)
-    layout = _Adjustment(rotvecs, translations, gauge, refine_focal, point_ids.size)
+    layout = adjustment.Adjustment(rotvecs, translations, gauge, refine_focal,
+                                   point_ids.size)
     x0 = layout.pack(rotvecs, translations, focal_scale, points[point_ids])
-    x, errors = _bundle_adjust(cameras, layout, x0, view_of, remap[point_of], uv[view_of, point_of],
-                               weight_all[view_of, point_of], loss, f_scale_px)
+    x, errors = adjustment.bundle_adjust(
+        cameras, layout, x0, view_of, remap[point_of], uv[view_of, point_of],
+        weight_all[view_of, point_of], loss, f_scale_px)
     rotations, translations, focal_scale, adjusted = layout.unpack(x)
     rotvecs = Rotation.from_matrix(rotations).as_rotvec()
     points = np.full_like(points, np.nan)
@@ -487,7 +379,22 @@ def _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared, m
       use &= enough[None]
       points[~enough] = np.nan
   return _Solution(rotations, translations, focal_scale, points, use, errors, view_of,
-                   int(use.sum()), log)
+                   int(use.sum()), log, start)
+
+
+def _truncated_cost(data: _Data, solution: _Solution) -> float:
+  """Sum over every confident observation of min(reprojection error, truncation)^2, px^2."""
+  view_of, point_of = np.nonzero(data.valid)
+  error = np.full(view_of.size, SELECTION_TRUNCATION_PX)
+  known = np.all(np.isfinite(solution.points[point_of]), axis=-1)
+  views, points = view_of[known], point_of[known]
+  K = adjustment.scaled_intrinsics(np.stack([camera.K for camera in data.cameras]),
+                                   solution.focal_scale)
+  dist = np.stack([camera.dist for camera in data.cameras])
+  projected = adjustment.project(K[views], dist[views], solution.rotations[views],
+                                 solution.translations[views], solution.points[points])
+  error[known] = np.linalg.norm(projected - data.uv[views, points], axis=-1)
+  return float(np.sum(np.minimum(error, SELECTION_TRUNCATION_PX) ** 2))
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -516,7 +423,7 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
     loss: Robust loss of `scipy.optimize.least_squares` ("linear", "soft_l1", "huber", ...).
     f_scale_px: Its inlier scale, raw pixels.
     starts: Solve from this many camera pairs (most correspondences first) and keep the solution
-      with the most inlier observations.
+      of the lowest truncated reprojection cost (`SELECTION_TRUNCATION_PX`).
     name: Name of the returned rig (`mf_tf.files.check_name`).
 
   Returns:
@@ -557,10 +464,11 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
                  f"{names[a]}-{names[b]} {shared[a, b]}" for a in range(num_views)
                  for b in range(a + 1, num_views)))
 
-  # 2-4 from each of the `starts` best-connected camera pairs; the adjustment that keeps the most
-  # observations within its outlier threshold wins (a wrong start, e.g. a camera placed on
-  # mismatched identities, leaves that camera with few).
-  reached = _connected(shared, min_shared, [int(np.unravel_index(int(np.argmax(shared)), shared.shape)[0])])
+  # 2-4 from each of the `starts` best-connected camera pairs; the solution of the lowest
+  # truncated cost over every confident observation wins (a wrong start, e.g. a camera placed on
+  # mismatched identities, explains fewer of them).
+  best_connected = int(np.unravel_index(int(np.argmax(shared)), shared.shape)[0])
+  reached = _connected(shared, min_shared, [best_connected])
   if len(reached) < num_views:
     missing = [v for v in range(num_views) if v not in reached]
     detail = ", ".join(f"{names[v]} (at most {int(shared[v, sorted(reached)].max())} with "
@@ -573,18 +481,22 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
         "cameras")
   pairs = sorted(((int(shared[a, b]), a, b) for a in range(num_views)
                   for b in range(a + 1, num_views)), reverse=True)[:max(1, starts)]
-  best, failures = None, []
+  data = _Data(cameras, uv, xy, undistorted, valid, scores, shared)
+  best, best_cost, failures = None, np.inf, []
   for _, first, second in pairs:
     try:
-      solution = _solve(cameras, first, second, uv, xy, undistorted, valid, scores, shared,
-                        min_shared, refine_focal, loss, f_scale_px)
+      steps = []
+      pose = _first_pair(data, first, second, steps)
+      pose = _place_cameras(data, *pose, min_shared, steps)
+      solution = _adjust(data, *pose, refine_focal, loss, f_scale_px, steps)
     except ValueError as error:
       failures.append(error)
       continue
+    cost = _truncated_cost(data, solution)
     log.append(f"start {names[first]}-{names[second]}: {solution.num_inliers} inlier "
-               f"observations")
-    if best is None or solution.num_inliers > best.num_inliers:
-      best = solution
+               f"observations, truncated cost {cost:.4g} px^2")
+    if best is None or cost < best_cost:
+      best, best_cost = solution, cost
   if best is None:
     raise failures[0]
   log.extend(best.log)
@@ -608,11 +520,9 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
                                  rotations[0], observations.joint_set, log)
   points = (points - origin) @ R_world.T
   new_cameras = []
+  scaled = adjustment.scaled_intrinsics(np.stack([camera.K for camera in cameras]), focal_scale)
   for view, camera in enumerate(cameras):
-    K = camera.K.copy()
-    K[0, 0] *= focal_scale[view]
-    K[0, 1] *= focal_scale[view]
-    K[1, 1] *= focal_scale[view]
+    K = scaled[view]
     R = rotations[view] @ R_world.T
     t = rotations[view] @ origin + translations[view]
     new_cameras.append(Camera(camera.name, K, R, t, camera.dist, camera.width, camera.height))
@@ -629,7 +539,10 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
   return CalibrationResult(
       rig=rig, points3d=points.reshape(num_frames, num_people, num_joints, 3),
       reprojection_error_px=reprojection, inlier_fraction=inlier_fraction,
-      num_points=int(np.all(np.isfinite(points), axis=-1).sum()), log=log)
+      num_points=int(np.all(np.isfinite(points), axis=-1).sum()), log=log,
+      start_rig=Rig(f"{name}_start", tuple(
+          Camera(camera.name, camera.K, best.start[0][view], best.start[1][view], camera.dist,
+                 camera.width, camera.height) for view, camera in enumerate(cameras))))
 
 
 def _check_spread(points: np.ndarray, name_a: str, name_b: str) -> None:
@@ -760,84 +673,3 @@ def _world_frame(points, first_rotation, joint_set, log):
   log.append(f"floor: plane through {lower.shape[0]} lowest ankles (median distance "
              f"{np.median(residual):.1f} mm), {ANKLE_HEIGHT_MM:g} mm below them")
   return R_world, origin
-
-
-# ------------------------------------------------------------------------------ comparison
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray, with_scale: bool = True):
-  """Least-squares similarity target ~ scale * R @ source + t (Umeyama 1991, eq. 40-42).
-
-  Args:
-    source: [N, 3] points.
-    target: [N, 3] points (same order).
-    with_scale: Estimate the scale; else it is 1 (a rigid transform).
-
-  Returns:
-    (scale float, R [3, 3] rotation (det +1), t [3]).
-  """
-  source = np.asarray(source, np.float64)
-  target = np.asarray(target, np.float64)
-  if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape:
-    raise ValueError(f"source and target have shapes {source.shape} and {target.shape}, "
-                     "expected the same [N, 3]")
-  if source.shape[0] < 3 or not (np.all(np.isfinite(source)) and np.all(np.isfinite(target))):
-    raise ValueError(f"a similarity needs at least 3 finite point pairs, got {source.shape[0]}")
-  mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
-  centered_s, centered_t = source - mean_s, target - mean_t
-  covariance = centered_t.T @ centered_s / source.shape[0]
-  u, d, vt = np.linalg.svd(covariance)
-  sign = np.eye(3)
-  if np.linalg.det(u) * np.linalg.det(vt) < 0:
-    sign[2, 2] = -1.0
-  R = u @ sign @ vt
-  variance = np.sum(centered_s**2) / source.shape[0]
-  scale = float(np.trace(np.diag(d) @ sign) / variance) if with_scale else 1.0
-  return scale, R, mean_t - scale * R @ mean_s
-
-
-def compare_rigs(estimated: Rig, reference: Rig, *, with_scale: bool = True) -> dict:
-  """Per-camera errors of an estimated rig against a reference, after the best similarity.
-
-  The similarity (Umeyama 1991) maps the estimated camera centres onto the reference ones:
-  C_ref ~ s R C_est + t. The same R carries the estimated rotations into the reference world,
-  R_est' = R_est R^T, and the rotation error is the angle of R_est'^T R_ref.
-
-  Args:
-    estimated: Estimated rig.
-    reference: Reference rig with the same camera names (any order; at least 3 cameras).
-    with_scale: Align the scale too (False when the estimate's scale is to be judged, e.g. a
-      scale from a stated height).
-
-  Returns:
-    {"rotation_deg": {camera: degrees}, "center_mm": {camera: mm},
-     "center_percent": {camera: % of rig_size_mm}, "rig_size_mm": largest distance between
-     reference centres, "scale": s, "max_rotation_deg", "max_center_mm",
-     "max_center_percent"}.
-  """
-  names = list(reference.camera_names)
-  if sorted(names) != sorted(estimated.camera_names):
-    raise ValueError(f"rigs {estimated.name!r} and {reference.name!r} have different cameras: "
-                     f"{sorted(estimated.camera_names)} vs {sorted(names)}")
-  by_name = {camera.name: camera for camera in estimated.cameras}
-  est = [by_name[name] for name in names]
-  centers_est = np.stack([camera.center for camera in est])
-  centers_ref = np.stack([camera.center for camera in reference.cameras])
-  scale, R, t = similarity_transform(centers_est, centers_ref, with_scale)
-  aligned = scale * centers_est @ R.T + t
-  center_error = np.linalg.norm(aligned - centers_ref, axis=-1)
-  rig_size = float(np.max(np.linalg.norm(centers_ref[:, None] - centers_ref[None], axis=-1)))
-  rotation_error = []
-  for camera_est, camera_ref in zip(est, reference.cameras):
-    relative = (camera_est.R @ R.T).T @ camera_ref.R
-    rotation_error.append(float(np.degrees(Rotation.from_matrix(relative).magnitude())))
-  return {
-      "rotation_deg": dict(zip(names, rotation_error)),
-      "center_mm": dict(zip(names, center_error.tolist())),
-      "center_percent": dict(zip(names, (100.0 * center_error / rig_size).tolist())),
-      "rig_size_mm": rig_size,
-      "scale": scale,
-      "max_rotation_deg": max(rotation_error),
-      "max_center_mm": float(center_error.max()),
-      "max_center_percent": float(100.0 * center_error.max() / rig_size),
-  }

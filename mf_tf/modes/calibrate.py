@@ -1,6 +1,6 @@
 r"""--mode=calibrate: a rig calibrated from the people in a recording, or a calibration converted.
 
-From people (issue 24):
+From people:
 
   python -m mf_tf.main --mode=calibrate --workdir=runs/w \
       --config.calibrate.session=../shared/data/pose2sim/Demo_MultiPerson \
@@ -52,6 +52,7 @@ from mf_tf.geometry import calibration
 from mf_tf.geometry import calibration_formats
 from mf_tf.geometry import checkerboard
 from mf_tf.geometry import people_calibration
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
 from mf_tf.modes import video
 from mf_tf.reconstruct import people_tracks
@@ -177,7 +178,7 @@ def calibrate_from_people(settings, workdir: str) -> people_calibration.Calibrat
 def report_against_reference(estimated: Rig, reference: Rig, observations, *, with_scale: bool,
                              min_score: float) -> dict:
   """Prints and returns `compare_rigs` and `compare_reconstructions` of the two rigs."""
-  errors = people_calibration.compare_rigs(estimated, reference, with_scale=with_scale)
+  errors = rig_comparison.compare_rigs(estimated, reference, with_scale=with_scale)
   alignment = "similarity" if with_scale else "rigid, scale judged"
   for name in reference.camera_names:
     print(f"calibrate: camera {name} against the reference: rotation "

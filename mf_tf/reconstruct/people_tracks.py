@@ -37,6 +37,7 @@ from scipy import optimize
 from mf_tf.data import joints as joints_lib
 from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import people_calibration
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.triangulation import triangulate_dlt_np
 
@@ -478,7 +479,7 @@ def compare_reconstructions(observations: people_calibration.Observations, estim
                      "expected the same in the same order")
   centers_est = np.stack([camera.center for camera in estimated.cameras])
   centers_ref = np.stack([camera.center for camera in reference.cameras])
-  scale, R, t = people_calibration.similarity_transform(centers_est, centers_ref, with_scale)
+  scale, R, t = rig_comparison.similarity_transform(centers_est, centers_ref, with_scale)
   ours = scale * triangulate_observations(observations, estimated, min_score) @ R.T + t
   theirs = triangulate_observations(observations, reference, min_score)
   distance = np.linalg.norm(ours - theirs, axis=-1)

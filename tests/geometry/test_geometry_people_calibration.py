@@ -9,6 +9,7 @@ import pytest
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import skeleton
 from mf_tf.geometry import people_calibration as pc
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.geometry.camera import Camera
 from mf_tf.geometry.rig import Rig
@@ -103,15 +104,15 @@ def _calibrate(rig, **scene_args):
 
 def test_synthetic_rig_one_pixel_noise(rig):
   result, world = _calibrate(rig, noise_px=1.0)
-  aligned = pc.compare_rigs(result.rig, rig)
+  aligned = rig_comparison.compare_rigs(result.rig, rig)
   assert aligned["max_rotation_deg"] < 0.2, aligned["rotation_deg"]
   assert aligned["max_center_percent"] < 1.0, aligned["center_percent"]
   assert abs(aligned["scale"] - 1.0) < 0.03  # Scale from the stated height.
-  unscaled = pc.compare_rigs(result.rig, rig, with_scale=False)
+  unscaled = rig_comparison.compare_rigs(result.rig, rig, with_scale=False)
   assert unscaled["max_center_percent"] < 3.0, unscaled["center_percent"]
   # The world frame: z up through the floor (the aligning rotation only turns about z).
-  _, R, _ = pc.similarity_transform(np.stack([c.center for c in result.rig.cameras]),
-                                    np.stack([c.center for c in rig.cameras]))
+  _, R, _ = rig_comparison.similarity_transform(
+      np.stack([c.center for c in result.rig.cameras]), np.stack([c.center for c in rig.cameras]))
   assert np.degrees(np.arccos(np.clip(R[2, 2], -1, 1))) < 0.5
   lower_ankle = np.nanmin(result.points3d[:, :, [3, 6], 2], axis=-1)
   assert abs(np.median(lower_ankle) - skeleton.ANKLE_HEIGHT_MM) < 15.0
@@ -123,9 +124,40 @@ def test_synthetic_rig_one_pixel_noise(rig):
   assert result.points3d.shape == world.shape
 
 
+def test_a_wrong_start_is_not_kept(rig, monkeypatch):
+  """The first start's relative pose is replaced by its twisted pair (H&Z 9.6.3: R turned by 180
+  degrees about the baseline), the wrong decomposition a start on mismatched identities can
+  produce; the other starts must win."""
+  observations, _, stature = synthetic_scene(rig, num_frames=20, noise_px=1.0)
+  first_pair = pc._first_pair
+  calls = []
+
+  def twisted_first(data, first, second, log):
+    rotations, translations, *rest = first_pair(data, first, second, log)
+    calls.append((first, second))
+    if len(calls) == 1:
+      baseline = translations[second] / np.linalg.norm(translations[second])
+      twist = 2.0 * np.outer(baseline, baseline) - np.eye(3)  # 180 degrees about the baseline.
+      rotations = rotations.copy()
+      rotations[second] = twist @ rotations[second]
+    return (rotations, translations, *rest)
+
+  monkeypatch.setattr(pc, "_first_pair", twisted_first)
+  result = pc.estimate_extrinsics(observations, rig.cameras, person_height_mm=stature)
+  assert len(calls) == 3 and len(set(calls)) == 3  # Three different pairs started from.
+  assert rig_comparison.compare_rigs(result.rig, rig)["max_rotation_deg"] < 0.2
+  calls.clear()
+  try:  # From the twisted start alone: an error or a wrong rig.
+    alone = pc.estimate_extrinsics(observations, rig.cameras, person_height_mm=stature,
+                                   starts=1)
+    assert rig_comparison.compare_rigs(alone.rig, rig)["max_rotation_deg"] > 5.0
+  except ValueError:
+    pass
+
+
 def test_synthetic_rig_without_noise_is_exact(rig):
   result, world = _calibrate(rig, noise_px=0.0, num_frames=20, num_people=1)
-  aligned = pc.compare_rigs(result.rig, rig, with_scale=False)
+  aligned = rig_comparison.compare_rigs(result.rig, rig, with_scale=False)
   assert aligned["max_rotation_deg"] < 1e-5
   assert aligned["max_center_mm"] < 1e-3
   # Same world frame up to a turn about z and a horizontal shift.
@@ -143,7 +175,7 @@ def test_refine_focal_and_camera_distance(rig):
   distance = float(np.linalg.norm(rig.cameras[0].center - rig.cameras[3].center))
   result = pc.estimate_extrinsics(observations, cameras, refine_focal=True,
                                   camera_distance=("cam0", "cam3", distance))
-  aligned = pc.compare_rigs(result.rig, rig, with_scale=False)
+  aligned = rig_comparison.compare_rigs(result.rig, rig, with_scale=False)
   assert aligned["max_rotation_deg"] < 0.1
   assert aligned["max_center_percent"] < 0.2
   assert result.rig.cameras[2].K[0, 0] == pytest.approx(rig.cameras[2].K[0, 0], rel=2e-3)
@@ -154,15 +186,15 @@ def test_similarity_transform_recovers_a_known_similarity():
   source = rng.normal(size=(10, 3)) * 1000.0
   R = pc.Rotation.from_rotvec([0.3, -1.2, 0.7]).as_matrix()
   t = np.array([100.0, -2000.0, 350.0])
-  scale, R_est, t_est = pc.similarity_transform(source, 2.5 * source @ R.T + t)
+  scale, R_est, t_est = rig_comparison.similarity_transform(source, 2.5 * source @ R.T + t)
   assert scale == pytest.approx(2.5, rel=1e-12)
   np.testing.assert_allclose(R_est, R, atol=1e-12)
   np.testing.assert_allclose(t_est, t, atol=1e-8)
-  rigid_scale, R_rigid, _ = pc.similarity_transform(source, source @ R.T + t, with_scale=False)
+  rigid_scale, R_rigid, _ = rig_comparison.similarity_transform(source, source @ R.T + t, with_scale=False)
   assert rigid_scale == 1.0
   np.testing.assert_allclose(R_rigid, R, atol=1e-12)
   # A mirror image is fitted by a rotation, never a reflection (Umeyama's sign correction).
-  _, R_mirror, _ = pc.similarity_transform(source, source * [1.0, 1.0, -1.0])
+  _, R_mirror, _ = rig_comparison.similarity_transform(source, source * [1.0, 1.0, -1.0])
   assert np.linalg.det(R_mirror) == pytest.approx(1.0)
 
 
@@ -173,7 +205,7 @@ def test_compare_rigs_of_a_similar_copy_is_zero(rig):
            for c in rig.cameras]  # Centres scale * R C: x_cam = R_c R^T (X' / scale) ...
   moved = [Camera(c.name, c.K, c.R, c.t - c.R @ t, c.dist, c.width, c.height) for c in moved]
   copy = Rig("copy", tuple(reversed(moved)))
-  result = pc.compare_rigs(copy, rig)
+  result = rig_comparison.compare_rigs(copy, rig)
   assert result["max_rotation_deg"] < 1e-6
   assert result["max_center_mm"] < 1e-6
   assert result["scale"] == pytest.approx(1.0 / scale)

@@ -9,7 +9,7 @@ import pytest
 from configs import default
 from mf_tf.geometry import calibration
 from mf_tf.geometry import calibration_formats
-from mf_tf.geometry import people_calibration
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.camera import CalibrationError
 from mf_tf.modes import calibrate
 
@@ -72,16 +72,17 @@ def test_people_calibration_of_the_pose2sim_demo(multiperson, qualisys, tmp_path
   reference = calibration_formats.read_calibration(str(qualisys))
   distance = np.linalg.norm(reference.cameras[0].center - reference.cameras[1].center)
   config = _people_config(session=str(multiperson), intrinsics=str(qualisys),
-                          camera_distance=f"cam01,cam02,{distance:.1f}", max_frames=25,
+                          camera_distance=f"cam01,cam02,{distance:.1f}", max_frames=50,
                           reference=str(qualisys))
   result = calibrate.calibrate_from_people(config.calibrate, str(tmp_path))
   out = capsys.readouterr().out
   assert "2 people matched across views" in out and "MPJPE" in out
   written = calibration.load_rig_file(tmp_path / "calibrate" / "people.json")
   assert written.camera_names == reference.camera_names
-  errors = people_calibration.compare_rigs(result.rig, reference)
-  # Measured with 25 frames: rotations 0.3-2.6 deg (cam03 the worst), centres < 1.3% of the
-  # 6.7 m rig. The bounds are 2 deg and 5%.
+  errors = rig_comparison.compare_rigs(result.rig, reference)
+  # The benchmark's worst rotation on 50 frames of this recording is 3.0 deg (cam03) and its
+  # centres stay within 1.5% of the 6.7 m rig; the detector's keypoints themselves disagree with
+  # this reference on cam03 (BUILD.md), so 2 deg is out of reach of any rig fitted to them.
   assert errors["max_center_percent"] < 5
   assert errors["max_rotation_deg"] < 3.5
 
