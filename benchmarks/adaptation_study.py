@@ -3,8 +3,9 @@ r"""Few-shot rig adaptation study: which training choices make K labelled frames
   python -m benchmarks.adaptation_study --workdir=/tmp/mf_study
   python -m benchmarks.adaptation_study --workdir=/tmp/mf_study --rows=paper,default --shots=10
 
-Every row is one change of the finetuning recipe (loss, selection criterion, theta
-parameterization, proximal term, NaiveFuse schedule, triangulation); every row runs on the same
+Every row is a recipe (`mf_tf.train.recipes.Recipe`: loss, selection criterion, theta
+parameterization, proximal term) with the study's other settings (NaiveFuse schedule, line,
+triangulation), adapted by `mf_tf.train.adaptation.adapt`; every row runs on the same
 seeds, the same pretrained models and the same held-out rigs (4 of the 6 held-out Panoptic
 cameras, Human3.6M, Shelf, and a procedural 4-camera ring the pretraining never saw). Columns
 are JDR / occluded JDR / MPJPE (triangulation) of No-Fusion, NaiveFuse^K, AffineFuse^K,
@@ -35,8 +36,10 @@ from mf_tf.experiments import benchmark
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.modes import benchmark as benchmark_mode
+from mf_tf.train import adaptation
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
+from mf_tf.train import recipes
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 
@@ -55,12 +58,10 @@ flags.DEFINE_list("methods", ["naive", "affine", "metafuse", "calibrated"],
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
-  """One row: how every method is finetuned on K frames and read out in 3D."""
-  loss: str = "mse"
-  selection: str = "val_loss"
-  theta_grid: int = 0
-  proximal: float = 0.0
+class Row:
+  """One row: a recipe (`mf_tf.train.recipes.Recipe`: loss, selection, theta field, proximal
+  weight) and the study's other settings (step budgets, pretraining loss, line, 3D read-out)."""
+  recipe: recipes.Recipe
   learning_rate: float = 5e-3
   steps: int = 40
   naive_learning_rate: float = 1e-4
@@ -71,33 +72,33 @@ class Recipe:
   full: bool = False  # Also train NaiveFuse^full (all training frames) with the naive schedule.
 
 
-_PAPER = Recipe()  # The recipe before this study: MSE, early stopping on validation loss.
+def _row(recipe_changes=None, **settings) -> Row:
+  """A row from the paper's recipe (MSE, early stopping on the validation loss, per-pixel theta)
+  with `recipe_changes`; its starts are the study's --methods."""
+  return Row(dataclasses.replace(recipes.PAPER, name="study", **(recipe_changes or {})),
+             **settings)
+
+
+_JDR = {"selection": "val_jdr"}
 ROWS = {
-    "paper": _PAPER,
-    "sel_jdr": dataclasses.replace(_PAPER, selection="val_jdr"),
-    "ce": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce"),
-    "grid4": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4),
-    "grid8": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=8),
-    "grid4_ce": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce"),
-    "grid4_lr2": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4,
-                                     learning_rate=2e-2),
-    "prox": dataclasses.replace(_PAPER, selection="val_jdr", proximal=1.0),
-    "naive_lr": dataclasses.replace(_PAPER, selection="val_jdr", naive_learning_rate=1e-3,
-                                    full=True),
-    "naive_paper_full": dataclasses.replace(_PAPER, full=True),
-    "robust3d": dataclasses.replace(_PAPER, selection="val_jdr", outlier_px=2.0),
-    "grid4_ce_lv01": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce",
-                                         line_value=0.1),
-    "ce_all": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce",
-                                  line_value=0.1, pretrain_loss="ce"),
-    "naive_ce_lr3": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce",
-                                        naive_learning_rate=1e-3, full=True),
-    "naive_ce_lr2": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce",
-                                        naive_learning_rate=1e-2, full=True),
-    "default": dataclasses.replace(_PAPER, selection="val_jdr", theta_grid=4, loss="ce",
-                                   line_value=0.1, pretrain_loss="ce", naive_learning_rate=1e-3),
-    "ce_all_pixel": dataclasses.replace(_PAPER, selection="val_jdr", loss="ce", line_value=0.1,
-                                        pretrain_loss="ce"),
+    "paper": _row(),
+    "sel_jdr": _row(_JDR),
+    "ce": _row(dict(_JDR, loss="ce")),
+    "grid4": _row(dict(_JDR, theta_grid=4)),
+    "grid8": _row(dict(_JDR, theta_grid=8)),
+    "grid4_ce": _row(dict(_JDR, theta_grid=4, loss="ce")),
+    "grid4_lr2": _row(dict(_JDR, theta_grid=4), learning_rate=2e-2),
+    "prox": _row(dict(_JDR, proximal=1.0)),
+    "naive_lr": _row(_JDR, naive_learning_rate=1e-3, full=True),
+    "naive_paper_full": _row(full=True),
+    "robust3d": _row(_JDR, outlier_px=2.0),
+    "grid4_ce_lv01": _row(dict(_JDR, theta_grid=4, loss="ce"), line_value=0.1),
+    "ce_all": _row(dict(_JDR, theta_grid=4, loss="ce"), line_value=0.1, pretrain_loss="ce"),
+    "naive_ce_lr3": _row(dict(_JDR, loss="ce"), naive_learning_rate=1e-3, full=True),
+    "naive_ce_lr2": _row(dict(_JDR, loss="ce"), naive_learning_rate=1e-2, full=True),
+    "default": _row(dict(_JDR, theta_grid=4, loss="ce"), line_value=0.1, pretrain_loss="ce",
+                    naive_learning_rate=1e-3),
+    "ce_all_pixel": _row(dict(_JDR, loss="ce"), line_value=0.1, pretrain_loss="ce"),
 }
 
 
@@ -184,11 +185,12 @@ def _summary(result: dict) -> dict:
       "jdr_mean", "jdr_occluded", "mpjpe_triangulation_mm", "mpjpe_dlt_mm")}
 
 
-def run_row(recipe: Recipe, rig, frames, pretrained, settings, methods, shots, seed):
-  """{method label: summary} for one recipe on one rig."""
+def run_row(row: Row, rig, frames, pretrained, settings, methods, shots, seed):
+  """{method label: summary} for one row on one rig: every method a start of its recipe,
+  adapted by `adaptation.adapt`."""
   train, test, full = frames
   size = settings.heatmap_size
-  evaluate_kwargs = dict(pictorial_options=None, outlier_px=recipe.outlier_px,
+  evaluate_kwargs = dict(pictorial_options=None, outlier_px=row.outlier_px,
                          batch_size=settings.eval_batch_size)
   out = {}
 
@@ -198,7 +200,7 @@ def run_row(recipe: Recipe, rig, frames, pretrained, settings, methods, shots, s
 
   record("no_fusion", None)
   record("metafuse^0", benchmark.calibrated_layer(rig, size, settings.temperature,
-                                                  settings.line_width_px, recipe.line_value))
+                                                  settings.line_width_px, row.line_value))
   inits = {"metafuse": pretrained["metafuse"], "affine": pretrained["affine"],
            "naive": pretrained["naive"][rig.num_views], "calibrated": None,
            "self_calibrated": None, "metafuse_calibrated": pretrained["metafuse_calibrated"]}
@@ -206,32 +208,33 @@ def run_row(recipe: Recipe, rig, frames, pretrained, settings, methods, shots, s
   if "self_calibrated" in methods:  # No labelled frame is used beyond the K frames' 2D joints.
     record("selfcal^0", finetune_lib.make_fusion_layer(
         "self_calibrated", rig, size, temperature=settings.temperature, labels=labels,
-        line_width_px=settings.line_width_px, line_value=recipe.line_value).materialize())
+        line_width_px=settings.line_width_px, line_value=row.line_value).materialize())
   for method in methods:
     naive = method == "naive"
-    layer = finetune_lib.make_fusion_layer(
-        method, rig, size, init=inits[method], temperature=settings.temperature,
-        line_width_px=settings.line_width_px, line_value=recipe.line_value,
-        theta_grid=0 if naive else recipe.theta_grid, labels=labels, name=f"{method}_{shots}")
-    fit = benchmark.FitSettings(recipe.naive_steps if naive else recipe.steps,
-                                recipe.naive_learning_rate if naive else recipe.learning_rate)
-    history = benchmark.finetune(layer, train["heatmaps"][:shots], train["joints2d"][:shots],
-                                 fit, target_sigma=settings.target_sigma, seed=seed,
-                                 loss=recipe.loss, selection=recipe.selection,
-                                 proximal=0.0 if naive else recipe.proximal,
-                                 head_size_px=train["head_size"][:shots])
+    # NaiveFuse has no start to stay near: the proximal weight is the theta rows'.
+    recipe = dataclasses.replace(row.recipe, proximal=0.0) if naive else row.recipe
+    starts = adaptation.start_layers(
+        recipe, (method,), rig, size, inits=inits, labels=labels,
+        temperature=settings.temperature, line_width_px=settings.line_width_px,
+        line_value=row.line_value, name=f"{method}_{shots}")
+    adapted = adaptation.adapt(
+        recipe, starts, train["heatmaps"][:shots], train["joints2d"][:shots],
+        target_sigma=settings.target_sigma, seed=seed, head_size_px=train["head_size"][:shots],
+        epochs=adaptation.epochs_for_steps(row.naive_steps if naive else row.steps, 8, shots),
+        learning_rate=row.naive_learning_rate if naive else row.learning_rate)
+    layer, history = adapted["layer"], adapted["history"]
     label = {"calibrated": "metafuse^0->K", "self_calibrated": "selfcal^0->K",
              "metafuse_calibrated": "metacal^K"}.get(method, f"{method}^K")
     record(label, layer if naive else layer.materialize())
     out[label]["kept_init"] = history["restored_init"]
-  if recipe.full:
+  if row.full:
     layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=settings.temperature,
                                            name="naive_full")
-    steps = max(300, recipe.naive_steps)
+    steps = max(300, row.naive_steps)
     benchmark.finetune(layer, full["heatmaps"], full["joints2d"],
-                       benchmark.FitSettings(steps, recipe.naive_learning_rate), seed=seed,
-                       target_sigma=settings.target_sigma, loss=recipe.loss,
-                       selection=recipe.selection, head_size_px=full["head_size"])
+                       benchmark.FitSettings(steps, row.naive_learning_rate), seed=seed,
+                       target_sigma=settings.target_sigma, loss=row.recipe.loss,
+                       selection=row.recipe.selection, head_size_px=full["head_size"])
     record("naive^full", layer)
   return out
 
@@ -269,10 +272,10 @@ def main(argv):
     frames = (frames[0], frames[1], frames[0])
     for row in rows:
       row_start = time.time()
-      recipe = ROWS[row]
-      result = run_row(recipe, rig, frames, pretrained[(recipe.pretrain_loss, recipe.line_value)],
-                       settings, FLAGS.methods,
-                       FLAGS.shots, seed)
+      settings_row = ROWS[row]
+      result = run_row(settings_row, rig, frames,
+                       pretrained[(settings_row.pretrain_loss, settings_row.line_value)],
+                       settings, FLAGS.methods, FLAGS.shots, seed)
       result["seconds"] = round(time.time() - row_start, 1)
       study.setdefault(row, {})[rig.name] = result
       logging.info("study %s on %s: %s", row, rig.name, json.dumps(result))

@@ -7,7 +7,7 @@ and `Demo_SinglePerson` (4 cameras; intrinsics and reference: their Qualisys `Ca
 the Panoptic demo frames `tests/fixtures/panoptic_demo` (5 cameras x 5 instants; intrinsics and
 reference: `camera_parameters.json`). BlazePose runs once per recording on up to the largest
 frame count (spread over the recording); every row reuses those keypoints and the identities of
-`reconstruct.people_tracks`.
+`reconstruct.people_matching.match_people` (tracks, or frame by frame for the Panoptic instants).
 
 Rows: mf_tf (`people_calibration.estimate_extrinsics`) per frame count, and with 1 versus all
 people; the peer "opencv": `cv2.findEssentialMat` + `cv2.recoverPose` per camera pair on the same
@@ -49,6 +49,7 @@ from mf_tf.geometry import people_calibration
 from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
 from mf_tf.models import blazepose
+from mf_tf.reconstruct import people_matching
 from mf_tf.reconstruct import people_tracks
 from mf_tf.reconstruct import recording as recording_lib
 
@@ -194,7 +195,7 @@ def main():
       chosen = np.unique(np.linspace(0, len(detections) - 1, min(count, len(detections)))
                          .round().astype(int))
       for people in (None, 1):
-        observations = people_tracks.observations_from_detections(
+        observations = people_matching.match_people(
             [detections[k] for k in chosen], reference.cameras, JOINT_SET, max_people=people)
         num_people = observations.scores.shape[2]
         if people == 1 and rows and rows[-1]["recording"] == name and rows[-1]["people"] == 1:

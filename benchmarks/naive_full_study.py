@@ -61,7 +61,7 @@ def main():
       benchmark.finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
                          label=f"{name} naive^full", head_size_px=train.get("head_size"),
                          target_sigma=settings.target_sigma, seed=TRAIN_SEED, progress=False,
-                         **settings.recipe())
+                         loss=settings.recipe.loss, selection=settings.recipe.selection)
 
     def naive(label):
       return finetune_lib.make_fusion_layer("naive", rig, settings.heatmap_size,

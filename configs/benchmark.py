@@ -7,12 +7,14 @@ r"""The paper's benchmark protocol (Sec. 5.1-5.2, Figure 7) on the synthetic wor
 
 Variants:
   (none)  sized for 2 CPU cores: 32x32 heatmaps, short meta-training, 1 Panoptic trial,
-          Human3.6M and Shelf, K in {50, 500}, MPJPE by triangulation (no RPSM); about 8.5 min.
+          Human3.6M and Shelf, K in {50, 500}, MPJPE by triangulation (no RPSM); its time is
+          measured in BUILD.md.
   smoke   a few minutes in CI: 16x16 heatmaps, a handful of steps, K = 50 only.
   full    paper scale (64x64 heatmaps, long meta-training, 5 Panoptic trials): for an accelerator.
   images  the rendered-image backbone path instead of the simulated detector (small, slower).
 
-Everything outside `config.benchmark` comes from configs/default.py (detector, fusion, RPSM).
+Everything outside `config.benchmark` comes from configs/default.py (detector, fusion, RPSM, and
+`config.recipe`, the recipe of the MetaFuse^K rows and of every method's training).
 """
 
 import importlib.util
@@ -51,8 +53,8 @@ def get_config(arg=None):
   bench.source = "detector"  # detector (simulated heatmaps) | images (rendered + backbone).
   bench.progress = True  # Progress bars during training (in this process; workers log).
   bench.workers = 2  # Processes running held-out trials side by side (a train step uses 1 core).
-  bench.worker_threads = 0  # TensorFlow threads per worker; 0: its default, every core (on 2
-  # cores this config runs in about 8.5 min, against 17.6 min with 1 thread per worker).
+  bench.worker_threads = 0  # TensorFlow threads per worker; 0: its default, every core (faster
+  # than 1 thread per worker on 2 cores: measured in BUILD.md).
   bench.target_sigma = 2.0 * config.heatmap_size / 64  # Gaussian targets, 2 px at 64 px.
   bench.pretrain_frames = 400  # Frames on the 20-camera pretraining rig.
   bench.maml = ml_collections.ConfigDict()
@@ -87,9 +89,7 @@ def get_config(arg=None):
   # Measured by benchmarks/naive_full_study.py (1000 frames of another seed than the benchmark's):
   # the least-squares start alone stays 2.4-4.8 JDR points below the geometric fusion; the
   # epipolar start is kept on every rig of the default run (Adam from it lowers the loss and JDR).
-  bench.metafuse_init = "self_calibrated"  # MetaFuse^K theta init: self_calibrated (geometry of
-  # the K labelled frames; measured best) | shared (paper) | calibrated (+ meta residual).
-  bench.paper_rows = True  # Also MetaFuse^K exactly as the paper ("metafuse_paper" rows).
+  bench.paper_rows = True  # Also MetaFuse^K with the paper recipe ("metafuse_paper" rows).
   bench.pictorial = False  # RPSM MPJPE too (about 10 s per method and rig here; on in :full).
   bench.images = ml_collections.ConfigDict()  # source=images: backbone warm-up.
   bench.images.backbone = "mobilenetv2_035"  # Small SimpleBaseline for CPUs.

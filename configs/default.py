@@ -16,6 +16,10 @@ def get_config(arg=None):
   config.joint_set = "h36m17"  # Named joint set; see mf_tf/data/joints.py.
   config.heatmap_size = 64  # Heatmap side in pixels; a heatmap covers its camera's whole image.
   config.image_size = 256  # Rendered / backbone input side in pixels (heatmap_size * 4).
+  # How fusion adapts to a new rig (mf_tf/train/recipes.py): its starts, loss, selection and
+  # theta field; meta-training and pretraining train with its loss what its starts read.
+  config.recipe = "default"  # default (geometry of the K labels; measured best, README.md) |
+  # paper (meta-learned init, MSE, per-pixel theta) | calibrated (calibrated theta + residual).
 
   # Rigs: a built-in name (see mf_tf/geometry/rigs.py) or a canonical rig JSON file.
   config.rig = ml_collections.ConfigDict()
@@ -39,9 +43,6 @@ def get_config(arg=None):
   # Measured (benchmarks/adaptation_study.py, h36m, 32 px): 0.1 gives MetaFuse^0 JDR 82.6 and
   # MPJPE 111.8 mm vs 81.8 and 125.1 at 0.3 (No-Fusion 68.7 / 127.9): a strong line pulls the
   # estimate onto the line, off the joint, so 2D improves less and 3D not at all.
-  config.fusion.loss = "ce"  # ce | mse (paper): training loss of every fusion stage (ops.fusion_
-  # loss). Measured: MetaFuse^50 / AffineFuse^50 +2.0 JDR points with ce (h36m, same recipe),
-  # and unlike mse, ce scores the calibrated fusion better than No-Fusion (1.1 vs 2.2).
 
   # TFDS datasets (mf_tf/data/tfds_builders.py): where prepared datasets live and where a
   # manually downloaded one (Human3.6M, Panoptic, Total Capture) was unpacked.
@@ -103,6 +104,23 @@ def get_config(arg=None):
   config.export.backbone_weights = ""  # .keras or .weights.h5 ("": the warmup stage's output file).
   config.export.fusion_source = "finetuned"  # finetuned (K labelled frames) or calibrated (K = 0).
   config.export.finetuned_dir = ""  # Finetuned rigs <dir>/<rig>/; "" means <workdir>/finetune.
+  # <export dir>/batching_parameters for `tensorflow_model_server --enable_batching` (and the
+  # in-process server's batching): mf_tf/serving/batching.py; load figures in BUILD.md.
+  config.export.batching = ml_collections.ConfigDict()
+  config.export.batching.max_batch_size = 16  # Frames per batch: the largest request (16 frames).
+  config.export.batching.batch_timeout_micros = 2000  # Wait for company: a small share of a
+  # fuse_crops frame's time, so one client alone is barely slowed.
+  config.export.batching.max_enqueued_batches = 16  # Then UNAVAILABLE: bounded queue and memory.
+  config.export.batching.num_batch_threads = 4  # Batches at once: set to the server's CPU cores.
+  config.export.batching.allowed_batch_sizes = ""  # "1,2,4,8,16": pad batches to these sizes
+  # (fewer shapes, for GPU servers); "": no padding (padding only adds work on a CPU).
+
+  # --mode=predict (mf_tf/modes/predict.py): one instant of --images sent to a served rig.
+  config.predict = ml_collections.ConfigDict()
+  config.predict.route = "crops"  # crops: BlazePose here, person-crop fusion on the server (real
+  # photos; the instant as --mode=video, config.video's settings); image: whole images to the
+  # served backbone (only for a backbone trained on images like yours).
+  config.predict.rig_file = ""  # crops: the served rig's rig.json; "": the export record's.
 
   # TFLite backbone for edge devices (mf_tf/serving/tflite.py, --mode=tflite).
   config.tflite = ml_collections.ConfigDict()
@@ -154,11 +172,8 @@ def get_config(arg=None):
   config.demo.export_backbone = "mobilenetv2_035"  # Backbone in the exported graph.
   config.demo.export_backbone_weights = ""  # Trained backbone weights; "" exports untrained.
   config.demo.progress = True  # Progress bars while training.
-  config.demo.metafuse_init = "self_calibrated"  # MetaFuse^K theta init: self_calibrated (the
-  # K labelled frames' epipolar geometry; measured best) | shared (paper: meta-learned init).
-  config.demo.paper_row = True  # Also MetaFuse^K exactly as the paper (meta-learned init, mse).
-  config.demo.calibrated_variant = False  # Also "metafuse_calibrated": calibrated theta + a
-  # meta-learned residual. Measured 80.9 JDR vs 82.6 for the calibrated init alone (h36m).
+  config.demo.paper_row = True  # Also MetaFuse^K with the paper recipe (unless config.recipe).
+  config.demo.calibrated_variant = False  # Also MetaFuse^K with the "calibrated" recipe.
 
   # Backbone (mf_tf/models/backbone.py): SimpleBaseline, image -> heatmaps at a quarter size.
   config.model = ml_collections.ConfigDict()
@@ -194,9 +209,6 @@ def get_config(arg=None):
   config.metatrain.first_order = False  # Second order by default.
   config.metatrain.holdout_pairs = 20  # Pairs never meta-trained on; losses reported at the end.
   config.metatrain.checkpoint_every = 10  # Steps between checkpoints (resume point).
-  config.metatrain.theta_init = "shared"  # shared (paper: one theta init) | calibrated (calibrated
-  # rigs, a departure: per-pair calibrated theta + meta-learned residual; finetune with
-  # config.finetune.method=metafuse_calibrated).
   config.metatrain.restart = False  # True: discard checkpoints of other settings and start over.
 
   # Baseline pretraining (mf_tf/train/pretrain.py, --mode=pretrain), paper Table 1.
@@ -209,26 +221,19 @@ def get_config(arg=None):
 
   # Finetuning on a new rig (mf_tf/train/finetune.py, --mode=finetune), paper Sec. 4.3.
   config.finetune = ml_collections.ConfigDict()
-  config.finetune.method = "self_calibrated"  # self_calibrated (theta from the epipolar geometry
-  # of the K labelled frames; measured best: h36m MetaFuse^50 82.6 vs 71.9 with the meta-learned
-  # init) | metafuse (paper) | metafuse_self_calibrated | metafuse_calibrated | affine | naive
-  # | calibrated (MetaFuse^0 -> K from the rig's calibration).
-  config.finetune.init = ""  # metafuse/affine/naive init file; "" is the mode's default output.
+  config.finetune.fusion = "metafuse"  # metafuse (from config.recipe's starts) | affine | naive
+  # (the paper's baselines, from --mode=pretrain), all trained with the recipe.
+  config.finetune.init = ""  # Pretrained init file; "" is the earlier stage's output.
   config.finetune.data_dir = ""  # TFRecord dataset of the target rig; "" simulates K frames.
   config.finetune.tfds = ""  # Or a TFDS dataset, "builder/config" of mf_tf.data.tfds_builders
   # (e.g. mf_tf_synthetic_world/h36m), prepared offline under config.data.tfds_dir.
   config.finetune.tfds_split = "train"  # Split (or TFDS slice) of config.finetune.tfds.
   config.finetune.shots = 50  # K labelled frames of config.rig.target (paper: 50..500).
-  config.finetune.validation_fraction = 0.2  # Of the K frames, held out for EarlyStopping.
-  config.finetune.epochs = 30  # Upper bound; EarlyStopping on val_loss stops earlier.
-  config.finetune.patience = 5  # EarlyStopping patience, epochs.
+  config.finetune.validation_fraction = 0.2  # Of the K frames, held out for the selection.
+  config.finetune.epochs = 30  # Upper bound; the recipe's selection stops earlier (patience).
+  config.finetune.patience = 5  # Epochs without a new best before stopping.
   config.finetune.batch_size = 8  # Frames per step.
   config.finetune.learning_rate = 5e-3  # Paper: Adam 5e-3, theta only (omega_base frozen).
-  config.finetune.selection = "val_jdr"  # val_jdr | val_loss: keep the best of {start, each
-  # epoch} by validation JDR (a finetuned model never scores below its start there).
-  config.finetune.theta_grid = 4  # 0: per-pixel theta (paper) | g: smooth g x g residual field.
-  # Measured (paper init, ce): +1.5 JDR on h36m, +1.2 on a ring rig vs per-pixel theta.
-  config.finetune.proximal = 0.0  # Pull of the trained weights towards their start.
 
   config.video = ml_collections.ConfigDict()  # --mode=video (mf_tf/modes/video.py).
   # The recording: exactly one of session, videos, frames_dir.
@@ -292,8 +297,8 @@ def get_config(arg=None):
   config.calibrate.start = 0  # First frame read.
   config.calibrate.stop = 0  # Frame to stop before; 0: the end of the shortest camera.
   config.calibrate.stride = 0  # Every n-th frame; 0: spread max_frames over start..stop.
-  config.calibrate.max_frames = 100  # Frames used when stride is 0: 100 put every camera's rotation
-  # within 2 degrees of Qualisys on the Pose2Sim demo (measured in BUILD.md); detection is the cost.
+  config.calibrate.max_frames = 100  # Frames used when stride is 0 (error against the number of
+  # frames measured in BUILD.md); BlazePose on every view of every frame is the cost.
   config.calibrate.person_height_mm = 0.0  # Stature of the people: sets the metric scale; 0: none.
   config.calibrate.camera_distance = ""  # "camA,camB,MM": a measured distance between two camera
   # centres, sets the scale (takes precedence over person_height_mm).
@@ -301,9 +306,23 @@ def get_config(arg=None):
   config.calibrate.joint_set = "h36m17"  # Joints read out (h36m17 names the head and ankles).
   config.calibrate.min_score = 0.5  # Joint visibility below it is not a correspondence.
   config.calibrate.max_people = 0  # Keep the n most observed people; 0: all seen in >= 2 views.
+  config.calibrate.association = "auto"  # tracks (consecutive frames) | frames (instants far
+  # apart) | auto: tracks, then frames when a camera is left with no matched person.
   config.calibrate.name = "people"  # Rig name and file: <workdir>/calibrate/<name>.json.
   config.calibrate.reference = ""  # Calibration file to compare with: rotation, centre, MPJPE.
   config.calibrate.workers = 0  # BlazePose threads; 0: one per CPU core (as config.video).
+
+  # --mode=batch (mf_tf/modes/batch.py): every session of a folder on Apache Beam, each with the
+  # settings of config.video above (its session / videos / frames_dir / output_dir / workers aside).
+  config.batch = ml_collections.ConfigDict()
+  config.batch.sessions_root = ""  # Folder of session folders (<name>/videos/, calibration/).
+  config.batch.output = ""  # Empty: <workdir>/batch; each session's outputs in <output>/<name>/.
+  config.batch.workers = 0  # Sessions at once on the DirectRunner (one process each); 0: one per
+  # CPU core (against the sessions one by one: benchmarks/beam_sessions.py, measured in BUILD.md).
+  config.batch.threads = 0  # BlazePose threads per session; 0: the cores / workers (at least 1).
+  config.batch.runner = "DirectRunner"  # Any Beam runner: DataflowRunner, FlinkRunner, ...
+  config.batch.pipeline_options = ""  # More Beam options, "--project=p --region=r ..." (and
+  # any given after `--` on the command line).
 
   config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
 
@@ -339,17 +358,7 @@ def get_config(arg=None):
     config.finetune.shots = 10
     config.finetune.epochs = 2
   elif arg == "paper":
-    _paper_recipe(config)
+    config.recipe = "paper"  # MetaFuse as the paper (mf_tf/train/recipes.py PAPER).
   elif arg not in (None, ""):
     raise ValueError(f"unknown config variant {arg!r}; expected none, 'smoke' or 'paper'")
   return config
-
-
-def _paper_recipe(config):
-  """MetaFuse exactly as the paper: meta-learned shared init, MSE, per-pixel theta."""
-  config.fusion.loss = "mse"
-  config.fusion.line_value = 0.3
-  config.finetune.method = "metafuse"
-  config.finetune.selection = "val_loss"  # Early stopping on the validation loss.
-  config.finetune.theta_grid = 0
-  config.demo.metafuse_init = "shared"

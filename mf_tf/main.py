@@ -39,13 +39,14 @@ MODES = {
     "finetune": "finetune fusion (theta only) on K frames of a new rig",
     "convert": "convert a TRUSTED annotation pickle to the safe format",
     "export": "export a TF Serving SavedModel per rig + models.config",
-    "predict": "send --images of each view to --server for --rig",
+    "predict": "one instant of --images (one per view) through --server for --rig",
     "tflite": "convert the backbone to TFLite; size, latency, agreement",
     "evaluate": "JDR and MPJPE (DLT, pictorial) of fusion methods",
     "benchmark": "paper protocol: all methods x K on held-out rigs",
     "demo": "end to end: meta-train, finetune on a new rig, compare, plot",
     "video": "a recording + calibration in: people's 3D motion (TRC, C3D, CSV), overlays",
     "calibrate": "convert a calibration file, or estimate extrinsics from people in a recording",
+    "batch": "every session of a folder as --mode=video, in parallel on Apache Beam",
 }
 
 # Exit status of a user error (bad flag, config or input), as absl uses for usage errors.
@@ -133,8 +134,16 @@ def _unknown_key_error(error: BaseException) -> ValueError:
 
   ml_collections raises a KeyError (re-raised as AttributeError, each time quoting the previous
   message) whose innermost form holds the bare key, and adds `Did you mean "x"` when a key of
-  the config is close: the message names the override, the key, and that suggestion.
+  the config is close: the message names the override, the key, and that suggestion. A key that
+  a recipe replaced (`mf_tf.train.recipes.REPLACED_KEYS`) names `config.recipe` instead.
   """
+  from mf_tf.train import recipes  # Standard library only: keeps TensorFlow out of usage errors.
+
+  for arg in sys.argv[1:]:
+    name = arg.split("=", 1)[0].lstrip("-")
+    replaced = name.startswith("config.") and recipes.replaced_key_message(name[len("config."):])
+    if replaced:
+      return ValueError(f"--{name}: {replaced}")
   key = None
   for link in _chain(error):
     if isinstance(link, KeyError) and link.args and isinstance(link.args[0], str) \
@@ -265,7 +274,7 @@ _USER_ERRORS = (ValueError, FileNotFoundError)  # CalibrationError is a ValueErr
 
 
 def main(argv, cli: _Flags):
-  if len(argv) > 1:
+  if len(argv) > 1 and cli.mode.value != "batch":  # batch: Beam options given after `--`.
     _fail(ValueError(f"unexpected positional arguments {argv[1:]}; expected only flags"))
   if cli.mode.value is None:
     _fail(ValueError("--mode is required; one of: " + ", ".join(MODES)))
@@ -281,6 +290,8 @@ def main(argv, cli: _Flags):
           images=tuple(cli.images.value), tls_ca_cert=cli.tls_ca_cert.value,
           tls_client_cert=cli.tls_client_cert.value, tls_client_key=cli.tls_client_key.value,
           tls_server_name=cli.tls_server_name.value)
+    elif cli.mode.value == "batch":
+      run(config, workdir, pipeline_args=tuple(argv[1:]))
     else:
       run(config, workdir)
   except _USER_ERRORS as error:

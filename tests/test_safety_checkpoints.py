@@ -207,8 +207,7 @@ def test_finetuned_checkpoint_is_old_or_new_whatever_rename_fails(rig, tmp_path,
 def test_sigterm_during_finetune_training_exits_143_and_keeps_the_old_checkpoint(
     repo_root, tmp_path):
   workdir = tmp_path / "w"
-  args = ["--mode=finetune", "--config=configs/default.py:smoke", f"--workdir={workdir}",
-          "--config.finetune.method=calibrated"]
+  args = ["--mode=finetune", "--config=configs/default.py:smoke", f"--workdir={workdir}"]
   first = _main(repo_root, *args)
   assert first.returncode == 0, first.stderr[-2000:]
   rig_dir = workdir / "finetune" / "h36m"
@@ -242,7 +241,7 @@ def test_sigterm_during_finetune_training_exits_143_and_keeps_the_old_checkpoint
 
 def test_sigterm_while_saving_completes_the_new_checkpoint(tmp_path, monkeypatch):
   config = default.get_config("smoke")
-  config.heatmap_size, config.finetune.method, config.finetune.epochs = SIZE, "calibrated", 1
+  config.heatmap_size, config.finetune.epochs = SIZE, 1
   save = checkpoints.save_finetuned
 
   def save_during_sigterm(*args, **kwargs):

@@ -14,15 +14,16 @@ Protocol:
   2. Held-out rigs (never seen in pretraining): 4-camera subsets of the 6 held-out Panoptic
      cameras (several trials, averaged), the Human3.6M rig, Shelf, and any rig files listed.
      Per rig, training frames (the first K are the K-shot set) and test frames from another seed.
-  3. Methods, finetuned by `mf_tf.train.finetune` (layers from `make_fusion_layer`, a step budget
-     turned into epochs of `finetune_fusion`) and evaluated by
+  3. Methods, adapted by `mf_tf.train.adaptation.adapt` with the run's recipe
+     (`mf_tf.train.recipes`; a step budget turned into epochs) and evaluated by
      `mf_tf.evaluation.evaluate.evaluate_fusion` on the test frames:
-       no_fusion   K = "0"      the detector heatmaps;
-       metafuse    K = "0"      calibrated initialization (`mf_tf.fusion.calibrated`), no data;
-       metafuse    K in Ks      meta-learned omega_base (frozen), theta finetuned on K frames
-                                (init "calibrated": MetaFuse^0 finetuned too, the better start
-                                by validation JDR kept);
-       affine      K in Ks      SGD-pretrained omega_base (frozen), theta finetuned;
+       no_fusion       K = "0"   the detector heatmaps;
+       metafuse        K = "0"   calibrated initialization (`mf_tf.fusion.calibrated`), no data;
+       metafuse        K in Ks   the recipe's starts (e.g. the K labels' geometry, or the
+                                 meta-learned omega_base, frozen), theta finetuned on K frames,
+                                 the best start by the recipe's selection kept;
+       metafuse_paper  K in Ks   the same with the paper recipe (`paper_rows`);
+       affine          K in Ks   SGD-pretrained omega_base (frozen), theta finetuned;
        naive       K in Ks      pretrained matrices finetuned on K frames;
        naive       K = "full"   NaiveFuse on all the rig's training frames: the better start
                                 (validation JDR) of the scaled exact MSE optimum and the
@@ -64,16 +65,15 @@ from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import maml
 from mf_tf.models import backbone as backbone_lib
 from mf_tf.meta import tasks as tasks_lib
+from mf_tf.train import adaptation
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
 from mf_tf.train import pretrain as pretrain_lib
+from mf_tf.train import recipes
 from mf_tf.train import warmup as warmup_lib
 
 METHODS = ("no_fusion", "naive", "affine", "metafuse", "metafuse_paper")
 NAIVE_FULL_SOLVERS = ("epipolar", "least_squares", "fit")
-# MetaFuse^K theta initializations (`BenchmarkSettings.metafuse_init`) -> finetune method.
-METAFUSE_INITS = {"self_calibrated": "self_calibrated", "shared": "metafuse",
-                  "calibrated": "metafuse_calibrated"}
 NUMERIC_KEYS = ("jdr_mean", "jdr_visible", "jdr_occluded", "mpjpe_triangulation_mm",
                 "mpjpe_pictorial_mm")
 
@@ -121,7 +121,7 @@ class BenchmarkSettings:
     finetune: Finetuning of theta (MetaFuse, AffineFuse): paper Adam lr 5e-3.
     naive_finetune: Finetuning of NaiveFuse on K frames.
     naive_full: Adam steps of NaiveFuse^full on all training frames (from its solver's start).
-    naive_full_solver: Start of NaiveFuse^full's `naive_full` Adam steps (recipe loss and
+    naive_full_solver: Start of NaiveFuse^full's `naive_full` Adam steps (the recipe's loss and
       selection), chosen by validation JDR (`finetune.solve_naive_fusion`): "epipolar" (the
       better of the scaled MSE optimum and the epipolar matrices of the geometry estimated from
       the training labels), "least_squares" (the exact MSE optimum, its scale chosen) or "fit"
@@ -133,24 +133,16 @@ class BenchmarkSettings:
     eval_batch_size: Frames per fusion call in evaluation.
     source: "detector" or "images".
     images: Settings of the image path (dict), used when source == "images".
-    loss: Training loss of every fusion method (`ops.fusion_loss` kind; paper: "mse").
-    selection: Finetuning model selection, "val_jdr" or "val_loss" (paper: none; "val_loss"
-      is early stopping).
-    theta_grid: Finetuned theta parameterization: 0 per pixel (paper), g >= 2 a smooth g x g
-      residual field.
-    metafuse_init: Theta init of MetaFuse^K: "self_calibrated" (epipolar geometry estimated
-      from the K labelled frames), "shared" (the paper: the meta-learned init), "calibrated"
-      (the rig's calibration plus a meta-learned residual).
-    paper_rows: Also run "metafuse_paper": MetaFuse^K exactly as the paper (meta-learned shared
-      init, MSE, per-pixel theta, no selection beyond early stopping on the validation loss).
+    recipe: The `recipes.Recipe` of the MetaFuse^K rows (its starts) and of every method's
+      training (its loss, selection, theta parameterization and proximal weight).
+    paper_rows: Also run "metafuse_paper": MetaFuse^K with `recipes.PAPER` (when `recipe` is
+      another).
     outlier_px: Robust triangulation threshold (heatmap px) or None for the plain DLT.
     workers: Processes that run the held-out rigs' trials side by side (source "detector"; the
       image source runs them in this process). An AffineFusion train step runs on one core, so
       a second process keeps the other one busy.
     worker_threads: TensorFlow intra- and inter-op threads of each worker process; 0 leaves
-      TensorFlow's default (every core). Measured on 2 cores, default config, 2 workers: 504 s
-      with 2 threads each (the default there), 1057 s with 1 thread each (the multi-threaded
-      phases, NaiveFuse's dense products, evaluation and the MAML step, then run on one core).
+      TensorFlow's default (every core; against 1 thread per worker measured in BUILD.md).
   """
   joint_set: str = "h36m17"
   heatmap_size: int = 32
@@ -181,10 +173,7 @@ class BenchmarkSettings:
   eval_batch_size: int = 16
   source: str = "detector"
   images: dict = dataclasses.field(default_factory=dict)
-  loss: str = "ce"
-  selection: str = "val_jdr"
-  theta_grid: int = 4
-  metafuse_init: str = "self_calibrated"
+  recipe: recipes.Recipe = recipes.DEFAULT
   paper_rows: bool = True
   outlier_px: float | None = None
   workers: int = 1
@@ -206,15 +195,14 @@ class BenchmarkSettings:
     if int(self.worker_threads) != self.worker_threads or self.worker_threads < 0:
       raise ValueError(f"benchmark worker_threads={self.worker_threads}, expected an integer "
                        ">= 0 (0: TensorFlow's default)")
-    if self.metafuse_init not in METAFUSE_INITS:
-      raise ValueError(f"benchmark metafuse_init={self.metafuse_init!r}, expected one of "
-                       f"{sorted(METAFUSE_INITS)}")
 
-  def recipe(self, paper: bool = False) -> dict:
-    """Keyword arguments of `finetune` for this benchmark's (or the paper's) recipe."""
-    if paper:
-      return {"loss": "mse", "selection": "val_loss"}
-    return {"loss": self.loss, "selection": self.selection}
+  def row_recipes(self) -> dict:
+    """{MetaFuse^K row: recipe}: "metafuse" with `recipe`, and "metafuse_paper" with the
+    paper's (`paper_rows`, when `recipe` is another)."""
+    rows = {"metafuse": self.recipe}
+    if self.paper_rows and self.recipe != recipes.PAPER:
+      rows["metafuse_paper"] = recipes.PAPER
+    return rows
 
 
 # ----------------------------------------------------------------------------- training
@@ -250,21 +238,17 @@ def pretrain_affine(pool: tasks_lib.FramePool, pairs, maml_settings: metatrain.M
 
 
 def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float, seed: int,
-             progress: bool = False, label: str = "finetune", **recipe) -> dict:
-  """Few-shot finetuning with `mf_tf.train.finetune.finetune_fusion` on a step budget.
-
-  The budget `fit.steps` x `fit.batch_size` samples is converted to epochs over the training
-  part of the frames (finetune_fusion holds out 20% for validation and early stopping), so
-  every K gets about the same number of optimizer steps. `recipe` (loss, selection, proximal,
-  head_size_px, compiled) is passed to `finetune_fusion`.
+             progress: bool = False, label: str = "finetune", **options) -> dict:
+  """Training of one fusion layer by `mf_tf.train.finetune.finetune_fusion` on a step budget
+  (`adaptation.epochs_for_steps`): NaiveFuse pretraining and whole-rig training. `recipe` (loss,
+  selection, proximal, head_size_px, compiled: `options`) is passed to `finetune_fusion`.
   """
   count = len(heatmaps)
-  train_count = max(1, count - min(max(1, int(round(0.2 * count))), count - 1))
-  epochs = max(1, int(round(fit.steps * fit.batch_size / train_count)))
+  epochs = adaptation.epochs_for_steps(fit.steps, fit.batch_size, count)
   history = finetune_lib.finetune_fusion(
       layer, heatmaps, joints2d, target_sigma=target_sigma, learning_rate=fit.learning_rate,
       epochs=epochs, batch_size=fit.batch_size, seed=seed, progress=progress,
-      loss_temperature=fit.loss_temperature, **recipe)
+      loss_temperature=fit.loss_temperature, **options)
   logging.info("%s: %d epochs on %d frames, loss %.4f -> %.4f, val_loss %.4f -> %.4f", label,
                history["epochs"], count, history["loss"][0], history["loss"][-1],
                history["val_loss"][0], min(history["val_loss"]))
@@ -394,8 +378,8 @@ def panoptic_subsets(num_cameras: int, views: int, trials: int, seed: int) -> li
 class Pretrained:
   """Pretrained fusion models: MetaFuse and AffineFuse parameters, NaiveFuse per view count.
 
-  `metafuse` is the init of MetaFuse^K (None for the self-calibrated init, which needs no
-  pretraining), `metafuse_paper` the paper's meta-learned init (None without paper rows).
+  `metafuse` is the meta-trained init of the recipe's MetaFuse^K starts (None when they read
+  none), `metafuse_paper` the paper's meta-learned init (None without paper rows).
   """
   metafuse: maml.MetaParams | None
   affine: maml.MetaParams
@@ -433,21 +417,19 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
   timings["simulate_s"] = time.time() - start
 
   start = time.time()
-  paper_maml = dataclasses.replace(settings.maml, loss="mse")
   maml_runs = {}  # name -> (log line, MamlSettings, init, theta_by_pair)
-  if settings.metafuse_init == "shared":
-    maml_runs["metafuse"] = (f"MetaFuse meta-training, {settings.maml.num_steps} steps of "
-                             f"{settings.maml.tasks_per_step} tasks over {len(pairs)} pairs",
-                             settings.maml, None, None)
-  elif settings.metafuse_init == "calibrated":
-    init, theta_by_pair = metatrain.calibrated_meta_init(
-        rig, settings.heatmap_size, settings.line_width_px, settings.line_value)
-    maml_runs["metafuse"] = (f"MetaFuse meta-training from calibrated theta, "
-                             f"{settings.maml.num_steps} steps", settings.maml, init,
-                             theta_by_pair)
-  if settings.paper_rows and settings.metafuse_init != "shared":
-    maml_runs["metafuse_paper"] = (f"MetaFuse meta-training as in the paper, "
-                                   f"{settings.maml.num_steps} steps", paper_maml, None, None)
+  for name, recipe in settings.row_recipes().items():
+    maml_settings = dataclasses.replace(settings.maml, loss=recipe.loss)
+    if recipe.meta_theta_init == "shared":
+      maml_runs[name] = (f"MetaFuse meta-training ({recipe.name} recipe), "
+                         f"{settings.maml.num_steps} steps of {settings.maml.tasks_per_step} "
+                         f"tasks over {len(pairs)} pairs", maml_settings, None, None)
+    elif recipe.meta_theta_init == "calibrated":
+      init, theta_by_pair = metatrain.calibrated_meta_init(
+          rig, settings.heatmap_size, settings.line_width_px, settings.line_value)
+      maml_runs[name] = (f"MetaFuse meta-training from calibrated theta ({recipe.name} "
+                         f"recipe), {settings.maml.num_steps} steps", maml_settings, init,
+                         theta_by_pair)
   parallel = executor is not None
   meta_params, futures = {}, {}
   for name, (line, maml_settings, init, theta_by_pair) in maml_runs.items():
@@ -485,7 +467,8 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
                         f"naive_pretrain_{num_views}")
     finetune(layer, sub_frames["heatmaps"], sub_frames["joints2d"], settings.naive_pretrain,
              target_sigma=settings.target_sigma, seed=settings.seed, progress=progress,
-             label=f"naive pretrain V={num_views}", **settings.recipe())
+             label=f"naive pretrain V={num_views}", loss=settings.recipe.loss,
+             selection=settings.recipe.selection)
     naive[num_views] = layer.matrices.numpy()
   timings["naive_pretrain_s"] = time.time() - start
   for name, future in futures.items():
@@ -496,7 +479,8 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
     for name, params in (("metafuse", meta), ("metafuse_paper", paper)):
       if params is not None:
         checkpoints.save_meta_params(params, os.path.join(workdir, f"{name}.npz"),
-                                   {"method": "maml", "init": settings.metafuse_init})
+                                   {"method": "maml",
+                                    "recipe": settings.row_recipes()[name].name})
   return Pretrained(meta, affine, naive, timings, paper)
 
 
@@ -516,7 +500,8 @@ def needs_pretraining(method: str, shots, settings: BenchmarkSettings) -> bool:
   NaiveFuse^full and the self-calibrated MetaFuse^K do not, so they can run during it."""
   if method == "no_fusion" or str(shots) in ("0", "full"):
     return False
-  return not (method == "metafuse" and settings.metafuse_init == "self_calibrated")
+  recipe = settings.row_recipes().get(method)
+  return recipe is None or recipe.meta_theta_init is not None
 
 
 def _shots_order(shots: str):
@@ -575,67 +560,57 @@ def benchmark_rig(rig, pretrained: Pretrained | None, settings: BenchmarkSetting
     record("no_fusion", 0, None)
     record("metafuse", 0, calibrated_layer(rig, size, temperature, settings.line_width_px,
                                            settings.line_value))
-  fit_kwargs = dict(target_sigma=settings.target_sigma, seed=seed, progress=progress)
-  common = dict(temperature=temperature, line_width_px=settings.line_width_px,
-                line_value=settings.line_value)
-  metafuse_method = METAFUSE_INITS[settings.metafuse_init]
-  # One layer object and compiled train step per method, its weights set anew for every K (and
-  # NaiveFuse^full): the step is traced and compiled once per method and rig, not once per K.
+  line = dict(temperature=temperature, line_width_px=settings.line_width_px,
+              line_value=settings.line_value)
+  # One layer object and compiled train step per row and start, its weights set anew for every
+  # K (and NaiveFuse^full): the step is traced and compiled once per row and rig, not per K.
   slots = {}
 
-  def reuse(name, layer):
-    if name not in slots:
-      slots[name] = (layer, {})
-      return slots[name]
-    kept, compiled = slots[name]
-    kept.set_weights(layer.get_weights())
-    return kept, compiled
+  def reuse(name, starts):
+    kept = []
+    for start, layer in starts:
+      key = (name, start)
+      if key not in slots:
+        slots[key] = (layer, {})
+      else:
+        slots[key][0].set_weights(layer.get_weights())
+      kept.append((start, slots[key][0]))
+    return kept, {start: slots[(name, start)][1] for start, _ in starts}
 
+  row_recipes = settings.row_recipes()
+  rows = [(name, row_recipes.get(name, settings.recipe))
+          for name in ("metafuse", "affine", "naive", "metafuse_paper")
+          if name in row_recipes or name in ("affine", "naive")]
   for shots in settings.shots:
     heatmaps, joints2d = train["heatmaps"][:shots], train["joints2d"][:shots]
     head = train["head_size"][:shots] if "head_size" in train else None
-    runs = [("metafuse", metafuse_method), ("affine", "affine"), ("naive", "naive")]
-    if settings.paper_rows and metafuse_method != "metafuse":
-      runs.append(("metafuse_paper", "metafuse"))
-    for name, method in runs:
+    for name, recipe in rows:
       if not wanted(name, shots):
         continue
-      naive, paper = method == "naive", name == "metafuse_paper"
-      # Without pretrained models only the self-calibrated MetaFuse^K gets here (no init).
-      init = None if pretrained is None else {
-          "metafuse": pretrained.metafuse, "affine": pretrained.affine,
-          "naive": pretrained.naive[rig.num_views],
-          "metafuse_paper": pretrained.metafuse_paper}[name]
-      layer, compiled = reuse(name, finetune_lib.make_fusion_layer(
-          method, rig, size, init=init, labels=joints2d, name=name,
-          theta_grid=0 if (naive or paper) else settings.theta_grid, **common))
+      naive = name == "naive"
+      starts = recipe.starts if name in row_recipes else (name,)
+      # Without pretrained models only starts that read none get here.
+      meta = None if pretrained is None else (
+          pretrained.metafuse_paper if name == "metafuse_paper" else pretrained.metafuse)
+      inits = {} if pretrained is None else {
+          "metafuse": meta,
+          "metafuse_calibrated": pretrained.metafuse, "affine": pretrained.affine,
+          "naive": pretrained.naive[rig.num_views]}
+      starts, compiled = reuse(name, adaptation.start_layers(
+          recipe, starts, rig, size, inits=inits, labels=joints2d, name=name, **line))
       fit = settings.naive_finetune if naive else settings.finetune
-      history = finetune(layer, heatmaps, joints2d, fit, label=f"{rig.name} {name}^{shots}",
-                         head_size_px=head, compiled=compiled, **settings.recipe(paper),
-                         **fit_kwargs)
-      if method == "metafuse_calibrated":
-        # The calibrated variant also finetunes MetaFuse^0 itself (line base, calibrated
-        # theta) on the same split and keeps the start with the better validation JDR, so it
-        # never ends below MetaFuse^0 on validation frames (the meta-learned base and residual
-        # are a start below it on some rigs).
-        plain, plain_compiled = reuse(f"{name}_plain", finetune_lib.make_fusion_layer(
-            "calibrated", rig, size, name=f"{name}_plain", theta_grid=settings.theta_grid,
-            **common))
-        plain_history = finetune(plain, heatmaps, joints2d, fit,
-                                 label=f"{rig.name} {name}^{shots} from MetaFuse^0",
-                                 head_size_px=head, compiled=plain_compiled,
-                                 **settings.recipe(paper), **fit_kwargs)
-        if plain_history["best_val_jdr"] > history["best_val_jdr"]:
-          layer = plain
-        logging.info("%s %s^%s: kept the %s start (validation JDR %.1f%% meta, %.1f%% "
-                     "MetaFuse^0)", rig.name, name, shots,
-                     "meta-learned" if layer is not plain else "MetaFuse^0",
-                     history["best_val_jdr"], plain_history["best_val_jdr"])
-      record(name, shots, layer.materialize() if not naive else layer)
+      adapted = adaptation.adapt(
+          recipe, starts, heatmaps, joints2d, target_sigma=settings.target_sigma,
+          epochs=adaptation.epochs_for_steps(fit.steps, fit.batch_size, len(heatmaps)),
+          learning_rate=fit.learning_rate, batch_size=fit.batch_size,
+          loss_temperature=fit.loss_temperature, seed=seed, head_size_px=head,
+          progress=progress, compiled=compiled, label=f"{rig.name} {name}^{shots}")
+      layer = adapted["layer"]
+      record(name, shots, layer if naive else layer.materialize())
   if not wanted("naive", "full"):
     return results
-  layer, compiled = reuse("naive", finetune_lib.make_fusion_layer(
-      "naive", rig, size, temperature=temperature, name="naive_full"))
+  [(_, layer)], compiled = reuse("naive", adaptation.start_layers(
+      settings.recipe, ("naive",), rig, size, name="naive_full", **line))
   if settings.naive_full_solver != "fit":
     solved = finetune_lib.solve_naive_fusion(
         layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
@@ -647,7 +622,9 @@ def benchmark_rig(rig, pretrained: Pretrained | None, settings: BenchmarkSetting
   # Adam steps with the recipe's loss (from the solved start, or from zero with "fit").
   finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
            label=f"{rig.name} naive^full", head_size_px=train.get("head_size"),
-           compiled=compiled, **settings.recipe(), **fit_kwargs)
+           compiled=compiled["naive"], loss=settings.recipe.loss,
+           selection=settings.recipe.selection, proximal=settings.recipe.proximal,
+           target_sigma=settings.target_sigma, seed=seed, progress=progress)
   record("naive", "full", layer)
   return results
 

@@ -4,23 +4,20 @@ r"""End-to-end demo on the embedded synthetic world: `--mode=demo`.
   python -m mf_tf.main --mode=demo --config=configs/default.py:smoke --workdir=/tmp/mf_demo_s
 
 Stages (config.demo; nothing is downloaded):
-  1. Meta-train MetaFuse as in the paper (MAML over ordered camera pairs, MSE) on frames of the
-     pretraining rig (config.rig.pretrain, the 20-camera Panoptic dome) -> <out>/
-     meta_params_paper.npz (with config.demo.paper_row, or meta_params.npz when
-     config.demo.metafuse_init="shared").
-  2. Finetune on K = config.demo.shots labelled frames of the new rig (config.rig.target, the
-     Human3.6M rig, never seen in pretraining) with `mf_tf.train.finetune`. MetaFuse^K starts
-     from config.demo.metafuse_init: "self_calibrated" (default, measured best): every pair's
-     epipolar geometry estimated from the K frames' labelled joints (robust eight-point), the
-     line base, a smooth theta residual finetuned with the config's loss and kept only if the
-     validation JDR improves; "shared": the paper's meta-learned init. The checkpoint goes to
+  1. Meta-train MetaFuse (MAML over ordered camera pairs, the recipe's loss) on frames of the
+     pretraining rig (config.rig.pretrain, the 20-camera Panoptic dome) for every recipe whose
+     starts read it: the paper's (config.demo.paper_row) -> <out>/meta_params_paper.npz, the
+     run's (config.recipe) -> meta_params.npz or meta_params_calibrated.npz.
+  2. Adapt to K = config.demo.shots labelled frames of the new rig (config.rig.target, the
+     Human3.6M rig, never seen in pretraining) with `mf_tf.train.adaptation.adapt` and the
+     run's recipe (`mf_tf.train.recipes`; the default: every pair's epipolar geometry estimated
+     from the K frames' labelled joints, the line base, a smooth theta residual finetuned with
+     cross-entropy and kept only if the validation JDR improves). The checkpoint goes to
      <workdir>/finetune/<rig> (what --mode=evaluate and --mode=export read).
   3. Evaluate on held-out test frames of the new rig: No-Fusion, MetaFuse^0 (calibrated from
-     the rig, no data), MetaFuse^K, and with config.demo.paper_row MetaFuse^K (paper); print the
-     table, write results.{json,md}. With config.demo.calibrated_variant also
-     MetaFuse^K-calibrated ("metafuse_calibrated"): meta-training starts every pair task from
-     its calibrated theta plus a meta-learned shared residual, and the new rig's pairs start
-     from their calibrated theta plus that residual (<out>/meta_params_calibrated.npz).
+     the rig, no data), MetaFuse^K, with config.demo.paper_row MetaFuse^K (paper) and with
+     config.demo.calibrated_variant MetaFuse^K-calibrated (the "calibrated" recipe); print the
+     table, write results.{json,md}.
   4. Figures: the comparison bars (methods.png), and a paper-Figure-6 heatmap figure
      (figure6.png): one occluded joint in one view, ground truth, initial and fused heatmaps, and
      the heatmap warped from each other view, W_{u->v} h_u, whose ridge is the epipolar line.
@@ -51,8 +48,9 @@ from mf_tf.geometry.rig import pair_index
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.models import backbone as backbone_lib
 from mf_tf.serving import export as export_lib
-from mf_tf.train import finetune as finetune_lib
+from mf_tf.train import adaptation
 from mf_tf.train import metatrain
+from mf_tf.train import recipes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,20 +80,18 @@ class DemoSettings:
   export_backbone_weights: str
   export_top_k: int
   progress: bool
-  calibrated_variant: bool = False
-  metafuse_init: str = "self_calibrated"
-  paper_row: bool = True
-  loss: str = "ce"
-  selection: str = "val_jdr"
-  theta_grid: int = 4
+  recipe: recipes.Recipe
+  paper_row: bool
+  calibrated_variant: bool
 
 
-DEMO_INITS = ("self_calibrated", "shared")
-
-
-def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "shared",
+def _pretrain_meta(settings: DemoSettings, out_dir: str, recipe: recipes.Recipe,
                    file_name: str | None = None):
-  """Meta-trains on the pretraining rig; theta_init "shared" (paper) or "calibrated"."""
+  """Meta-trains on the pretraining rig what the recipe's starts read (its loss and theta
+  init: "shared", the paper's, or "calibrated")."""
+  theta_init = recipe.meta_theta_init
+  settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml,
+                                                                    loss=recipe.loss))
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   frames = world.simulate_frames(rig, settings.pretrain_frames, settings.seed, settings.joint_set,
                                  settings.heatmap_size, detector_params=settings.detector,
@@ -117,8 +113,9 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str, *, theta_init: str = "s
   path = os.path.join(out_dir, file_name) if file_name else path
   checkpoints.save_meta_params(params, path, {"rig": rig.name, "steps": settings.maml.num_steps,
                                             "heatmap_size": settings.heatmap_size,
-                                            "theta_init": theta_init})
-  return params, rig
+                                            "theta_init": theta_init,
+                                            "recipe": recipe.name})
+  return params
 
 
 def choose_example(initial_coords, fused_coords, joints2d, visibility, head_size):
@@ -212,19 +209,16 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
     {"results": {method: result}, "paths": {...}, "timings": {...}, "example": {...}}.
   """
   os.makedirs(out_dir, exist_ok=True)
-  if settings.metafuse_init not in DEMO_INITS:
-    raise ValueError(f"demo metafuse_init={settings.metafuse_init!r}, expected one of "
-                     f"{DEMO_INITS}")
   timings = {}
   start = time.time()
   pretrain_rig = rigs_lib.get_rig(settings.pretrain_rig)
-  paper_maml = dataclasses.replace(settings.maml, loss="mse")
-  meta = paper_meta = None
-  if settings.metafuse_init == "shared":
-    meta, _ = _pretrain_meta(settings, out_dir)
-  if settings.paper_row and settings.metafuse_init != "shared":
-    paper_meta, _ = _pretrain_meta(dataclasses.replace(settings, maml=paper_maml), out_dir,
-                                   file_name="meta_params_paper.npz")
+  recipe = settings.recipe
+  paper = settings.paper_row and recipe != recipes.PAPER
+  meta = {}  # recipe name -> meta-trained init of its starts
+  if recipe.meta_theta_init is not None:
+    meta[recipe.name] = _pretrain_meta(settings, out_dir, recipe)
+  if paper:
+    meta["paper"] = _pretrain_meta(settings, out_dir, recipes.PAPER, "meta_params_paper.npz")
   timings["metatrain_s"] = time.time() - start
 
   rig = rigs_lib.get_rig(settings.target_rig)
@@ -243,51 +237,48 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
   limb_lengths = pictorial.mean_limb_lengths(poses["joints3d"], settings.joint_set)
   line = dict(temperature=settings.temperature, line_width_px=settings.line_width_px,
               line_value=settings.line_value)
-  method = "self_calibrated" if settings.metafuse_init == "self_calibrated" else "metafuse"
-  layer = finetune_lib.make_fusion_layer(method, rig, settings.heatmap_size, init=meta,
-                                         labels=train["joints2d"], name="metafuse",
-                                         theta_grid=settings.theta_grid, **line)
-  logging.info("demo: finetuning theta on %d labelled frames of %s (%d views), about %d steps "
-               "(init: %s)", settings.shots, rig.name, rig.num_views, settings.finetune.steps,
-               settings.metafuse_init)
-  recipe = dict(target_sigma=settings.target_sigma, seed=settings.seed,
-                progress=settings.progress, head_size_px=train["head_size"])
-  history = benchmark.finetune(layer, train["heatmaps"], train["joints2d"], settings.finetune,
-                               label=f"finetune {rig.name}", loss=settings.loss,
-                               selection=settings.selection, **recipe)
+  fit = settings.finetune
+  fit_kwargs = dict(target_sigma=settings.target_sigma, seed=settings.seed,
+                    progress=settings.progress, head_size_px=train["head_size"],
+                    epochs=adaptation.epochs_for_steps(fit.steps, fit.batch_size, settings.shots),
+                    learning_rate=fit.learning_rate, batch_size=fit.batch_size,
+                    loss_temperature=fit.loss_temperature)
+
+  def adapt(row_recipe, init, name, label):
+    starts = adaptation.start_layers(
+        row_recipe, row_recipe.starts, rig, settings.heatmap_size, labels=train["joints2d"],
+        inits={start: init for start in recipes.META_STARTS}, name=name, **line)
+    return adaptation.adapt(row_recipe, starts, train["heatmaps"], train["joints2d"],
+                            label=label, **fit_kwargs)
+
+  logging.info("demo: adapting to %d labelled frames of %s (%d views), about %d steps "
+               "(recipe: %s)", settings.shots, rig.name, rig.num_views, fit.steps, recipe.name)
+  adapted = adapt(recipe, meta.get(recipe.name), "metafuse", f"finetune {rig.name}")
+  layer, history = adapted["layer"], adapted["history"]
   losses = history["loss"]
   checkpoint = checkpoints.save_finetuned(
       layer, rig, checkpoint_dir,
-      {"method": method, "shots": settings.shots, "heatmap_size": settings.heatmap_size,
+      {"method": adapted["start"], "recipe": recipe.name, "shots": settings.shots,
+       "heatmap_size": settings.heatmap_size,
        "temperature": settings.temperature, "epochs": history["epochs"],
        "loss": losses[-1], "val_loss": min(history["val_loss"]), "source": "demo",
        "kept_start": history["restored_init"], "val_jdr": history["best_val_jdr"]})
   timings["finetune_s"] = time.time() - start
 
   paper_layer = None
-  if paper_meta is not None:
+  if paper:
     start = time.time()
-    paper_layer = finetune_lib.make_fusion_layer(
-        "metafuse", rig, settings.heatmap_size, init=paper_meta, name="metafuse_paper",
-        temperature=settings.temperature)
-    benchmark.finetune(paper_layer, train["heatmaps"], train["joints2d"], settings.finetune,
-                       label=f"finetune (paper) {rig.name}", loss="mse", selection="val_loss",
-                       **recipe)
+    paper_layer = adapt(recipes.PAPER, meta["paper"], "metafuse_paper",
+                        f"finetune (paper) {rig.name}")["layer"]
     timings["paper_row_s"] = time.time() - start
 
   calibrated_variant = None
-  if settings.calibrated_variant:
+  if settings.calibrated_variant and recipe != recipes.CALIBRATED:
     start = time.time()
-    meta_cal, _ = _pretrain_meta(settings, out_dir, theta_init="calibrated")
-    calibrated_variant = finetune_lib.make_fusion_layer(
-        "metafuse_calibrated", rig, settings.heatmap_size, init=meta_cal,
-        name="metafuse_calibrated", theta_grid=settings.theta_grid, **line)
-    history_cal = benchmark.finetune(
-        calibrated_variant, train["heatmaps"], train["joints2d"], settings.finetune,
-        label=f"finetune metafuse_calibrated {rig.name}", loss=settings.loss,
-        selection=settings.selection, **recipe)
+    meta_cal = _pretrain_meta(settings, out_dir, recipes.CALIBRATED)
+    calibrated_variant = adapt(recipes.CALIBRATED, meta_cal, "metafuse_calibrated",
+                               f"finetune metafuse_calibrated {rig.name}")["layer"]
     timings["calibrated_variant_s"] = time.time() - start
-    logging.info("demo: metafuse_calibrated kept its init: %s", history_cal["restored_init"])
 
   start = time.time()
   shots_name = f"MetaFuse^{settings.shots}"

@@ -89,12 +89,6 @@ INIT_OUTLIER_PX = 25.0
 # median + OUTLIER_MADS * 1.4826 MAD) of the reprojection errors (a 5-sigma rule, robust).
 OUTLIER_MADS = 5.0
 OUTLIER_MIN_PX = 3.0
-# The solutions from several starts are compared by a truncated quadratic cost (MSAC, Torr &
-# Zisserman 2000) over every confident observation: sum of min(error, this)^2, raw pixels, an
-# observation whose point was not triangulated costing the full truncation. About twice the
-# detector's median keypoint error on the first pair (4-5 px with BlazePose on the Pose2Sim
-# demo); the variants are compared in BUILD.md.
-SELECTION_TRUNCATION_PX = 10.0
 # Degenerate structure: the principal standard deviations (s1 >= s2 >= s3) of the first pair's
 # triangulated joints, as fractions of their median depth. One person standing still spans about
 # (0.10, 0.03, 0.02) at 4.5 m; people walking over a 4 m area (0.25, 0.2, 0.1).
@@ -382,21 +376,6 @@ def _adjust(data: _Data, rotations, translations, points, use, refine_focal, los
                    int(use.sum()), log, start)
 
 
-def _truncated_cost(data: _Data, solution: _Solution) -> float:
-  """Sum over every confident observation of min(reprojection error, truncation)^2, px^2."""
-  view_of, point_of = np.nonzero(data.valid)
-  error = np.full(view_of.size, SELECTION_TRUNCATION_PX)
-  known = np.all(np.isfinite(solution.points[point_of]), axis=-1)
-  views, points = view_of[known], point_of[known]
-  K = adjustment.scaled_intrinsics(np.stack([camera.K for camera in data.cameras]),
-                                   solution.focal_scale)
-  dist = np.stack([camera.dist for camera in data.cameras])
-  projected = adjustment.project(K[views], dist[views], solution.rotations[views],
-                                 solution.translations[views], solution.points[points])
-  error[known] = np.linalg.norm(projected - data.uv[views, points], axis=-1)
-  return float(np.sum(np.minimum(error, SELECTION_TRUNCATION_PX) ** 2))
-
-
 # ----------------------------------------------------------------------------- main entry
 
 
@@ -423,7 +402,7 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
     loss: Robust loss of `scipy.optimize.least_squares` ("linear", "soft_l1", "huber", ...).
     f_scale_px: Its inlier scale, raw pixels.
     starts: Solve from this many camera pairs (most correspondences first) and keep the solution
-      of the lowest truncated reprojection cost (`SELECTION_TRUNCATION_PX`).
+      with the most inlier observations.
     name: Name of the returned rig (`mf_tf.files.check_name`).
 
   Returns:
@@ -464,9 +443,10 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
                  f"{names[a]}-{names[b]} {shared[a, b]}" for a in range(num_views)
                  for b in range(a + 1, num_views)))
 
-  # 2-4 from each of the `starts` best-connected camera pairs; the solution of the lowest
-  # truncated cost over every confident observation wins (a wrong start, e.g. a camera placed on
-  # mismatched identities, explains fewer of them).
+  # 2-4 from each of the `starts` best-connected camera pairs; the adjustment that keeps the most
+  # observations within its outlier threshold wins (a wrong start, e.g. a camera placed on
+  # mismatched identities, leaves that camera with few). Other selection rules are compared in
+  # BUILD.md.
   best_connected = int(np.unravel_index(int(np.argmax(shared)), shared.shape)[0])
   reached = _connected(shared, min_shared, [best_connected])
   if len(reached) < num_views:
@@ -482,7 +462,7 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
   pairs = sorted(((int(shared[a, b]), a, b) for a in range(num_views)
                   for b in range(a + 1, num_views)), reverse=True)[:max(1, starts)]
   data = _Data(cameras, uv, xy, undistorted, valid, scores, shared)
-  best, best_cost, failures = None, np.inf, []
+  best, failures = None, []
   for _, first, second in pairs:
     try:
       steps = []
@@ -492,11 +472,10 @@ def estimate_extrinsics(observations: Observations, cameras: Sequence[Camera], *
     except ValueError as error:
       failures.append(error)
       continue
-    cost = _truncated_cost(data, solution)
     log.append(f"start {names[first]}-{names[second]}: {solution.num_inliers} inlier "
-               f"observations, truncated cost {cost:.4g} px^2")
-    if best is None or cost < best_cost:
-      best, best_cost = solution, cost
+               "observations")
+    if best is None or solution.num_inliers > best.num_inliers:
+      best = solution
   if best is None:
     raise failures[0]
   log.extend(best.log)

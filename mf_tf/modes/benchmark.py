@@ -61,9 +61,7 @@ def settings_from_config(config) -> benchmark.BenchmarkSettings:
       line_value=fusion.line_value,
       eval_batch_size=int(config.evaluate.batch_size), source=str(section.source),
       images=dict(section.images.to_dict()) if "images" in section else {},
-      loss=fusion.loss, selection=str(config.finetune.selection),
-      theta_grid=int(config.finetune.theta_grid), metafuse_init=str(section.metafuse_init),
-      paper_rows=bool(section.paper_rows),
+      recipe=common.recipe(config), paper_rows=bool(section.paper_rows),
       outlier_px=float(config.evaluate.outlier_px) or None,
       workers=int(section.get("workers", 1)),
       worker_threads=int(section.get("worker_threads", 0)))

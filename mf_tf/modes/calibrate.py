@@ -14,8 +14,9 @@ frames_dir, opened by `modes.video.open_input`). The intrinsics come from a cali
 checkerboard images (config.calibrate.checkerboard=DIR, one subfolder per camera, with
 config.calibrate.board=COLSxROWS inner corners and square_mm; `geometry.checkerboard`). Frames
 start:stop:stride (stride 0: max_frames spread over the range) go through BlazePose per view;
-`reconstruct.people_tracks` follows people per view and matches them across views by their
-epipolar agreement (no extrinsics needed); `geometry.people_calibration.estimate_extrinsics`
+`reconstruct.people_matching` matches the people across views by their epipolar agreement (no
+extrinsics needed): whole tracks of consecutive frames (`reconstruct.people_tracks`), or frame by
+frame for instants far apart (config.calibrate.association: auto, tracks, frames); `geometry.people_calibration.estimate_extrinsics`
 places the cameras (scale from config.calibrate.person_height_mm or camera_distance=camA,camB,MM).
 The rig is written to <workdir>/calibrate/<name>.json (canonical JSON, read by every mode, e.g.
 --config.video.rig=...), each camera's final reprojection error printed. With
@@ -55,6 +56,7 @@ from mf_tf.geometry import people_calibration
 from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
 from mf_tf.modes import video
+from mf_tf.reconstruct import people_matching
 from mf_tf.reconstruct import people_tracks
 from mf_tf.reconstruct import recording as recording_lib
 
@@ -147,8 +149,9 @@ def calibrate_from_people(settings, workdir: str) -> people_calibration.Calibrat
     detections = people_tracks.detect(video.models(int(settings.workers)), frames,
                                       intrinsics.cameras, str(settings.joint_set))
     detected = time.perf_counter()
-  observations = people_tracks.observations_from_detections(
-      detections, intrinsics.cameras, str(settings.joint_set), min_score=float(settings.min_score),
+  observations = people_matching.match_people(
+      detections, intrinsics.cameras, str(settings.joint_set),
+      association=str(settings.association), min_score=float(settings.min_score),
       max_people=int(settings.max_people) or None)
   num_people = observations.scores.shape[2]
   print(f"calibrate: {count} frames x {len(intrinsics.cameras)} cameras, {num_people} people "

@@ -1,4 +1,4 @@
-"""What several modes read from the config: rigs, fusion settings, target sigma, strategy.
+"""What several modes read from the config: rigs, recipe, fusion settings, target sigma, strategy.
 
 The only place besides each mode's own file where the config is read; everything returned is a
 plain value or a library object.
@@ -13,6 +13,7 @@ from mf_tf.fusion.settings import FusionSettings
 from mf_tf.geometry import rigs
 from mf_tf.geometry.rig import Rig
 from mf_tf.train import common as train_common
+from mf_tf.train import recipes
 from mf_tf.train.metatrain import MamlSettings
 
 RIG_ROLES = ("pretrain", "target")
@@ -34,12 +35,20 @@ def rig_output_dir(workdir: str, mode: str, rig: Rig) -> str:
   return files.inside(workdir, mode, files.check_name(rig.name, "rig name"))
 
 
+def recipe(config) -> recipes.Recipe:
+  """The `recipes.Recipe` named by `config.recipe`."""
+  try:
+    return recipes.get_recipe(str(config.recipe))
+  except ValueError as error:
+    raise ValueError(f"config.recipe: {error}") from None
+
+
 def fusion_settings(config) -> FusionSettings:
-  """`FusionSettings` of `config.fusion` (validated)."""
+  """`FusionSettings` of `config.fusion` with the recipe's training loss (validated)."""
   section = config.fusion
   return FusionSettings(temperature=float(section.temperature),
                         loss_temperature=float(section.loss_temperature),
-                        loss=str(section.loss), line_width_px=float(section.line_width_px),
+                        loss=recipe(config).loss, line_width_px=float(section.line_width_px),
                         line_value=float(section.line_value))
 
 

@@ -50,9 +50,8 @@ def settings_from_config(config) -> demo.DemoSettings:
       export_backbone=str(section.export_backbone),
       export_backbone_weights=str(section.export_backbone_weights),
       export_top_k=int(config.export.top_k), progress=bool(section.progress),
-      calibrated_variant=bool(section.calibrated_variant), metafuse_init=str(section.metafuse_init),
-      paper_row=bool(section.paper_row), loss=fusion.loss,
-      selection=str(config.finetune.selection), theta_grid=int(config.finetune.theta_grid))
+      recipe=common.recipe(config), paper_row=bool(section.paper_row),
+      calibrated_variant=bool(section.calibrated_variant))
 
 
 def run(config, workdir: str) -> dict:

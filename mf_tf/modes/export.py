@@ -4,7 +4,8 @@ r"""--mode=export: one TF Serving SavedModel version per rig of config.export.ri
 
 The backbone is config.export.backbone_weights (default: the warm-up's); each rig's fusion is its
 finetuned checkpoint or MetaFuse^0 (config.export.fusion_source). The SavedModel layout and
-signatures are `mf_tf.serving.export`'s.
+signatures are `mf_tf.serving.export`'s; the batching_parameters beside models.config come from
+config.export.batching (`mf_tf.serving.batching`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from mf_tf.geometry import calibration
 from mf_tf.geometry import rigs
 from mf_tf.models.backbone import build_backbone
 from mf_tf.modes import common
+from mf_tf.serving import batching
 from mf_tf.serving import export
 from mf_tf.serving import model_config
+from mf_tf.serving import server
 
 
 def export_dir(config, workdir: str) -> str:
@@ -104,6 +107,29 @@ def load_fusion(config, workdir: str, rig_spec: str):
   return fusion, target
 
 
+def batching_settings(config) -> batching.BatchingSettings:
+  """The `batching_parameters` of `config.export.batching` (defaults where absent).
+
+  Raises:
+    ValueError: A bad value, or a max_batch_size below the largest request the served models
+      take (`server.MAX_BATCH_FRAMES`), which TF Serving would refuse.
+  """
+  section = config.export.get("batching") or {}
+  values = {key: int(section[key]) for key in ("max_batch_size", "batch_timeout_micros",
+                                               "max_enqueued_batches", "num_batch_threads")
+            if key in section}
+  sizes = str(section.get("allowed_batch_sizes", "") or "")
+  try:
+    values["allowed_batch_sizes"] = tuple(int(part) for part in sizes.split(",") if part.strip())
+    settings = batching.BatchingSettings(**values)
+  except ValueError as error:
+    raise ValueError(f"config.export.batching: {error}") from error
+  if settings.max_batch_size < server.MAX_BATCH_FRAMES:
+    raise ValueError(f"config.export.batching.max_batch_size={settings.max_batch_size}, expected "
+                     f">= {server.MAX_BATCH_FRAMES}: the frames one request may carry")
+  return settings
+
+
 def synthetic_images(config, image_size: int, count: int) -> np.ndarray:
   """`count` rendered views of the synthetic world seen by `config.rig.target`: uint8 [N,S,S,3]."""
   rig = rigs.get_rig(config.rig.target)
@@ -135,6 +161,7 @@ def run(config, workdir: str) -> list[str]:
           f"config.export.rigs entries {first[rig.name]!r} and {name!r} both give the rig "
           f"{rig.name!r}: expected one entry per served model name (rename one rig's \"name\")")
     first[rig.name] = name
+  batching_parameters = batching_settings(config)
   backbone = load_backbone(config, workdir)
   top_k = int(config.export.top_k) or None
   settings = common.fusion_settings(config)
@@ -147,10 +174,12 @@ def run(config, workdir: str) -> list[str]:
         line_width_px=settings.line_width_px, line_value=settings.line_value,
         version=int(config.export.version) or None,
         base_path_prefix=config.export.base_path_prefix or None, warmup=config.export.warmup,
+        batching=batching_parameters,
         export_config={"fusion_source": config.export.fusion_source,
                        "joint_set": config.joint_set, "config": config.to_dict()})
     print(f"exported {rig.name!r} ({rig.num_views} views, "
           f"{'dense' if top_k is None else f'top-{top_k}'} fusion) to {path}")
     paths.append(path)
-  print(f"models.config: {os.path.join(root, model_config.MODELS_CONFIG)}")
+  print(f"models.config: {os.path.join(root, model_config.MODELS_CONFIG)}; "
+        f"{os.path.join(root, batching.BATCHING_PARAMETERS)}")
   return paths

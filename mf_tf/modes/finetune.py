@@ -2,8 +2,11 @@
 
 The frames are config.finetune.data_dir's (a dataset written by --mode=simulate or
 `mf_tf.data.convert`), a TFDS dataset's (config.finetune.tfds, `mf_tf.data.tfds_builders`) or
-simulated on the rig; the loop is `mf_tf.train.finetune.finetune_fusion`
-(Keras fit, kept only if the validation JDR does not drop). Output: <workdir>/finetune/<rig name>/
+simulated on the rig. config.recipe (`mf_tf.train.recipes`) gives the starts (the meta-trained
+init from <workdir>/metatrain/ for the paper's) and how they are finetuned:
+`mf_tf.train.adaptation.adapt` keeps the best start and epoch by the recipe's selection
+(config.finetune.fusion=affine|naive: the paper's baselines instead, from <workdir>/pretrain/).
+Output: <workdir>/finetune/<rig name>/
 (`mf_tf.checkpoints.save_finetuned`: one folder swapped in by one rename, with the run's
 TensorBoard logs in its tensorboard/).
 
@@ -29,16 +32,20 @@ from mf_tf.data import pipeline
 from mf_tf.data import tfds_builders
 from mf_tf.data import world
 from mf_tf.modes import common
+from mf_tf.train import adaptation
 from mf_tf.train import finetune
 from mf_tf.train import stopping
+
+FUSIONS = ("metafuse", "affine", "naive")
 
 
 def run(config, workdir: str) -> str:
   """Writes <workdir>/finetune/<rig name>/ (read with `mf_tf.checkpoints.load_finetuned`)."""
   section = config.finetune
-  method = section.method
-  if method not in finetune.METHODS:
-    raise ValueError(f"config.finetune.method={method!r}, expected one of {finetune.METHODS}")
+  if section.fusion not in FUSIONS:
+    raise ValueError(f"config.finetune.fusion={section.fusion!r}, expected one of {FUSIONS}")
+  recipe = common.recipe(config)
+  starts = recipe.starts if section.fusion == "metafuse" else (section.fusion,)
   rig = common.rig(config, "target")
   finetune.validate_rig(rig)
   size = int(config.heatmap_size)
@@ -71,13 +78,14 @@ def run(config, workdir: str) -> str:
                                    detector_params=world.detector_params_from_config(
                                        config.detector))
     heatmaps, joints2d = frames["heatmaps"], frames["joints2d"]
-  init_path = section.init or checkpoints.default_init_path(method, workdir)
+  init_paths = {start: section.init or checkpoints.default_init_path(start, workdir)
+                for start in starts}
   fusion = common.fusion_settings(config)
-  layer = finetune.make_fusion_layer(
-      method, rig, size, init=checkpoints.load_init(method, init_path),
-      temperature=fusion.temperature, line_width_px=fusion.line_width_px,
-      line_value=fusion.line_value,
-      theta_grid=0 if method == "naive" else int(section.theta_grid), labels=joints2d)
+  layers = adaptation.start_layers(
+      recipe, starts, rig, size,
+      inits={start: checkpoints.load_init(start, path) for start, path in init_paths.items()},
+      labels=joints2d, temperature=fusion.temperature, line_width_px=fusion.line_width_px,
+      line_value=fusion.line_value)
   root = files.inside(workdir, "finetune")
   rig_dir = checkpoints.finetuned_rig_dir(root, rig)
   files.check_replaceable(rig_dir, "finetuned fusion checkpoint")  # Refused before training.
@@ -86,15 +94,16 @@ def run(config, workdir: str) -> str:
   log_dir = tempfile.mkdtemp(dir=root, prefix=f".{rig.name}.tensorboard-")
   try:
     with stopping.deferred_stop_signals("finetune", "writing nothing") as stop:
-      history = finetune.finetune_fusion(
-          layer, heatmaps, joints2d,
+      adapted = adaptation.adapt(
+          recipe, layers, heatmaps, joints2d,
           target_sigma=common.target_sigma(config, size),
           learning_rate=float(section.learning_rate), epochs=int(section.epochs),
           batch_size=int(section.batch_size),
           validation_fraction=float(section.validation_fraction),
           patience=int(section.patience), seed=int(config.seed), log_dir=log_dir,
-          loss_temperature=fusion.loss_temperature, loss=fusion.loss,
-          selection=str(section.selection), proximal=float(section.proximal), stop=stop)
+          loss_temperature=fusion.loss_temperature, stop=stop, progress=True,
+          label=f"finetune {rig.name}")
+      method, layer, history = adapted["start"], adapted["layer"], adapted["history"]
       if stop.requested:
         logging.warning("finetune: stopped by %s during training; nothing written (%s is as "
                         "it was)", stop.name, rig_dir)
@@ -103,8 +112,11 @@ def run(config, workdir: str) -> str:
                    else f"epoch {history['best_epoch']} (validation JDR "
                    f"{history['initial_val_jdr']:.1f}% -> {history['best_val_jdr']:.1f}%)")
       checkpoints.save_finetuned(layer, rig, rig_dir,
-                                 {"method": method, "shots": int(shots), "heatmap_size": size,
-                                  "init": init_path, "temperature": fusion.temperature,
+                                 {"method": method, "recipe": recipe.name, "shots": int(shots),
+                                  "heatmap_size": size, "init": init_paths[method],
+                                  "starts": {start: h["best_val_jdr"]
+                                             for start, h in adapted["starts"].items()},
+                                  "temperature": fusion.temperature,
                                   "history": history}, log_dir=log_dir)
     if stop.requested:  # Arrived while saving: the checkpoint is complete, then stop.
       logging.warning("finetune: stopped by %s after saving %s", stop.name, rig_dir)

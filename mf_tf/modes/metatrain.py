@@ -1,7 +1,8 @@
 """--mode=metatrain: MAML over the pretraining rig's camera pairs (config.metatrain).
 
 Reads the pool of --mode=precompute (<workdir>/precompute/pool.npz) when present, else simulates
-it; the loop is `mf_tf.train.metatrain.metatrain_fusion` (checkpoints, resume, TensorBoard).
+it; the loop is `mf_tf.train.metatrain.metatrain_fusion` (checkpoints, resume, TensorBoard), with
+the loss and theta init that config.recipe's starts read (`mf_tf.train.recipes`).
 Output: <workdir>/metatrain/meta_params.npz (`mf_tf.checkpoints`) and heldout.json.
 """
 
@@ -38,6 +39,7 @@ def run(config, workdir: str) -> maml.MetaParams:
   settings = settings_from_config(config)
   metatrain.check_loop_settings(settings.num_steps, config.metatrain.checkpoint_every)
   pool_path = os.path.join(workdir, precompute.POOL_FILE)
+  pool_source = pool_path if os.path.isfile(pool_path) else "simulated"
   if os.path.isfile(pool_path):
     pool = tasks_lib.FramePool.load(pool_path)
     logging.info("metatrain: pool %s (%d frames)", pool_path, pool.num_frames)
@@ -52,10 +54,9 @@ def run(config, workdir: str) -> maml.MetaParams:
                                                      int(config.metatrain.holdout_pairs),
                                                      int(config.seed))
   out_dir = os.path.join(workdir, "metatrain")
-  theta_init = str(config.metatrain.theta_init)
-  if theta_init not in metatrain.THETA_INITS:
-    raise ValueError(f"config.metatrain.theta_init={theta_init!r}, expected one of "
-                     f"{metatrain.THETA_INITS}")
+  recipe = common.recipe(config)
+  # What the recipe's starts read: calibrated theta + residual, else the paper's shared init.
+  theta_init = recipe.meta_theta_init or "shared"
   theta_by_pair = None
   if theta_init == "calibrated":
     rig = common.rig(config, "pretrain")
@@ -85,7 +86,8 @@ def run(config, workdir: str) -> maml.MetaParams:
   checkpoints.save_meta_params(
       params, os.path.join(out_dir, checkpoints.META_PARAMS_FILE),
       {"method": "maml", "steps": settings.num_steps, "theta_init": theta_init,
-       "rig": str(config.rig.pretrain), "heldout": report,
+       "recipe": recipe.name, "pool": pool_source, "rig": str(config.rig.pretrain),
+       "heldout": report,
        "settings": dataclasses.asdict(settings)})
   files.write_atomic(os.path.join(out_dir, "heldout.json"), json.dumps(report, indent=1))
   return params

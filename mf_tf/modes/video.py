@@ -14,11 +14,13 @@ The calibration (`config.video.rig`): any file `mf_tf.geometry.calibration_forma
 EasyMocap intri.yml + extri.yml) or a built-in rig name; its cameras are taken by the
 recording's camera names and fitted to the frames' size (`fit_to_image_size`).
 
-The work is `mf_tf.reconstruct.pipeline` (detection only where a track is lost, landmarks,
-association, crop fusion, robust triangulation, missed views recovered, identities, gap filling,
-filtering); this edge reads the config, opens the inputs, and writes under <workdir>/video (or
-config.video.output_dir) what the pipeline's module docstring lists: motion/person<N>.trc | .c3d
-| .csv, overlays/<camera>.mp4, skeleton.mp4, frames.jsonl and summary.json.
+The work is `mf_tf.reconstruct.session.reconstruct_session`, which runs
+`mf_tf.reconstruct.pipeline` (detection only where a track is lost, landmarks, association, crop
+fusion, robust triangulation, missed views recovered, identities, gap filling, filtering); this
+edge reads the config (`session_settings`, shared with --mode=batch), opens the inputs, and
+writes under <workdir>/video (or config.video.output_dir) what the pipeline's module docstring
+lists: motion/person<N>.trc | .c3d | .csv, overlays/<camera>.mp4, skeleton.mp4, frames.jsonl,
+tracks_raw.npz and summary.json.
 """
 
 from __future__ import annotations
@@ -26,22 +28,15 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-from absl import logging
 from keras.utils import Progbar
 
-from mf_tf.geometry import calibration_formats
-from mf_tf.geometry import rigs
-from mf_tf.geometry.camera import CalibrationError
-from mf_tf.geometry.rig import Rig
-from mf_tf.models import blazepose
-from mf_tf.reconstruct import filtering
 from mf_tf.reconstruct import people
 from mf_tf.reconstruct import pipeline
 from mf_tf.reconstruct import recording as recording_lib
+from mf_tf.reconstruct import session as session_lib
 
-# Frame rate assumed for image folders, which carry none (config.video.fps overrides).
-DEFAULT_FOLDER_FPS = 30.0
+# `--mode=calibrate` and the benchmarks read a session's calibration through this edge.
+load_rig = session_lib.load_rig
 
 
 def open_input(settings) -> recording_lib.Recording:
@@ -60,75 +55,12 @@ def open_input(settings) -> recording_lib.Recording:
   return recording_lib.open_recording(os.path.expanduser(value))
 
 
-def load_rig(spec: str, recording: recording_lib.Recording, units: str = "") -> Rig:
-  """The calibrated cameras of the recording, in its camera order, fitted to its frame sizes.
-
-  Args:
-    spec: A calibration file (any supported format), a built-in rig name, or empty for the
-      session's calibration file.
-    recording: The recording.
-    units: Unit of a TOML/EasyMocap file's translations when it cannot be told ("" : told).
-
-  Raises:
-    ValueError (CalibrationError): no calibration, cameras missing from it, a size that no crop
-      or resize explains.
-  """
-  cameras = recording.camera_names
-  spec = os.path.expanduser(spec) if spec else recording.calibration_path
-  if not spec:
-    raise CalibrationError(
-        f"no calibration for the recording {recording.source!r}: set config.video.rig to a "
-        "calibration file (canonical JSON, Panoptic JSON, TOML, Qualisys .qca.txt, EasyMocap "
-        "intri.yml/extri.yml) or put one in the session's calibration/ folder")
-  if os.path.exists(spec):
-    # EasyMocap files carry no image size: the frames give it. Other formats are fitted to the
-    # frames below, once their camera names are checked.
-    easymocap = calibration_formats.detect_format(spec) == "easymocap"
-    full = calibration_formats.read_calibration(
-        spec, image_sizes=recording.frame_sizes if easymocap else None, units=units or None)
-  elif os.sep in spec or "." in os.path.basename(spec):
-    raise FileNotFoundError(f"calibration file {spec!r} not found")
-  else:
-    full = rigs.get_rig(spec)
-  available = list(full.camera_names)
-  missing = [camera for camera in cameras if camera not in available]
-  if missing:
-    raise CalibrationError(
-        f"cameras {missing} of the recording {recording.source!r} are not in calibration {spec!r} "
-        f"(its cameras: "
-        f"{available[:8]}{' ...' if len(available) > 8 else ''}); expected one calibrated camera "
-        "per video or image folder, with the same name")
-  rig = full.subset([available.index(camera) for camera in cameras], name=full.name)
-  unrecorded = [camera for camera in available if camera not in cameras]
-  if unrecorded:
-    logging.warning("calibration %r: cameras %s have no video or image folder in %r; "
-                    "reconstructing from the other %d cameras %s", spec, unrecorded,
-                    recording.source, len(cameras), list(cameras))
-  return calibration_formats.fit_to_image_size(rig, recording.frame_sizes)
-
-
-def models(workers: int) -> list[blazepose.BlazePose]:
+def models(workers: int) -> list:
   """One BlazePose per worker thread (0: one per CPU core): several workers run the views in
   parallel with one TFLite thread each, one worker runs each model on every core."""
-  cores = os.cpu_count() or 1
   if workers < 0:
     raise ValueError(f"config.video.workers={workers}, expected >= 0 (0: one per CPU core)")
-  workers = workers or cores
-  if workers == 1:
-    return [blazepose.BlazePose(num_threads=cores)]
-  return [blazepose.BlazePose(num_threads=1) for _ in range(workers)]
-
-
-def _offsets(text: str, cameras) -> dict[str, int]:
-  """"cam01:2,cam03:-1" -> {"cam01": 2, "cam03": -1}."""
-  offsets = {}
-  for item in filter(None, (part.strip() for part in str(text).split(","))):
-    camera, _, value = item.partition(":")
-    if camera not in cameras or not value.strip().lstrip("-").isdigit():
-      raise ValueError(f"config.video.offsets item {item!r}: expected CAMERA:FRAMES with a camera "
-                       f"of {list(cameras)} and an integer")
-    offsets[camera] = int(value)
-  return offsets
+  return session_lib.load_models(workers)
 
 
 def _filter_params(text: str) -> tuple:
@@ -145,8 +77,12 @@ def _filter_params(text: str) -> tuple:
   return tuple(params)
 
 
-def run(config, workdir: str) -> None:
-  """--mode=video: reads config.video (see configs/default.py) and writes the outputs above."""
+def session_settings(config) -> session_lib.SessionSettings:
+  """The SessionSettings of config.video (and config.fusion's line), checked before any work.
+
+  `--mode=video` and `--mode=batch` both build their settings here, so that one recording gives
+  the same outputs through either.
+  """
   settings = config.video
   instant = people.InstantSettings(
       fusion=settings.fusion, line_width_px=float(config.fusion.line_width_px),
@@ -165,40 +101,30 @@ def run(config, workdir: str) -> None:
       animation=bool(settings.animation), filter=str(settings.filter),
       filter_params=_filter_params(settings.filter_params),
       formats=tuple(part.strip() for part in str(settings.formats).split(",") if part.strip()))
-  if output.filter_params:  # Bad names or values fail here, before any decoding.
-    filtering.filter_track(np.zeros((64, 1, 3)), 60.0, output.filter,
-                           **dict(output.filter_params))
-  stride, start = int(settings.stride), int(settings.start)
-  if stride < 1 or start < 0 or int(settings.stop) < 0:
-    raise ValueError(f"config.video start={start}, stop={settings.stop}, stride={stride}: "
-                     "expected start >= 0, stop >= 0 (0: to the end) and stride >= 1")
-  with open_input(settings) as recording:
-    rig = load_rig(str(settings.rig), recording, str(settings.units))
-    fps = recording.fps or float(settings.fps) or DEFAULT_FOLDER_FPS
-    offsets = _offsets(settings.offsets, recording.camera_names)
-    stop = int(settings.stop) or None
-    frames = recording.frames(start=start, stop=stop, stride=stride, offsets=offsets)
-    last = stop if stop is not None else recording.num_frames - max([0, *offsets.values()])
-    num_frames = len(range(start, min(last, recording.num_frames), stride))
-    output_dir = settings.output_dir or os.path.join(workdir, "video")
-    logging.info("video: %s, %d frames x %d cameras %s at %.3g fps, fusion=%s -> %s", recording,
-                 num_frames, len(rig.cameras), rig.camera_names, fps / stride, instant.fusion,
-                 output_dir)
-    reconstructor = pipeline.Reconstructor(models(int(settings.workers)), rig,
-                                           settings.joint_set, instant, tracking_settings)
-    bar = Progbar(num_frames, unit_name="frame")
-    started = time.perf_counter()
+  return session_lib.SessionSettings(
+      rig=str(settings.rig), units=str(settings.units), start=int(settings.start),
+      stop=int(settings.stop), stride=int(settings.stride), offsets=str(settings.offsets),
+      fps=float(settings.fps), joint_set=str(settings.joint_set), instant=instant,
+      tracking=tracking_settings, output=output)
 
-    def progress(done, result):
-      rate = done / max(time.perf_counter() - started, 1e-9)
-      bar.update(done, values=[("people", len(result["people"])), ("frames/s", rate)])
 
-    try:
-      summary = pipeline.reconstruct_recording(
-          frames, rig, reconstructor, output_dir, fps=fps / stride, num_frames=num_frames,
-          output=output, progress=progress)
-    finally:
-      reconstructor.close()
+def run(config, workdir: str) -> None:
+  """--mode=video: reads config.video (see configs/default.py) and writes the outputs above."""
+  settings = session_settings(config)
+  output_dir = config.video.output_dir or os.path.join(workdir, "video")
+  bar = None
+  started = time.perf_counter()
+
+  def progress(done, total, result):
+    nonlocal bar
+    bar = bar or Progbar(total, unit_name="frame")
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    bar.update(done, values=[("people", len(result["people"])), ("frames/s", rate)])
+
+  with open_input(config.video) as recording:
+    summary = session_lib.reconstruct_session(
+        recording, output_dir, settings, models=lambda: models(int(config.video.workers)),
+        progress=progress)
   tracks = ", ".join(f"person{track}: {value['frames_seen']} frames"
                      for track, value in summary["tracks"].items()) or "none"
   print(f"video: {summary['frames']} frames at {summary['frames_per_second']:.2f} frames/s; "

@@ -6,7 +6,9 @@ views where BlazePose swapped the person's left and right; their joints are exch
 person seen by >= 2 views: fusion of the crop heatmaps along the exact per-frame crop geometry
 (`fusion.epipolar_fusion` with `geometry.crops.crop_fundamental_matrix`, each view's confident
 joints as sources; `fusion=none` skips it), sub-pixel argmax decoding
-(`data.codec.HeatmapCodec.decode`), back to image pixels, a confidence-weighted DLT over the
+(`data.codec.HeatmapCodec.decode`), back to image pixels (fusion and decoding: a `CropFusion`,
+in process by default, or a served rig's fuse_crops signature,
+`mf_tf.serving.client.ServedCropFusion`), a confidence-weighted DLT over the
 person's views (`geometry.triangulation`; weights: BlazePose's joint visibility, views below
 `min_score` dropped, then views beyond `max_error_px` of the others dropped per joint:
 `triangulate_person`), and joints attached by a bone of implausible length dropped
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +57,13 @@ _REFERENCE_POINTS = ("pelvis", "rhip", "rknee", "rankle", "lhip", "lknee", "lank
 _REFERENCE_ALIASES = {"bodycenter": "pelvis", "neck": "thorax"}
 
 
+# One person's crop fusion and decoding: (heatmaps [Vp, C, C, J], affines [Vp, 3, 3] undistorted
+# image px -> crop heatmap px, the Vp cameras of a rig, source_mask [Vp, J] bool: the heatmaps
+# that may be fused into other views) -> [Vp, J, 2] fused joints, raw image px. `fuse_and_decode`
+# runs it in process, `mf_tf.serving.client.ServedCropFusion` on a served rig.
+CropFusion = Callable[[np.ndarray, np.ndarray, list, np.ndarray], np.ndarray]
+
+
 @dataclasses.dataclass(frozen=True)
 class InstantSettings:
   """How one instant's people are found and reconstructed (the defaults are the measured ones).
@@ -65,6 +75,9 @@ class InstantSettings:
     min_score: Joint visibility below it: not associated, not fused from, not triangulated.
     max_error_px: Reprojection error that takes a view out of a joint (`triangulate_person`).
     bone_ratio_range: Accepted bone length / reference (`drop_implausible_joints`).
+    fuse: The `CropFusion` of fusion="epipolar"; None: `fuse_and_decode` in process with
+      line_width_px and line_value (a served one, `mf_tf.serving.client.ServedCropFusion`,
+      uses the served rig's).
   """
 
   fusion: str = "epipolar"
@@ -74,10 +87,14 @@ class InstantSettings:
   min_score: float = association.DEFAULT_MIN_SCORE
   max_error_px: float = DEFAULT_MAX_ERROR_PX
   bone_ratio_range: tuple[float, float] = DEFAULT_BONE_RATIO_RANGE
+  fuse: CropFusion | None = None
 
   def __post_init__(self):
     if self.fusion not in FUSIONS:
       raise ValueError(f"fusion {self.fusion!r}, expected one of {FUSIONS}")
+    if self.fuse is not None and (self.fusion == "none" or not callable(self.fuse)):
+      raise ValueError(f"fuse {self.fuse!r} with fusion {self.fusion!r}: expected a callable "
+                       "CropFusion with fusion 'epipolar'")
     low, high = self.bone_ratio_range
     if not 0 <= low < high:
       raise ValueError(f"bone_ratio_range {self.bone_ratio_range}, expected 0 <= low < high")
@@ -145,6 +162,26 @@ def decode_to_image(heatmaps, affines, cameras) -> np.ndarray:
                                    coords.numpy().astype(np.float64))
   return np.stack([camera_lib.distort_points(camera, points)
                    for camera, points in zip(cameras, undistorted)])
+
+
+def fuse_and_decode(heatmaps, affines, cameras, source_mask=None, *,
+                    line_width_px: float = epipolar_fusion.DEFAULT_LINE_WIDTH_PX,
+                    line_value: float = epipolar_fusion.DEFAULT_LINE_VALUE) -> np.ndarray:
+  """The in-process `CropFusion`: `fuse_person` (epipolar) then `decode_to_image`.
+
+  Args:
+    heatmaps: [V, 64, 64, J] crop heatmaps of one person's views.
+    affines: [V, 3, 3] undistorted image px -> heatmap px of each crop.
+    cameras: The V cameras.
+    source_mask: Optional [V, J] bool, see `fuse_person`.
+    line_width_px, line_value: The calibrated line base.
+
+  Returns:
+    [V, J, 2] fused joints, raw image px.
+  """
+  fused = fuse_person(heatmaps, affines, cameras, "epipolar", line_width_px, line_value,
+                      source_mask=source_mask)
+  return decode_to_image(fused, affines, cameras)
 
 
 def triangulate_person(joints2d, scores, cameras, min_score: float,
@@ -344,9 +381,10 @@ def reconstruct_person(poses, mirrored, cameras, joint_set,
     if settings.fusion == "none":
       after = before
     else:
-      fused = fuse_person(heatmaps, affines, cameras, settings.fusion, settings.line_width_px,
-                          settings.line_value, source_mask=scores >= settings.min_score)
-      after = decode_to_image(fused, affines, cameras)
+      fuse = settings.fuse or functools.partial(
+          fuse_and_decode, line_width_px=settings.line_width_px, line_value=settings.line_value)
+      after = np.asarray(fuse(heatmaps, affines, cameras, scores >= settings.min_score),
+                         np.float64)
   with stage("triangulation"):
     joints3d, errors = triangulate_person(after, scores, cameras, settings.min_score,
                                           settings.max_error_px)

@@ -9,6 +9,11 @@ GetModelMetadata cannot give it. Without that record, S is `config.image_size`. 
 keypoints (image pixels of each camera), scores and, for a calibrated rig, the 3D joints (mm) as
 JSON and writes them to `<workdir>/predict/<rig>.json`.
 
+Real camera frames take the other route: BlazePose runs on the client and only the person-crop
+heatmaps and their crop geometry travel, to the "fuse_crops" signature (`ServedCropFusion`, the
+crop fusion of `mf_tf.reconstruct.people` done by the served rig; --mode=predict with
+config.predict.route=crops).
+
 Plaintext by default; pass `tls=ClientTls(ca_cert=...)` to reach a server over TLS
 (`grpc.ssl_channel_credentials`), with `cert` and `key` for mutual TLS.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 
 import grpc
 import numpy as np
@@ -24,10 +30,14 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from mf_tf.geometry import crops
+from mf_tf.geometry.rig import Rig
 from mf_tf.serving import model_config
 from mf_tf.serving.server import GRPC_OPTIONS
+from mf_tf.serving.server import MAX_BATCH_FRAMES
 from mf_tf.serving.server import read_pem
 
+CROP_SIGNATURE = "fuse_crops"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,9 +157,9 @@ def predict_crops(server: str, rig_name: str, crop_heatmaps, crop_affines, timeo
                   output_filter, version, tls)
 
 
-def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version,
-             tls=None):
-  """One Predict call with `inputs` (name -> batched array); drops the batch when `unbatched`."""
+def predict_request(rig_name: str, signature: str, inputs: dict, output_filter=None,
+                    version: int | None = None) -> predict_pb2.PredictRequest:
+  """A PredictRequest for `signature` of `rig_name` with `inputs` (name -> array)."""
   request = predict_pb2.PredictRequest()
   request.model_spec.name = rig_name
   request.model_spec.signature_name = signature
@@ -159,13 +169,163 @@ def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_fil
     request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
   if output_filter:
     request.output_filter.extend(output_filter)
+  return request
+
+
+def response_arrays(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
+  """Output name -> numpy array of a PredictResponse."""
+  return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+
+
+def _predict(server, rig_name, signature, inputs, unbatched, timeout, output_filter, version,
+             tls=None):
+  """One Predict call with `inputs` (name -> batched array); drops the batch when `unbatched`."""
+  request = predict_request(rig_name, signature, inputs, output_filter, version)
   with open_channel(server, tls) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     response = stub.Predict(request, timeout=timeout)
-  outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+  outputs = response_arrays(response)
   if unbatched:
     outputs = {key: value[0] for key, value in outputs.items()}
   return outputs
+
+
+# ----------------------------------------------------------------------------- person crops
+
+
+def placeholder_affine(camera, crop_size: int) -> np.ndarray:
+  """[3, 3] a crop covering the whole (undistorted) image of `camera`: the geometry sent for a
+  view that does not see the person (its heatmaps are zero, so it sends nothing)."""
+  width, height = float(camera.width), float(camera.height)
+  return crops.roi_affine([(width - 1) / 2, (height - 1) / 2], max(width, height), 0.0,
+                          crop_size)
+
+
+def crop_fusion_frames(heatmaps, affines, slots, source_mask, num_views: int,
+                       fill_affines) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The fuse_crops frames that fuse one person exactly as `people.fuse_person` does.
+
+  The served signature fuses every view of the rig (V slots) with every other (paper Eq. 1,
+  `mf_tf.fusion.epipolar_fusion`): fused_v = h_v + sum_u M_uv(h_u), linear in each source h_u.
+  A person is seen by Vp <= V views, in slots `slots`; the other slots hold zero heatmaps (they
+  send nothing) under `fill_affines`. `people.fuse_person` sends only each view's confident
+  joints (source_mask) but keeps every joint of the view's own heatmap:
+  out_v = h_v + sum_u M_uv(m_u h_u). Frame 0 carries m_u h_u in every slot, which is exact for
+  each view whose mask is complete; each view p with a masked joint gets a frame of its own,
+  frame 0 with h_p in its slot.
+
+  Args:
+    heatmaps: [Vp, C, C, J] crop heatmaps of the person's views.
+    affines: [Vp, 3, 3] undistorted image px -> crop heatmap px.
+    slots: [Vp] distinct rig view index of each.
+    source_mask: [Vp, J] bool, the heatmaps that may be fused into other views; None: all.
+    num_views: V, the rig's views.
+    fill_affines: [V, 3, 3] crop geometry of the slots the person is not in (invertible).
+
+  Returns:
+    crop_heatmaps [B, V, C, C, J] float32, crop_affines [B, V, 3, 3] float32 (B = 1 + the views
+    with a masked joint), and frame [Vp] int: the frame whose slot slots[p] answers for view p.
+  """
+  heatmaps = np.asarray(heatmaps, np.float32)
+  slots = np.asarray(slots, np.int64)
+  if heatmaps.ndim != 4 or len(slots) != len(heatmaps) or len(set(slots.tolist())) != len(slots):
+    raise ValueError(f"heatmaps {heatmaps.shape} and slots {slots.tolist()}: expected [Vp, C, C, "
+                     "J] heatmaps and one distinct rig view per heatmap")
+  if slots.min(initial=0) < 0 or slots.max(initial=0) >= num_views:
+    raise ValueError(f"slots {slots.tolist()} outside the rig's {num_views} views")
+  mask = (np.ones((heatmaps.shape[0], heatmaps.shape[3]), bool) if source_mask is None
+          else np.asarray(source_mask, bool))
+  sources = heatmaps * mask[:, None, None, :]
+  frame0 = np.zeros((num_views,) + heatmaps.shape[1:], np.float32)
+  frame0[slots] = sources
+  geometry = np.array(fill_affines, np.float32)
+  geometry[slots] = np.asarray(affines, np.float32)
+  frames, frame = [frame0], np.zeros(len(slots), np.int64)
+  for view in np.flatnonzero(~mask.all(axis=1)):
+    own = frame0.copy()
+    own[slots[view]] = heatmaps[view]
+    frame[view] = len(frames)
+    frames.append(own)
+  return (np.stack(frames), np.broadcast_to(geometry, (len(frames),) + geometry.shape).copy(),
+          frame)
+
+
+class ServedCropFusion:
+  """One person's crop fusion and decoding by a served rig: a `people.CropFusion`.
+
+  Sends each person to the rig's fuse_crops signature (`crop_fusion_frames`) and reads the
+  fused joints, in raw image pixels, from its `joints_2d`; the result equals
+  `people.fuse_and_decode` with the served rig's line settings (within 1e-3 px: the crop
+  geometry travels as float32). One gRPC channel serves every call; calls may come from several
+  threads.
+
+  Args:
+    server: "HOST:PORT" of the gRPC endpoint.
+    rig: The served rig (its name is the model name; its cameras the slots, in order).
+    crop_size: Side C of the crop heatmaps the signature takes.
+    timeout: Seconds per request.
+    tls: ClientTls, or None for plaintext.
+    version: Model version; None: the latest loaded.
+    max_frames: Most frames per request (the server's limit; a person with masked joints in
+      many views needs up to 1 + V frames).
+  """
+
+  def __init__(self, server: str, rig: Rig, crop_size: int = 64, timeout: float = 60.0,
+               tls: ClientTls | None = None, version: int | None = None,
+               max_frames: int = MAX_BATCH_FRAMES):
+    if int(max_frames) < 1:
+      raise ValueError(f"max_frames={max_frames}, expected an integer >= 1")
+    self.server = server
+    self.max_frames = int(max_frames)
+    self.rig = rig
+    self.crop_size = int(crop_size)
+    self.timeout = float(timeout)
+    self.version = version
+    self.requests = 0  # Answered so far.
+    self._lock = threading.Lock()
+    self._slots = {camera.name: view for view, camera in enumerate(rig.cameras)}
+    self._fill = np.stack([placeholder_affine(camera, self.crop_size) for camera in rig.cameras])
+    self._channel = open_channel(server, tls)
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+  def close(self) -> None:
+    self._channel.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
+  def _slot(self, camera) -> int:
+    view = self._slots.get(camera.name)
+    if view is None or not np.allclose(camera.projection_matrix,
+                                       self.rig.cameras[view].projection_matrix):
+      raise ValueError(f"camera {camera.name!r} is not a camera of the served rig "
+                       f"{self.rig.name!r} {list(self._slots)} with the same calibration")
+    return view
+
+  def __call__(self, heatmaps, affines, cameras, source_mask=None) -> np.ndarray:
+    """[Vp, C, C, J] heatmaps, [Vp, 3, 3] affines, Vp cameras, [Vp, J] mask -> [Vp, J, 2] px.
+
+    Raises:
+      grpc.RpcError: The server rejected the request or could not be reached.
+    """
+    slots = [self._slot(camera) for camera in cameras]
+    crop_heatmaps, crop_affines, frame = crop_fusion_frames(
+        heatmaps, affines, slots, source_mask, self.rig.num_views, self._fill)
+    joints = []  # [B, V, J, 2] in requests of at most max_frames frames.
+    for start in range(0, len(crop_heatmaps), self.max_frames):
+      chunk = slice(start, start + self.max_frames)
+      request = predict_request(
+          self.rig.name, CROP_SIGNATURE,
+          {"crop_heatmaps": crop_heatmaps[chunk], "crop_affines": crop_affines[chunk]},
+          output_filter=["joints_2d"], version=self.version)
+      response = self._stub.Predict(request, timeout=self.timeout)
+      with self._lock:
+        self.requests += 1
+      joints.append(response_arrays(response)["joints_2d"])
+    return np.concatenate(joints)[frame, slots].astype(np.float64)
 
 
 def load_views(paths, image_size: int) -> np.ndarray:

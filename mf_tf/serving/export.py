@@ -3,6 +3,7 @@ r"""Per-rig serving export: one SavedModel per rig in TF Serving's layout.
 `export_rig` (--mode=export: `mf_tf.modes.export`) writes
 
     <export_dir>/models.config                         ModelServerConfig listing every rig
+    <export_dir>/batching_parameters                   BatchingParameters (`serving.batching`)
     <export_dir>/<rig>/<version>/saved_model.pb        signatures below
     <export_dir>/<rig>/<version>/variables/            backbone weights, fusion matrices
     <export_dir>/<rig>/<version>/assets.extra/rig.json, export_config.json,
@@ -79,6 +80,7 @@ from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import epipolar
 from mf_tf.geometry.rig import Rig, ordered_pairs
 from mf_tf.geometry.triangulation import triangulate_dlt
+from mf_tf.serving import batching as batching_lib
 from mf_tf.serving import model_config
 from mf_tf.serving.graph_utils import Untracked, graph_variables
 
@@ -725,8 +727,10 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
                line_value: float = epipolar_fusion.DEFAULT_LINE_VALUE,
                version: int | None = None,
                export_config: dict | None = None, base_path_prefix: str | None = None,
-               warmup: bool = True) -> str:
-  """Exports one rig's model as `<export_dir>/<rig.name>/<version>/` and rewrites models.config.
+               warmup: bool = True,
+               batching: batching_lib.BatchingSettings = batching_lib.BatchingSettings()) -> str:
+  """Exports one rig's model as `<export_dir>/<rig.name>/<version>/` and rewrites models.config
+  and batching_parameters.
 
   Args:
     backbone, fusion, rig, sigma, triangulate, line_width_px, line_value: See `ExportModule`
@@ -736,6 +740,8 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
     export_config: Extra settings recorded in `assets.extra/export_config.json`.
     base_path_prefix: See `model_config.write_models_config`.
     warmup: Write warm-up requests.
+    batching: Written as `<export_dir>/batching_parameters` (every signature batches along its
+      first axis: `mf_tf.serving.batching`).
 
   Returns:
     The version folder written.
@@ -757,6 +763,7 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
   path = save_version(module, rig, os.path.join(export_dir, rig.name), version,
                       export_config=record, warmup=warmup)
   model_config.write_models_config(export_dir, base_path_prefix)
+  batching_lib.write(export_dir, batching)
   logging.info("exported rig %r to %s", rig.name, path)
   return path
 

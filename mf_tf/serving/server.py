@@ -30,7 +30,9 @@ shapes alone (a 29-byte TensorProto with one `int_val` may declare gigabytes):
   list 1 to count values (fewer are padded with the last one, as TensorFlow decodes them).
 
 Pass `tls=ServerTls(...)` to serve over TLS (`grpc.ssl_server_credentials`; mutual TLS when
-`client_ca` is given).
+`client_ca` is given), and `batching=True` to batch concurrent requests as
+`tensorflow_model_server --enable_batching` does, with the export's `batching_parameters` file
+(`mf_tf.serving.batching`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from mf_tf.serving import batching as batching_lib
 from mf_tf.serving import export as export_lib
 from mf_tf.serving import model_config
 
@@ -250,17 +253,24 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     models: Model name -> LoadedModel.
     max_batch: Most frames (leading batch axis of batched inputs) one request may carry.
     max_request_bytes: Most decoded bytes (all inputs of one request together); None: 256 MiB.
+    batcher: A `batching.Batcher` that runs concurrent requests of one model version and
+      signature together; None: each request runs alone.
   """
 
   def __init__(self, models: dict[str, LoadedModel], max_batch: int = MAX_BATCH_FRAMES,
-               max_request_bytes: int | None = None):
+               max_request_bytes: int | None = None,
+               batcher: batching_lib.Batcher | None = None):
     if int(max_batch) < 1:
       raise ValueError(f"max_batch={max_batch}, expected an integer >= 1")
     if max_request_bytes is not None and int(max_request_bytes) < 1:
       raise ValueError(f"max_request_bytes={max_request_bytes}, expected a positive integer")
+    if batcher is not None and batcher.settings.max_batch_size < int(max_batch):
+      raise ValueError(f"batching max_batch_size={batcher.settings.max_batch_size} is below "
+                       f"max_batch={max_batch}, the largest request")
     self.models = dict(models)
     self.max_batch = int(max_batch)
     self.max_request_bytes = int(max_request_bytes or MAX_MESSAGE_BYTES)
+    self.batcher = batcher
 
   def _resolve(self, request, context):
     spec = request.model_spec
@@ -349,14 +359,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
       except Exception as error:  # A malformed TensorProto: report it, do not crash.
         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                       f"input {key!r}: not a readable TensorProto ({error})")
-      inputs[key] = tf.constant(array)
+      inputs[key] = array
     return inputs
 
   def Predict(self, request, context):  # noqa: N802 (gRPC method name)
     model, signature_name, function = self._resolve(request, context)
     inputs = self._inputs(request, context, model, signature_name, function)
     try:
-      outputs = function(**inputs)
+      if self.batcher is None:
+        outputs = batching_lib.call(function, inputs)
+      else:
+        outputs = self.batcher.run((model.name, model.version, signature_name), function, inputs)
+    except batching_lib.QueueFullError as error:
+      context.abort(grpc.StatusCode.UNAVAILABLE,
+                    f"model {model.name!r} signature {signature_name!r}: {error}")
     except tf.errors.InvalidArgumentError as error:
       context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                     f"model {model.name!r} signature {signature_name!r}: "
@@ -374,7 +390,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     response.model_spec.version.value = model.version
     response.model_spec.signature_name = signature_name
     for key in wanted:
-      response.outputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[key])))
+      response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
     return response
 
 
@@ -393,6 +409,8 @@ class RunningServer:
 
   def stop(self, grace: float | None = None) -> None:
     self._server.stop(grace).wait()
+    if self.servicer.batcher is not None:
+      self.servicer.batcher.close()
 
   def __enter__(self):
     return self
@@ -436,10 +454,31 @@ def read_pem(path: str, what: str) -> bytes:
   return data
 
 
+def batching_settings(models_config_path: str,
+                      batching) -> batching_lib.BatchingSettings | None:
+  """The batching of `start_server(batching=...)`: None (off), or its settings.
+
+  Args:
+    models_config_path: The models.config; its folder may hold the export's batching_parameters.
+    batching: False / None: off. True: the `batching_parameters` file beside models.config, or
+      the default `BatchingSettings` when there is none. A path: that file. A BatchingSettings:
+      itself.
+  """
+  if batching is None or batching is False:
+    return None
+  if isinstance(batching, batching_lib.BatchingSettings):
+    return batching
+  if batching is True:
+    path = os.path.join(os.path.dirname(os.path.abspath(models_config_path)),
+                        batching_lib.BATCHING_PARAMETERS)
+    return batching_lib.read(path) if os.path.isfile(path) else batching_lib.BatchingSettings()
+  return batching_lib.read(os.fspath(batching))
+
+
 def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0,
-                 base_dir: str | None = None, max_workers: int = 2,
+                 base_dir: str | None = None, max_workers: int | None = None,
                  max_batch: int = MAX_BATCH_FRAMES, max_request_bytes: int | None = None,
-                 tls: ServerTls | None = None) -> RunningServer:
+                 tls: ServerTls | None = None, batching=None) -> RunningServer:
   """Loads the models of a models.config and serves them on `host:port` (0: an ephemeral port).
 
   Args:
@@ -447,23 +486,31 @@ def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0
     host: Interface to bind; the default accepts local connections only.
     port: TCP port, 0 for a free one chosen by the OS.
     base_dir: See `load_models`.
-    max_workers: Threads answering requests.
+    max_workers: Threads answering requests; None: 2, or with batching twice max_batch_size
+      (each request waits in its thread while its batch gathers: fewer threads than concurrent
+      clients would cap the batches).
     max_batch: Most frames per request (larger ones get RESOURCE_EXHAUSTED).
     max_request_bytes: Most bytes of a request, on the wire and decoded (larger ones get
       RESOURCE_EXHAUSTED). None: twice the largest valid request to the served models (at
       `max_batch` frames) plus 1 MiB, or MAX_MESSAGE_BYTES when a model's sizes are unknown.
       A request's memory is then bounded by about `max_workers` times this.
     tls: Serve over TLS with these files; None: plaintext.
+    batching: Batch concurrent requests (`batching_settings`: True reads the export's
+      batching_parameters); None or False: every request runs alone.
 
   Returns:
     The running server.
   """
+  settings = batching_settings(models_config_path, batching)
   models = load_models(models_config_path, base_dir)
   if max_request_bytes is None:
     largest = largest_request_bytes(models, int(max_batch))
     max_request_bytes = (MAX_MESSAGE_BYTES if largest is None else
                          min(MAX_MESSAGE_BYTES, _WIRE_FACTOR * largest + _ENVELOPE_BYTES))
-  servicer = PredictionServicer(models, max_batch, max_request_bytes)
+  if max_workers is None:
+    max_workers = 2 if settings is None else 2 * settings.max_batch_size
+  servicer = PredictionServicer(models, max_batch, max_request_bytes,
+                                None if settings is None else batching_lib.Batcher(settings))
   credentials = None if tls is None else tls.credentials()
   options = (("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
              ("grpc.max_receive_message_length", servicer.max_request_bytes))

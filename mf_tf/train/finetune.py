@@ -2,12 +2,13 @@
 
 MetaFuse^K: every ordered pair of the new rig starts from the meta-learned theta initialization,
 omega_base is frozen and only theta [P, HW, 6] is trained, with Keras `fit` (Adam 5e-3, paper Sec.
-5.1) on K labelled frames' heatmaps, a validation split and EarlyStopping. The same function
-finetunes the baselines of paper Table 1: AffineFuse^K (same, from SGD-pretrained parameters),
-NaiveFuse^K (free matrices) and the calibrated init MetaFuse^0 -> K (theta from the rig's
-epipolar geometry). "metafuse_calibrated" (both rigs calibrated, a departure from the paper) starts
-every pair from its calibrated theta plus the residual meta-learned with
-config.metatrain.theta_init="calibrated".
+5.1) on K labelled frames' heatmaps; of the start and every epoch, the best on a validation
+split is kept (`mf_tf.train.selection`). The same function finetunes the baselines of paper
+Table 1: AffineFuse^K (same, from SGD-pretrained parameters), NaiveFuse^K (free matrices) and the
+calibrated init MetaFuse^0 -> K (theta from the rig's epipolar geometry). "metafuse_calibrated"
+(both rigs calibrated, a departure from the paper) starts every pair from its calibrated theta
+plus the residual meta-learned from calibrated theta (the "calibrated" recipe). Which starts a
+run finetunes, and how, is a recipe (`mf_tf.train.recipes`, `mf_tf.train.adaptation.adapt`).
 
 The finetuned layer is stored by `mf_tf.checkpoints.save_finetuned` (--mode=finetune:
 `mf_tf.modes.finetune`). Given a `stopping.StopRequest` (--mode=finetune holds SIGINT / SIGTERM
@@ -30,6 +31,7 @@ from mf_tf.fusion import ops
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.geometry.rig import pair_index
+from mf_tf.train import selection as selection_lib
 from mf_tf.train import stopping
 from mf_tf.train import summaries
 
@@ -83,39 +85,8 @@ class _FusionFit(keras.Model):
     return loss
 
 
-def detection_rate(fused, joints2d, threshold_px: float, temperature: float) -> float:
-  """Percentage of labelled joints whose decoded 2D estimate lies within `threshold_px`.
-
-  The finetuning selection criterion (JDR on validation frames): decoded as evaluation does
-  (temperature softmax, then `HeatmapCodec.decode`); joints outside the map or non-finite are
-  not counted.
-
-  Args:
-    fused: [N, V, H, W, J] fused heatmaps (pre-softmax).
-    joints2d: [N, V, J, 2] true joints, heatmap px.
-    threshold_px: Detection radius, heatmap px (half the head size): a scalar or [N, V]
-      (per frame and view; nan drops the view).
-    temperature: Read-out softmax temperature.
-
-  Returns:
-    JDR in percent (nan when no joint is labelled).
-  """
-  fused = tf.convert_to_tensor(fused, tf.float32)
-  size = int(fused.shape[2])
-  coords, _ = codec_lib.HeatmapCodec(size).decode(ops.softmax_temperature(fused, temperature))
-  joints2d = np.asarray(joints2d, np.float64)
-  threshold = np.broadcast_to(np.asarray(threshold_px, np.float64)[..., None]
-                              if np.ndim(threshold_px) == 2 else threshold_px, joints2d.shape[:-1])
-  valid = np.all(np.isfinite(joints2d) & (joints2d >= -0.5) & (joints2d < size - 0.5), axis=-1)
-  valid &= np.isfinite(threshold)
-  error = np.linalg.norm(coords.numpy().astype(np.float64) - np.nan_to_num(joints2d), axis=-1)
-  if not valid.any():
-    return float("nan")
-  return float(100.0 * np.mean(error[valid] <= threshold[valid]))
-
-
 class _SelectByValidation(keras.callbacks.Callback):
-  """Keeps the best of {initial parameters, every epoch} by validation JDR (ties: lower loss).
+  """Keeps the best of {initial parameters, every epoch} by `selection.score` (ties: earlier).
 
   The initial parameters are a candidate, so finetuning never ends below its starting point on
   the validation frames. Stops after `patience` epochs without a new best.
@@ -129,8 +100,9 @@ class _SelectByValidation(keras.callbacks.Callback):
     self.threshold_px, self.read_temperature = threshold_px, temperature
     self.patience, self.criterion = patience, criterion
     self.initial_jdr, self.initial_loss = self._validate(model)
-    self.best = self._score(self.initial_jdr, self.initial_loss)
+    self.best = selection_lib.score(criterion, self.initial_jdr, self.initial_loss)
     self.best_epoch = 0  # 0: the initial parameters.
+    self.best_loss = self.initial_loss
     self.best_weights = [w.copy() for w in self.layer.get_weights()]
     self.jdr = []
     self._wait = 0
@@ -139,20 +111,18 @@ class _SelectByValidation(keras.callbacks.Callback):
     """(JDR, loss) of the validation frames from one forward pass: fit runs no validation of
     its own (that would compile a second XLA step per batch shape for the same numbers)."""
     fused = self.layer(self.heatmaps)
-    jdr = detection_rate(fused, self.joints2d, self.threshold_px, self.read_temperature)
+    jdr = selection_lib.validation_jdr(fused, self.joints2d, self.threshold_px,
+                                       self.read_temperature)
     return jdr, float(model.compute_loss(y=self.targets, y_pred=fused))
-
-  def _score(self, jdr, loss):
-    return (jdr, -loss) if self.criterion == "val_jdr" else (-loss,)
 
   def on_epoch_end(self, epoch, logs=None):
     jdr, loss = self._validate(self.model)
     self.jdr.append(jdr)
     logs = {} if logs is None else logs
     logs["val_loss"], logs["val_jdr"] = loss, jdr
-    score = self._score(jdr, loss)
-    if score > self.best:
-      self.best, self.best_epoch = score, epoch + 1
+    score = selection_lib.score(self.criterion, jdr, loss)
+    if selection_lib.best_index([self.best, score]) == 1:
+      self.best, self.best_epoch, self.best_loss = score, epoch + 1, loss
       self.best_weights = [w.copy() for w in self.layer.get_weights()]
       self._wait = 0
     else:
@@ -297,7 +267,6 @@ def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
   return layer
 
 
-SELECTIONS = ("val_jdr", "val_loss")
 # Scales of the least-squares NaiveFuse matrices tried on validation frames (1: the MSE optimum).
 NAIVE_SOLVE_SCALES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
@@ -448,11 +417,13 @@ def solve_naive_fusion(layer: fusion_layers.NaiveFusion, heatmaps, joints2d, *,
 
   def score(matrices):
     layer.matrices.assign(matrices)
-    return detection_rate(layer(heatmaps[val]), joints2d[val], threshold, layer.temperature)
+    return selection_lib.validation_jdr(layer(heatmaps[val]), joints2d[val], threshold,
+                                        layer.temperature)
 
   initial = score(start)
   val_jdr = {scale: score(scale * solution) for scale in scales}
-  best_scale = max(sorted(val_jdr), key=lambda s: (val_jdr[s], -s))
+  ordered = sorted(val_jdr)  # Ties keep the smaller change.
+  best_scale = ordered[selection_lib.best_index([val_jdr[s] for s in ordered])]
   # Candidates in order of preference on ties: the start, least squares, the epipolar map.
   candidates = [("initial", initial, start, 0.0),
                 ("least_squares", val_jdr[best_scale], best_scale * solution, best_scale)]
@@ -464,10 +435,7 @@ def solve_naive_fusion(layer: fusion_layers.NaiveFusion, heatmaps, joints2d, *,
         name=f"{layer.name}_epipolar").materialize().matrices.numpy()
     epipolar_jdr = score(epipolar)
     candidates.append(("epipolar", epipolar_jdr, epipolar, 0.0))
-  kept = candidates[0]
-  for candidate in candidates[1:]:
-    if candidate[1] > kept[1]:
-      kept = candidate
+  kept = candidates[selection_lib.best_index([candidate[1] for candidate in candidates])]
   layer.matrices.assign(kept[2])
   logging.info("naive solve: %d training frames, validation JDR %s%s (start %.1f%%); kept %s",
                len(train), ", ".join(f"x{s:g} {j:.1f}%" for s, j in val_jdr.items()),
@@ -495,8 +463,9 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   `theta_grid` its smooth residual field); `NaiveFusion` trains its matrices.
 
   Model selection: the initial parameters and the parameters after every epoch are candidates;
-  the one with the best validation criterion is kept (`selection`): "val_jdr" (default) the
-  detection rate of the held-out frames (ties broken by the lower validation loss), "val_loss"
+  the one with the best validation criterion is kept (`selection`, through
+  `mf_tf.train.selection`): "val_jdr" (default) the detection rate of the held-out frames
+  (`selection.validation_jdr`; ties broken by the lower validation loss), "val_loss"
   the validation loss. Since the starting point is a candidate, finetuning never ends below it
   on the validation frames; `restored_init` says when the starting point was kept. Training
   stops after `patience` epochs without a new best.
@@ -535,8 +504,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
 
   Returns:
     {"epochs": int, "loss": [...], "val_loss": [...], "val_jdr": [...],
-    "initial_val_loss": float, "initial_val_jdr": float, "best_epoch": int (0: the initial
-    parameters), "restored_init": bool, "selection": str, "stopped_by": the signal's name
+    "initial_val_loss": float, "initial_val_jdr": float, "best_val_jdr": float, "best_val_loss":
+    float (of the kept parameters), "best_epoch": int (0: the initial parameters), "restored_init": bool, "selection": str, "stopped_by": the signal's name
     ("SIGTERM") when `stop` ended training early, else ""}.
   """
   heatmaps, joints2d = _check_frames(heatmaps, joints2d)
@@ -545,8 +514,9 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   if epochs < 1 or batch_size < 1 or patience < 0:
     raise ValueError(f"epochs={epochs}, batch_size={batch_size}, patience={patience}: expected "
                      "epochs, batch_size >= 1 and patience >= 0")
-  if selection not in SELECTIONS:
-    raise ValueError(f"finetune selection={selection!r}, expected one of {SELECTIONS}")
+  if selection not in selection_lib.SELECTIONS:
+    raise ValueError(f"finetune selection={selection!r}, expected one of "
+                     f"{selection_lib.SELECTIONS}")
   if loss not in ops.LOSSES:
     raise ValueError(f"finetune loss={loss!r}, expected one of {ops.LOSSES}")
   if not proximal >= 0:
@@ -589,7 +559,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
           "val_loss": [float(v) for v in history.history["val_loss"]],
           "val_jdr": [float(v) for v in selector.jdr],
           "initial_val_loss": initial_val, "initial_val_jdr": initial_jdr,
-          "best_val_jdr": float(best_jdr), "best_epoch": int(selector.best_epoch),
+          "best_val_jdr": float(best_jdr), "best_val_loss": float(selector.best_loss),
+          "best_epoch": int(selector.best_epoch),
           "restored_init": bool(restored_init), "selection": selection,
           "stopped_by": stop.name if stop is not None else ""}
 

@@ -54,7 +54,6 @@ from mf_tf.meta import tasks as tasks_lib
 from mf_tf.train import stopping
 from mf_tf.train import summaries
 
-THETA_INITS = ("shared", "calibrated")
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "ckpt"  # Checkpoint prefixes: <workdir>/checkpoints/ckpt-<step>.
 RUN_INFO_SUFFIX = ".run.json"  # Sidecar of each checkpoint prefix: settings + data fingerprint.

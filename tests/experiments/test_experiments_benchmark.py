@@ -13,6 +13,7 @@ from mf_tf.evaluation import plots
 from mf_tf.experiments import benchmark
 from mf_tf.geometry import rigs
 from mf_tf.modes import benchmark as benchmark_mode
+from mf_tf.train import recipes
 
 JOINTS = {"lelbow": 50.0, "relbow": 70.0, "lwrist": 40.0, "rwrist": 60.0, "lknee": 80.0,
           "rknee": 90.0, "lankle": 30.0, "rankle": 50.0}
@@ -176,7 +177,8 @@ def test_rows_split_by_whether_they_need_pretraining():
   assert not any(benchmark.needs_pretraining(m, k, settings) for m, k in free)
   for method in ("affine", "naive", "metafuse_paper"):
     assert benchmark.needs_pretraining(method, 50, settings)
-  shared = benchmark.BenchmarkSettings(metafuse_init="shared")
+  shared = benchmark.BenchmarkSettings(recipe=recipes.PAPER)  # Meta-learned init.
+  assert shared.row_recipes() == {"metafuse": recipes.PAPER}
   assert benchmark.needs_pretraining("metafuse", 50, shared)
   assert not benchmark.needs_pretraining("metafuse", 0, shared)
   with pytest.raises(ValueError, match="workers=0"):

@@ -19,7 +19,6 @@ def test_finetune_reads_a_prepared_synthetic_world(tmp_path):
   tfds_builders.prepare(builder)
   config.finetune.tfds = "mf_tf_synthetic_world/h36m_tiny"
   config.data.tfds_dir = str(data_dir)
-  config.finetune.method = "calibrated"
   config.finetune.shots = 8
   rig_dir = finetune.run(config, str(tmp_path / "work"))
   _, rig, meta = checkpoints.load_finetuned(rig_dir)

@@ -16,8 +16,9 @@ SIZE = 16
 
 def _config(source):
   return ml_collections.ConfigDict({
-      "heatmap_size": SIZE, "fusion": {"temperature": 0.2, "loss_temperature": 0.2, "loss": "ce",
-                                       "line_width_px": 1.0, "line_value": 0.1},
+      "heatmap_size": SIZE, "recipe": "default",
+      "fusion": {"temperature": 0.2, "loss_temperature": 0.2, "loss": "ce",
+                 "line_width_px": 1.0, "line_value": 0.1},
       "export": {"fusion_source": source, "finetuned_dir": ""}})
 
 

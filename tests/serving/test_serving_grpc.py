@@ -148,7 +148,7 @@ def test_predict_mode_writes_keypoints_json(running, tmp_path):
     path = str(tmp_path / f"view{view}.png")
     tf.io.write_file(path, tf.io.encode_png(frame))
     paths.append(path)
-  config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE,
+  config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE, "predict": {"route": "image"},
                                       "export": {"client_timeout_s": 60.0}})
   predict.run(config, str(tmp_path), server=running.address, rig="toy3", images=tuple(paths))
   with open(tmp_path / "predict" / "toy3.json") as f:
@@ -166,8 +166,8 @@ def test_predict_mode_resizes_to_the_served_image_size(running, exported, tmp_pa
         np.uint8)))
     paths.append(path)
   # Another image size than the served model's 64 px: the export record decides.
-  config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE // 2, "export": {
-      "client_timeout_s": 60.0, "dir": exported["dir"]}})
+  config = ml_collections.ConfigDict({"image_size": IMAGE_SIZE // 2, "predict": {
+      "route": "image"}, "export": {"client_timeout_s": 60.0, "dir": exported["dir"]}})
   assert client.served_image_size(exported["dir"], "toy3") == IMAGE_SIZE
   predict.run(config, str(tmp_path), server=running.address, rig="toy3", images=tuple(paths))
   with open(tmp_path / "predict" / "toy3.json") as f:

@@ -18,7 +18,7 @@ from mf_tf.serving import model_config
 
 def _config(weights_path, export_root):
   return ml_collections.ConfigDict({
-      "seed": 0, "joint_set": "h36m17", "heatmap_size": 16, "image_size": 64,
+      "seed": 0, "joint_set": "h36m17", "heatmap_size": 16, "image_size": 64, "recipe": "default",
       "rig": {"target": "campus"}, "model": {"backbone": "mobilenetv2_035"},
       "fusion": {"temperature": 0.2, "loss_temperature": 0.2, "loss": "ce",
                  "line_width_px": 1.0, "line_value": 0.3},

@@ -278,8 +278,8 @@ def certificates(tmp_path_factory):
 
 
 def _predict_config(export_dir=None):
-  return ml_collections.ConfigDict({"image_size": IMAGE_SIZE, "export": {
-      "client_timeout_s": 30.0, "dir": export_dir}})
+  return ml_collections.ConfigDict({"image_size": IMAGE_SIZE, "predict": {"route": "image"},
+                                    "export": {"client_timeout_s": 30.0, "dir": export_dir}})
 
 
 def _image_files(folder, count=NUM_VIEWS):
@@ -398,7 +398,7 @@ def test_predict_cli_without_a_server_prints_one_line(tmp_path):
   done = subprocess.run(
       [sys.executable, "-m", "mf_tf.main", "--mode=predict", f"--server={address}", "--rig=toy3",
        f"--images={','.join(paths)}", f"--workdir={tmp_path / 'work'}",
-       f"--config.image_size={IMAGE_SIZE}"],
+       f"--config.image_size={IMAGE_SIZE}", "--config.predict.route=image"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert done.returncode == 2, done.stderr

@@ -12,6 +12,7 @@ from mf_tf.geometry.rig import Rig
 from mf_tf.modes import finetune as finetune_mode
 from mf_tf.train import finetune
 from mf_tf.train import metatrain
+from mf_tf.train import selection
 
 SIZE = 16
 
@@ -90,8 +91,12 @@ def test_bad_inputs_are_rejected(rig, frames):
 
 def test_finetune_mode_rejects_bad_config(tmp_path, default_config):
   config = default_config("smoke")
-  config.finetune.method = "bogus"
-  with pytest.raises(ValueError, match="finetune.method"):
+  config.finetune.fusion = "bogus"
+  with pytest.raises(ValueError, match="finetune.fusion"):
+    finetune_mode.run(config, str(tmp_path))
+  config = default_config("smoke")
+  config.recipe = "bogus"
+  with pytest.raises(ValueError, match="config.recipe: unknown recipe 'bogus'"):
     finetune_mode.run(config, str(tmp_path))
   config = default_config("smoke")
   config.finetune.shots = 1
@@ -120,23 +125,34 @@ def test_finetuning_never_ends_below_its_start_on_validation_jdr(rig):
   # The kept parameters really score best_val_jdr on the validation frames.
   order = np.random.default_rng(1).permutation(16)
   val = order[:3]
-  jdr = finetune.detection_rate(layer(frames["heatmaps"][val]), frames["joints2d"][val],
-                                0.5 * frames["head_size"][val], layer.temperature)
+  jdr = selection.validation_jdr(layer(frames["heatmaps"][val]), frames["joints2d"][val],
+                                 0.5 * frames["head_size"][val], layer.temperature)
   assert jdr == pytest.approx(history["best_val_jdr"])
 
 
-def test_detection_rate_counts_joints_within_half_the_head_size():
+def test_validation_jdr_counts_joints_strictly_within_half_the_head_size():
   size = 8
   heatmaps = np.zeros((1, 2, size, size, 2), np.float32)
   heatmaps[0, :, 3, 4, :] = 10.0  # Every channel peaks at (x=4, y=3).
   joints = np.array([[[[4.0, 3.0], [6.0, 3.0]], [[4.0, 4.0], [np.nan, np.nan]]]])
   # Errors 0, 2, 1 (the NaN joint is not counted); radius 1.5 detects 2 of 3.
-  assert finetune.detection_rate(heatmaps, joints, 1.5, 0.2) == pytest.approx(200.0 / 3)
+  assert selection.validation_jdr(heatmaps, joints, 1.5, 0.2) == pytest.approx(200.0 / 3)
   # Per view: radius 0.5 in both views detects only the exact joint.
-  assert finetune.detection_rate(heatmaps, joints, np.array([[0.5, 0.5]]), 0.2) == pytest.approx(
-      100.0 / 3)
-  assert finetune.detection_rate(heatmaps, joints, np.array([[0.5, 1.0]]), 0.2) == pytest.approx(
-      200.0 / 3)
+  assert selection.validation_jdr(heatmaps, joints, np.array([[0.5, 0.5]]),
+                                  0.2) == pytest.approx(100.0 / 3)
+  # An error equal to the radius is a miss, as in the reported JDR (metrics.jdr).
+  assert selection.validation_jdr(heatmaps, joints, np.array([[0.5, 1.0]]),
+                                  0.2) == pytest.approx(100.0 / 3)
+  assert selection.validation_jdr(heatmaps, joints, np.array([[0.5, 1.01]]),
+                                  0.2) == pytest.approx(200.0 / 3)
+
+
+def test_selection_keeps_the_best_and_the_earlier_on_ties():
+  assert selection.best_index([(50.0, -1.0), (60.0, -3.0), (60.0, -2.0)]) == 2
+  assert selection.best_index([(60.0, -2.0), (60.0, -2.0)]) == 0
+  assert selection.score("val_loss", 90.0, 1.5) == (-1.5,)
+  with pytest.raises(ValueError, match="selection='jdr'"):
+    selection.score("jdr", 90.0, 1.5)
 
 
 def test_self_calibrated_init_from_labels_matches_the_calibrated_fusion(rig):

@@ -11,6 +11,7 @@ from mf_tf.fusion import layers
 from mf_tf.fusion import ops
 from mf_tf.geometry import rigs
 from mf_tf.train import finetune
+from mf_tf.train import selection
 
 
 def _random_problem(seed, frames=30, views=3, size=2, joints=2):
@@ -80,8 +81,8 @@ def test_solved_naive_fusion_beats_no_fusion_and_keeps_what_it_reports(rig):
   # The kept layer is the reported scale of the least-squares matrices.
   order = np.random.default_rng(3).permutation(120)
   val, train = order[:24], order[24:]
-  jdr = finetune.detection_rate(layer(frames["heatmaps"][val]), frames["joints2d"][val],
-                                0.5 * frames["head_size"][val], layer.temperature)
+  jdr = selection.validation_jdr(layer(frames["heatmaps"][val]), frames["joints2d"][val],
+                                 0.5 * frames["head_size"][val], layer.temperature)
   assert jdr == pytest.approx(result["best_val_jdr"])
   targets, weights = codec.HeatmapCodec(size, 1.0).encode(frames["joints2d"][train])
   solution = finetune.naive_least_squares(frames["heatmaps"][train], targets.numpy(),
@@ -91,10 +92,10 @@ def test_solved_naive_fusion_beats_no_fusion_and_keeps_what_it_reports(rig):
   # Held-out frames of another seed: above No-Fusion too.
   test = world.simulate_frames(rig, 40, 12, heatmap_size=size)
   threshold = 0.5 * test["head_size"]
-  fused_jdr = finetune.detection_rate(layer(test["heatmaps"]), test["joints2d"], threshold,
-                                      layer.temperature)
-  plain_jdr = finetune.detection_rate(test["heatmaps"], test["joints2d"], threshold,
-                                      layer.temperature)
+  fused_jdr = selection.validation_jdr(layer(test["heatmaps"]), test["joints2d"], threshold,
+                                       layer.temperature)
+  plain_jdr = selection.validation_jdr(test["heatmaps"], test["joints2d"], threshold,
+                                       layer.temperature)
   assert fused_jdr > plain_jdr + 1.0
 
 

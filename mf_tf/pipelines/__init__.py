@@ -1,0 +1,1 @@
+"""Data-parallel pipelines over many recordings (Apache Beam, the optional `beam` extra)."""
