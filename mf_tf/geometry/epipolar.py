@@ -123,6 +123,23 @@ def point_line_distance(points: np.ndarray, lines: np.ndarray) -> np.ndarray:
   return np.abs(lines[..., 0] * points[..., 0] + lines[..., 1] * points[..., 1] + lines[..., 2])
 
 
+def symmetric_epipolar_distance(F, points_source, points_target) -> np.ndarray:
+  """Mean of the two point-to-epipolar-line distances (H&Z Eq. 11.10, unsquared).
+
+  Args:
+    F: [3, 3] with x_target^T F x_source = 0 (pixels, undistorted).
+    points_source: [..., 2] source points.
+    points_target: [..., 2] target points (broadcast with points_source).
+
+  Returns:
+    [...] (d(x_t, F x_s) + d(x_s, F^T x_t)) / 2, pixels.
+  """
+  in_target = epipolar_lines(F, points_source)
+  in_source = epipolar_lines(np.swapaxes(F, -1, -2), points_target)
+  return 0.5 * (point_line_distance(points_target, in_target)
+                + point_line_distance(points_source, in_source))
+
+
 def _heatmap_hw(heatmap_size):
   if np.ndim(heatmap_size) == 0:
     return int(heatmap_size), int(heatmap_size)

@@ -208,28 +208,6 @@ def sampson_distance(F, x_source, x_target) -> np.ndarray:
   return np.abs(residual) / np.sqrt(np.maximum(denominator, 1e-300))
 
 
-def symmetric_epipolar_distance(F, x_source, x_target) -> np.ndarray:
-  """Mean of the two point-to-epipolar-line distances, in pixels (H&Z Eq. 11.10, unsquared).
-
-  Args:
-    F: [3, 3] with x_target^T F x_source = 0.
-    x_source: [N, 2] source points, pixels.
-    x_target: [N, 2] target points, pixels.
-
-  Returns:
-    [N] (d(x_t, F x_s) + d(x_s, F^T x_t)) / 2, pixels.
-  """
-  F = _check_fundamental(F)
-  x_source = _check_points(x_source, "x_source")
-  x_target = _check_points(x_target, "x_target")
-  residual, _ = _sampson_terms(F, x_source, x_target)
-  lines_target = _homogeneous(x_source) @ F.T
-  lines_source = _homogeneous(x_target) @ F
-  norm_target = np.maximum(np.linalg.norm(lines_target[:, :2], axis=1), 1e-300)
-  norm_source = np.maximum(np.linalg.norm(lines_source[:, :2], axis=1), 1e-300)
-  return 0.5 * np.abs(residual) * (1.0 / norm_target + 1.0 / norm_source)
-
-
 # ------------------------------------------------------------------------------- robust fit
 
 

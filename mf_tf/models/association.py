@@ -74,23 +74,6 @@ class Person:
   cost: float
 
 
-def symmetric_epipolar_distance(F, points_source, points_target) -> np.ndarray:
-  """Mean of the two point-to-epipolar-line distances, elementwise over joints.
-
-  Args:
-    F: [3, 3] x_target^T F x_source = 0 (undistorted pixels).
-    points_source: [..., 2] undistorted source pixels.
-    points_target: [..., 2] undistorted target pixels (broadcast with points_source).
-
-  Returns:
-    [...] pixels.
-  """
-  in_target = epipolar.epipolar_lines(F, points_source)
-  in_source = epipolar.epipolar_lines(np.swapaxes(F, -1, -2), points_target)
-  return 0.5 * (epipolar.point_line_distance(points_target, in_target)
-                + epipolar.point_line_distance(points_source, in_source))
-
-
 def pair_costs(F, joints_source, scores_source, joints_target, scores_target, *,
                min_score: float = DEFAULT_MIN_SCORE,
                min_joints: int = DEFAULT_MIN_JOINTS) -> np.ndarray:
@@ -110,7 +93,8 @@ def pair_costs(F, joints_source, scores_source, joints_target, scores_target, *,
   """
   joints_source = np.asarray(joints_source, np.float64)
   joints_target = np.asarray(joints_target, np.float64)
-  distance = symmetric_epipolar_distance(F, joints_source[:, None], joints_target[None])
+  distance = epipolar.symmetric_epipolar_distance(F, joints_source[:, None],
+                                                 joints_target[None])
   shared = ((np.asarray(scores_source)[:, None] >= min_score)
             & (np.asarray(scores_target)[None] >= min_score) & np.isfinite(distance))
   count = shared.sum(-1)

@@ -28,6 +28,7 @@ from mf_tf.data import codec as codec_lib
 from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import ops
+from mf_tf.fusion import warp_kernel
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.geometry.rig import pair_index
@@ -451,7 +452,7 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                     learning_rate: float = 5e-3, epochs: int = 30, batch_size: int = 8,
                     validation_fraction: float = 0.2, patience: int = 5, seed: int = 0,
                     log_dir: str | None = None, progress: bool = True,
-                    jit_compile: bool = True, loss_temperature: float | None = None,
+                    jit_compile: bool | None = None, loss_temperature: float | None = None,
                     loss: str = "mse", proximal: float = 0.0, selection: str = "val_jdr",
                     head_size_px: float | None = None, compiled: dict | None = None,
                     stop: stopping.StopRequest | None = None) -> dict:
@@ -485,7 +486,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
     seed: Seed of the train/validation split and shuffling.
     log_dir: Optional TensorBoard directory.
     progress: Keras progress bar.
-    jit_compile: Compile the train step with XLA.
+    jit_compile: Compile the train step with XLA; None: where the warp does not run on the
+      kernels (`warp_kernel.xla_for_warps()`: a GPU, or kernels that cannot build).
     loss_temperature: Softmax temperature of the training loss; None: the layer's temperature
       (the read-out temperature).
     loss: `ops.fusion_loss` kind, "mse" or "ce".
@@ -531,6 +533,8 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   if not temperature > 0:
     raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
   threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
+  if jit_compile is None:
+    jit_compile = warp_kernel.xla_for_warps()
   model = _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile,
                      {} if compiled is None else compiled)
   selector = _SelectByValidation(model, heatmaps[val], joints2d[val],

@@ -8,7 +8,8 @@ import pytest
 from mf_tf.geometry import calibration
 from mf_tf.geometry.camera import undistort_points
 from mf_tf.geometry.epipolar import (epipolar_lines, fundamental_matrix, heatmap_fundamental_matrix,
-                                     heatmap_scale, pair_fundamental_matrices, point_line_distance)
+                                     heatmap_scale, pair_fundamental_matrices, point_line_distance,
+                                     symmetric_epipolar_distance)
 from mf_tf.geometry.rig import ordered_pairs
 
 
@@ -83,3 +84,16 @@ def test_pair_fundamental_matrices_follow_pair_order(panoptic):
   backward = stacked[3]  # (0 -> 1)
   sign = np.sign(np.sum(forward * backward.T))
   np.testing.assert_allclose(forward, sign * backward.T, atol=1e-12)
+
+
+def test_symmetric_epipolar_distance_of_a_rectified_pair():
+  """A rectified pair (pure x-translation, equal K): F = [0 0 0; 0 0 -1; 0 1 0] up to scale, every
+  epipolar line horizontal, so both distances are |y_source - y_target| (H&Z 9.3 and 11.10)."""
+  F = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]) * 3.7
+  source = np.array([[10.0, 20.0], [300.0, -5.0], [0.0, 0.0]])
+  target = np.array([[50.0, 23.0], [-40.0, -5.0], [7.0, -2.5]])
+  np.testing.assert_allclose(symmetric_epipolar_distance(F, source, target), [3.0, 0.0, 2.5],
+                             atol=1e-12)
+  # Broadcasting: [3, 1, 2] against [1, 3, 2] gives every pair.
+  every = symmetric_epipolar_distance(F, source[:, None], target[None])
+  np.testing.assert_allclose(every, np.abs(source[:, None, 1] - target[None, :, 1]), atol=1e-12)

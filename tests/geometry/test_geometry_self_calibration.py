@@ -9,9 +9,9 @@ from mf_tf.geometry import epipolar, rigs, volume
 from mf_tf.geometry.camera import undistort_points
 from mf_tf.geometry.rig import ordered_pairs, pair_index
 from mf_tf.fusion.calibrated import self_calibrated_theta
+from mf_tf.geometry.epipolar import symmetric_epipolar_distance
 from mf_tf.geometry.self_calibration import (estimate_pair_fundamentals, normalized_eight_point,
-                                             robust_fundamental, sampson_distance,
-                                             symmetric_epipolar_distance)
+                                             robust_fundamental, sampson_distance)
 
 
 def _heatmap_points(rig, points3d, heatmap_size):
