@@ -45,6 +45,7 @@ import numpy as np
 
 from mf_tf.geometry import calibration_formats
 from mf_tf.geometry import camera as camera_lib
+from mf_tf.geometry import epipolar
 from mf_tf.geometry import people_calibration
 from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
@@ -152,9 +153,8 @@ def pair_agreement(observations, rig, min_score=0.5):
   for a, camera_a in enumerate(rig.cameras):
     for b in range(a + 1, len(rig.cameras)):
       camera_b = rig.cameras[b]
-      R = camera_b.R @ camera_a.R.T
-      t = camera_b.t - R @ camera_a.t
-      E = np.cross(np.eye(3), t) @ R  # [t]_x R: x_b^T E x_a = 0.
+      R, t = epipolar.relative_pose(camera_a, camera_b)
+      E = epipolar.skew(t) @ R  # x_b^T E x_a = 0 (H&Z 9.6).
       both = seen[:, a] & seen[:, b]
       distance = people_tracks.sampson_distance(E, normalized[a][both], normalized[b][both])
       focal = np.mean([camera_a.K[0, 0], camera_b.K[0, 0]])
