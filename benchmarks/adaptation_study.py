@@ -1,20 +1,19 @@
 r"""Few-shot rig adaptation study: which training choices make K labelled frames pay off.
 
   python -m benchmarks.adaptation_study --workdir=/tmp/mf_study
-  python -m benchmarks.adaptation_study --workdir=/tmp/mf_study --rows=paper,default --shots=10
+  python -m benchmarks.adaptation_study --workdir=/tmp/mf_study --config.run=paper,default
 
-Every row is a recipe (`mf_tf.train.recipes.Recipe`: loss, selection criterion, theta
-parameterization, proximal term) with the study's other settings (NaiveFuse schedule, line,
-triangulation), adapted by `mf_tf.train.adaptation.adapt`; every row runs on the same
-seeds, the same pretrained models and the same held-out rigs (4 of the 6 held-out Panoptic
-cameras, Human3.6M, Shelf, and a procedural 4-camera ring the pretraining never saw). Columns
-are JDR / occluded JDR / MPJPE (triangulation) of No-Fusion, NaiveFuse^K, AffineFuse^K,
-MetaFuse^K, MetaFuse^0 (calibrated, no labels) and MetaFuse^0->K (the calibrated init
-finetuned), averaged over the rigs, plus each rig's numbers in study.json.
+The rows and the study's settings are configs/adaptation_study.py. Every row is a recipe
+(`mf_tf.train.recipes.Recipe`: loss, selection criterion, theta parameterization, proximal
+term) with the row's other settings (NaiveFuse schedule, line, triangulation), adapted by
+`mf_tf.train.adaptation.adapt`; every row runs on the same seeds, the same pretrained models and
+the same held-out rigs. Columns are JDR / occluded JDR / MPJPE (triangulation) of No-Fusion,
+NaiveFuse^K, AffineFuse^K, MetaFuse^K, MetaFuse^0 (calibrated, no labels) and MetaFuse^0->K
+(the calibrated init finetuned), averaged over the rigs, plus each rig's numbers in study.json.
 
-Pretraining (MetaFuse by MAML, AffineFuse by Adam, NaiveFuse per view count) uses
-configs/benchmark.py's default settings and is cached in the workdir, so rows can be added and
-rerun cheaply. The RPSM is skipped (2D and DLT only): it does not depend on the recipe.
+Pretraining (MetaFuse by `mf_tf.train.pretraining`, AffineFuse by Adam, NaiveFuse per view
+count) uses configs/benchmark.py's default settings and is cached in the workdir, so rows can be
+added and rerun cheaply. The RPSM is skipped (2D and DLT only): it does not depend on the recipe.
 """
 
 from __future__ import annotations
@@ -28,78 +27,61 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 import numpy as np
 
 from mf_tf import checkpoints
+from mf_tf import files
 from mf_tf.evaluation import evaluate
 from mf_tf.experiments import benchmark
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.modes import benchmark as benchmark_mode
 from mf_tf.train import adaptation
-from mf_tf.train import finetune as finetune_lib
-from mf_tf.train import metatrain
+from mf_tf.train import pretraining
 from mf_tf.train import recipes
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/mf_study", "Pretrained models (cached) and study.json.")
-flags.DEFINE_list("rows", None, "Rows to run (default: all of ROWS).")
-flags.DEFINE_list("rigs", ["panoptic_heldout6", "h36m", "shelf", "ring4"], "Held-out rigs.")
-flags.DEFINE_integer("shots", 50, "K labelled frames.")
-flags.DEFINE_integer("test_frames", 60, "Test frames per rig.")
-flags.DEFINE_integer("full_frames", 400, "Training frames of NaiveFuse^full.")
-flags.DEFINE_integer("seed", 0, "Base seed.")
 flags.DEFINE_string("out", "study.json", "Results file in the workdir (rows are merged in).")
 flags.DEFINE_list("report", None, "Only print the tables of these result files (merged).")
-flags.DEFINE_list("methods", ["naive", "affine", "metafuse", "calibrated"],
-                  "Finetuned methods.")
+config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "adaptation_study.py"),
+                                "The study's rows and settings.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One row: a recipe (`mf_tf.train.recipes.Recipe`: loss, selection, theta field, proximal
-  weight) and the study's other settings (step budgets, pretraining loss, line, 3D read-out)."""
+  weight) and the study's other settings (step budgets, pretraining loss, line, 3D read-out),
+  all from configs/adaptation_study.py."""
   recipe: recipes.Recipe
-  learning_rate: float = 5e-3
-  steps: int = 40
-  naive_learning_rate: float = 1e-4
-  naive_steps: int = 40
-  outlier_px: float | None = None
-  pretrain_loss: str = "mse"  # Loss of MetaFuse / AffineFuse pretraining.
-  line_value: float = 0.3  # Calibrated line peak (MetaFuse^0, self-calibrated, calibrated meta).
-  full: bool = False  # Also train NaiveFuse^full (all training frames) with the naive schedule.
+  learning_rate: float
+  steps: int
+  naive_learning_rate: float
+  naive_steps: int
+  outlier_px: float | None
+  pretrain_loss: str  # Loss of MetaFuse / AffineFuse pretraining.
+  line_value: float  # Calibrated line peak (MetaFuse^0, self-calibrated, calibrated meta).
+  full: bool  # Also train NaiveFuse^full (all training frames) with the naive schedule.
 
 
-def _row(recipe_changes=None, **settings) -> Row:
-  """A row from the paper's recipe (MSE, early stopping on the validation loss, per-pixel theta)
-  with `recipe_changes`; its starts are the study's --methods."""
-  return Row(dataclasses.replace(recipes.PAPER, name="study", **(recipe_changes or {})),
-             **settings)
-
-
-_JDR = {"selection": "val_jdr"}
-ROWS = {
-    "paper": _row(),
-    "sel_jdr": _row(_JDR),
-    "ce": _row(dict(_JDR, loss="ce")),
-    "grid4": _row(dict(_JDR, theta_grid=4)),
-    "grid8": _row(dict(_JDR, theta_grid=8)),
-    "grid4_ce": _row(dict(_JDR, theta_grid=4, loss="ce")),
-    "grid4_lr2": _row(dict(_JDR, theta_grid=4), learning_rate=2e-2),
-    "prox": _row(dict(_JDR, proximal=1.0)),
-    "naive_lr": _row(_JDR, naive_learning_rate=1e-3, full=True),
-    "naive_paper_full": _row(full=True),
-    "robust3d": _row(_JDR, outlier_px=2.0),
-    "grid4_ce_lv01": _row(dict(_JDR, theta_grid=4, loss="ce"), line_value=0.1),
-    "ce_all": _row(dict(_JDR, theta_grid=4, loss="ce"), line_value=0.1, pretrain_loss="ce"),
-    "naive_ce_lr3": _row(dict(_JDR, loss="ce"), naive_learning_rate=1e-3, full=True),
-    "naive_ce_lr2": _row(dict(_JDR, loss="ce"), naive_learning_rate=1e-2, full=True),
-    "default": _row(dict(_JDR, theta_grid=4, loss="ce"), line_value=0.1, pretrain_loss="ce",
-                    naive_learning_rate=1e-3),
-    "ce_all_pixel": _row(dict(_JDR, loss="ce"), line_value=0.1, pretrain_loss="ce"),
-}
+def rows_from_config(config) -> dict:
+  """{row name: Row} of the study config's rows; each recipe's starts are the paper's (the
+  study finetunes its `methods` as starts)."""
+  rows = {}
+  for name, row in config.rows.items():
+    recipe = dataclasses.replace(recipes.PAPER, name="study", loss=str(row.loss),
+                                 selection=str(row.selection), theta_grid=int(row.theta_grid),
+                                 proximal=float(row.proximal))
+    rows[name] = Row(recipe, learning_rate=float(row.learning_rate), steps=int(row.steps),
+                     naive_learning_rate=float(row.naive_learning_rate),
+                     naive_steps=int(row.naive_steps), outlier_px=float(row.outlier_px) or None,
+                     pretrain_loss=str(row.pretrain_loss), line_value=float(row.line_value),
+                     full=bool(row.full))
+  return rows
 
 
 def benchmark_settings(seed: int | None = None) -> benchmark.BenchmarkSettings:
@@ -140,26 +122,26 @@ def _pretrained(settings, view_counts, workdir, loss: str, line_value: float) ->
       logging.info("study: pretrained %s in %.0f s", name, time.time() - start)
     return checkpoints.load_meta_params(path)[0]
 
-  out = {"metafuse": cached(f"metafuse_{loss}", lambda: metatrain.metatrain_fusion(
-      frame_pool(), rig.pairs, maml_settings, progress=False))}
+  def meta(recipe, line_value):
+    return lambda: pretraining.meta_training(
+        dataclasses.replace(recipe, loss=loss), frame_pool(), rig.pairs, maml_settings, rig=rig,
+        line_width_px=settings.line_width_px, line_value=line_value, progress=False)
+
+  out = {"metafuse": cached(f"metafuse_{loss}", meta(recipes.PAPER, settings.line_value))}
   out["affine"] = cached(f"affine_{loss}", lambda: benchmark.pretrain_affine(
       frame_pool(), rig.pairs, maml_settings, settings.affine_pretrain))
 
-  def calibrated_meta():
-    init, theta_by_pair = metatrain.calibrated_meta_init(rig, settings.heatmap_size,
-                                                         settings.line_width_px, line_value)
-    return metatrain.metatrain_fusion(frame_pool(), rig.pairs, maml_settings, init=init,
-                                      progress=False, theta_by_pair=theta_by_pair)
-
-  out["metafuse_calibrated"] = cached(f"metafuse_cal_{loss}_{line_value}", calibrated_meta)
+  out["metafuse_calibrated"] = cached(f"metafuse_cal_{loss}_{line_value}",
+                                      meta(recipes.CALIBRATED, line_value))
   out["naive"] = {}
   for views in view_counts:
     path = os.path.join(workdir, f"naive_{views}.npz")
     if not os.path.isfile(path):
       subset = rig.subset(range(views))
       frames = benchmark.simulate(subset, settings.pretrain_frames, settings.seed + 17, settings)
-      layer = benchmark.naive_layer(None, views, settings.heatmap_size, settings.temperature,
-                                    f"naive_pretrain_{views}")
+      layer = fusion_starts.make_fusion_layer("naive", subset, settings.heatmap_size,
+                                              temperature=settings.temperature,
+                                              name=f"naive_pretrain_{views}")
       benchmark.finetune(layer, frames["heatmaps"], frames["joints2d"], settings.naive_pretrain,
                          target_sigma=settings.target_sigma, seed=settings.seed,
                          selection="val_loss")
@@ -206,7 +188,7 @@ def run_row(row: Row, rig, frames, pretrained, settings, methods, shots, seed):
            "self_calibrated": None, "metafuse_calibrated": pretrained["metafuse_calibrated"]}
   labels = train["joints2d"][:shots]
   if "self_calibrated" in methods:  # No labelled frame is used beyond the K frames' 2D joints.
-    record("selfcal^0", finetune_lib.make_fusion_layer(
+    record("selfcal^0", fusion_starts.make_fusion_layer(
         "self_calibrated", rig, size, temperature=settings.temperature, labels=labels,
         line_width_px=settings.line_width_px, line_value=row.line_value).materialize())
   for method in methods:
@@ -228,11 +210,11 @@ def run_row(row: Row, rig, frames, pretrained, settings, methods, shots, seed):
     record(label, layer if naive else layer.materialize())
     out[label]["kept_init"] = history["restored_init"]
   if row.full:
-    layer = finetune_lib.make_fusion_layer("naive", rig, size, temperature=settings.temperature,
+    layer = fusion_starts.make_fusion_layer("naive", rig, size, temperature=settings.temperature,
                                            name="naive_full")
     steps = max(300, row.naive_steps)
     benchmark.finetune(layer, full["heatmaps"], full["joints2d"],
-                       benchmark.FitSettings(steps, row.naive_learning_rate), seed=seed,
+                       benchmark.FitSettings(steps, row.naive_learning_rate, 8, None), seed=seed,
                        target_sigma=settings.target_sigma, loss=row.recipe.loss,
                        selection=row.recipe.selection, head_size_px=full["head_size"])
     record("naive^full", layer)
@@ -250,13 +232,20 @@ def main(argv):
     print(markdown(study))
     return
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  settings = benchmark_settings(FLAGS.seed)
-  rigs = [_rig(name) for name in FLAGS.rigs]
-  rows = FLAGS.rows or list(ROWS)
+  config = FLAGS.config
+  settings = benchmark_settings(int(config.seed))
+  rig_names = [name.strip() for name in config.rigs.split(",") if name.strip()]
+  methods = [name.strip() for name in config.methods.split(",") if name.strip()]
+  rigs = [_rig(name) for name in rig_names]
+  study_rows = rows_from_config(config)
+  rows = [name.strip() for name in config.run.split(",") if name.strip()] or list(study_rows)
+  unknown = sorted(set(rows) - set(study_rows))
+  if unknown:
+    raise ValueError(f"config.run names rows {unknown}; expected some of {sorted(study_rows)}")
   view_counts = sorted({r.num_views for r in rigs})
   pretrained = {}
   for row in rows:
-    key = (ROWS[row].pretrain_loss, ROWS[row].line_value)
+    key = (study_rows[row].pretrain_loss, study_rows[row].line_value)
     if key not in pretrained:
       pretrained[key] = _pretrained(settings, view_counts, FLAGS.workdir, *key)
   path = os.path.join(FLAGS.workdir, FLAGS.out)
@@ -266,22 +255,20 @@ def main(argv):
       study = json.load(stream)
   for index, rig in enumerate(rigs):
     # Frames depend on the rig, not on its place in --rigs, so rows can be run separately.
-    seed = FLAGS.seed + 1000 * _RIG_SEED_SLOT.get(FLAGS.rigs[index], index + 1)
-    frames = (benchmark.simulate(rig, max(FLAGS.shots, FLAGS.full_frames), seed, settings),
-              benchmark.simulate(rig, FLAGS.test_frames, seed + 1, settings), None)
+    seed = int(config.seed) + 1000 * _RIG_SEED_SLOT.get(rig_names[index], index + 1)
+    frames = (benchmark.simulate(rig, max(config.shots, config.full_frames), seed, settings),
+              benchmark.simulate(rig, config.test_frames, seed + 1, settings), None)
     frames = (frames[0], frames[1], frames[0])
     for row in rows:
       row_start = time.time()
-      settings_row = ROWS[row]
+      settings_row = study_rows[row]
       result = run_row(settings_row, rig, frames,
                        pretrained[(settings_row.pretrain_loss, settings_row.line_value)],
-                       settings, FLAGS.methods, FLAGS.shots, seed)
+                       settings, methods, int(config.shots), seed)
       result["seconds"] = round(time.time() - row_start, 1)
       study.setdefault(row, {})[rig.name] = result
       logging.info("study %s on %s: %s", row, rig.name, json.dumps(result))
-      with open(path + ".tmp", "w") as stream:
-        json.dump(study, stream, indent=1)
-      os.replace(path + ".tmp", path)
+      files.write_atomic(path, json.dumps(study, indent=1))
   print(markdown(study))
 
 

@@ -18,7 +18,7 @@ rig gives the same keypoints (so that neither method is judged on the height's e
 errors are after the similarity that best aligns the centres (`compare_rigs(with_scale=True)`).
 Columns: worst camera's rotation error (deg), worst centre error (% of the rig's size), MPJPE
 between the people triangulated with the estimated and the reference rig (mm,
-`people_tracks.compare_reconstructions`), seconds of the estimate (detection excluded).
+`rig_comparison.compare_reconstructions`), seconds of the estimate (detection excluded).
 
 The peer "aniposelib": `CameraGroup.bundle_adjust_iter` (extrinsics only) from the cameras
 mf_tf's own bundle adjustment started from (`CalibrationResult.start_rig`), on the same
@@ -47,6 +47,7 @@ from mf_tf.geometry import calibration_formats
 from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import epipolar
 from mf_tf.geometry import people_calibration
+from mf_tf.geometry import people_sfm
 from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.rig import Rig
 from mf_tf.models import blazepose
@@ -125,7 +126,7 @@ def opencv_chain(observations, cameras, height_mm, min_score=0.5):
     xa, xb = normalized[:, a][both], normalized[:, b][both]
     focal = np.mean([cameras[a].K[0, 0], cameras[b].K[0, 0]])
     E, mask = cv2.findEssentialMat(xa, xb, np.eye(3), method=cv2.RANSAC, prob=0.999,
-                                   threshold=people_calibration.RANSAC_THRESHOLD_PX / focal)
+                                   threshold=people_sfm.RANSAC_THRESHOLD_PX / focal)
     _, R_ab, t_ab, mask = cv2.recoverPose(E[:3], xa, xb, np.eye(3), mask=mask)
     t_ab = t_ab.ravel()
     # Scale: the people's height triangulated by this pair (unit baseline) -> height_mm.
@@ -164,7 +165,7 @@ def pair_agreement(observations, rig, min_score=0.5):
 
 def evaluate(rig, reference, observations):
   errors = rig_comparison.compare_rigs(rig, reference, with_scale=True)
-  mpjpe = people_tracks.compare_reconstructions(observations, rig, reference, with_scale=True)
+  mpjpe = rig_comparison.compare_reconstructions(observations, rig, reference, with_scale=True)
   return {"rotation_deg": errors["max_rotation_deg"], "center_percent":
           errors["max_center_percent"], "mpjpe_mm": mpjpe["mpjpe_mm"],
           "per_camera_rotation_deg": errors["rotation_deg"]}
@@ -200,7 +201,7 @@ def main():
         num_people = observations.scores.shape[2]
         if people == 1 and rows and rows[-1]["recording"] == name and rows[-1]["people"] == 1:
           continue  # One person already: the same rows.
-        height = stature(people_tracks.triangulate_observations(observations, reference))
+        height = stature(rig_comparison.triangulate_observations(observations, reference))
         estimates = {}
 
         def mf_tf_estimate():

@@ -46,6 +46,7 @@ from mf_tf.data import codec as codec_lib  # noqa: E402
 from mf_tf.data import joints  # noqa: E402
 from mf_tf.fusion import layers  # noqa: E402
 from mf_tf.fusion import ops  # noqa: E402
+from mf_tf.fusion import starts as fusion_starts  # noqa: E402
 from mf_tf.fusion import warp_kernel  # noqa: E402
 from mf_tf.fusion.settings import FusionSettings  # noqa: E402
 from mf_tf.geometry import rigs  # noqa: E402
@@ -183,7 +184,7 @@ def finetune_item(frames: dict, batch: dict, rig, heatmap_size: int, sigma: floa
   `finetune_fusion` builds and compiles the step (one epoch on `frames`, the batch plus
   `FINETUNE_VALIDATION_FRAMES` held out); the step is then `train_on_batch` of that model.
   """
-  layer = finetune.make_fusion_layer(
+  layer = fusion_starts.make_fusion_layer(
       "metafuse", rig, heatmap_size, init=metatrain.default_meta_params(heatmap_size),
       temperature=settings.temperature)
   compiled = {}

@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.adaptation_study import benchmark_settings  # noqa: E402
 from mf_tf.experiments import benchmark  # noqa: E402
+from mf_tf.fusion import starts as fusion_starts  # noqa: E402
 from mf_tf.geometry import rigs as rigs_lib  # noqa: E402
 from mf_tf.train import finetune as finetune_lib  # noqa: E402
 
@@ -64,7 +65,7 @@ def main():
                          loss=settings.recipe.loss, selection=settings.recipe.selection)
 
     def naive(label):
-      return finetune_lib.make_fusion_layer("naive", rig, settings.heatmap_size,
+      return fusion_starts.make_fusion_layer("naive", rig, settings.heatmap_size,
                                             temperature=settings.temperature, name=label)
 
     row = {"No-Fusion": cell(None),

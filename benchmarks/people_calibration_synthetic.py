@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 
 from mf_tf.geometry import people_calibration as pc
+from mf_tf.geometry import rig_comparison
 from tests.geometry.test_geometry_people_calibration import synthetic_rig, synthetic_scene
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Noise seeds averaged per cell.")
@@ -43,8 +44,8 @@ def main(argv):
         start = time.perf_counter()
         result = pc.estimate_extrinsics(observations, rig.cameras, person_height_mm=stature)
         elapsed = time.perf_counter() - start
-        similar = pc.compare_rigs(result.rig, rig)
-        rigid = pc.compare_rigs(result.rig, rig, with_scale=False)
+        similar = rig_comparison.compare_rigs(result.rig, rig)
+        rigid = rig_comparison.compare_rigs(result.rig, rig, with_scale=False)
         rows.append([similar["max_rotation_deg"], similar["max_center_percent"],
                      rigid["max_center_percent"], 100 * abs(1 / similar["scale"] - 1),
                      max(result.reprojection_error_px.values()), elapsed])

@@ -33,6 +33,7 @@ from mf_tf.models import blazepose  # noqa: E402
 from mf_tf.modes import video  # noqa: E402
 from mf_tf.reconstruct import people  # noqa: E402
 from mf_tf.reconstruct import pipeline  # noqa: E402
+from mf_tf.reconstruct import reconstructor as reconstructor_lib  # noqa: E402
 from mf_tf.reconstruct import recording as recording_lib  # noqa: E402
 
 _DEFAULT_SESSION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -55,7 +56,7 @@ def main(argv):
     count = min(FLAGS.frames, recording.num_frames)
     model = blazepose.BlazePose()  # The baseline's: one model on every core.
     output_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="recording_speed_")
-    reconstructor = pipeline.Reconstructor(video.models(FLAGS.workers), rig, "h36m17")
+    reconstructor = reconstructor_lib.Reconstructor(video.models(FLAGS.workers), rig, "h36m17")
     summary = pipeline.reconstruct_recording(
         recording.frames(stop=count), rig, reconstructor, output_dir, fps=recording.fps,
         num_frames=count)

@@ -7,7 +7,7 @@ BlazePose runs once per view and instant; the same detections then go through
 `mf_tf.reconstruct.people.reconstruct_people` with fusion=none and fusion=epipolar (same
 association, so people correspond). Then the recovery of missed views
 (`mf_tf.reconstruct.tracking`, mechanism 3): detections per view before and after, and people
-reconstructed per instant (`pipeline.Reconstructor`, a fresh one per instant since the instants
+reconstructed per instant (`reconstructor.Reconstructor`, a fresh one per instant since the instants
 are not consecutive). Printed: people reconstructed per instant; the median and 90th percentile
 of the reprojection error (raw image px) of the triangulated joints against each view's 2D
 estimate; and, for the joints whose single-view estimate was inconsistent with the other views
@@ -31,7 +31,7 @@ from mf_tf.data import joints as joints_lib  # noqa: E402
 from mf_tf.models import blazepose  # noqa: E402
 from mf_tf.geometry import calibration_formats  # noqa: E402
 from mf_tf.reconstruct import people as people_lib  # noqa: E402
-from mf_tf.reconstruct import pipeline  # noqa: E402
+from mf_tf.reconstruct import reconstructor  # noqa: E402
 from mf_tf.reconstruct import recording as recording_lib  # noqa: E402
 
 _DEFAULT_FRAMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -85,7 +85,7 @@ def main() -> None:
       for joint, parent in enumerate(joint_set.parents):
         if parent >= 0 and np.isfinite(reference[joint]):
           ratios.append(np.linalg.norm(points[joint] - points[parent]) / reference[joint])
-    step = pipeline.Reconstructor(model, rig, joint_set).step(images)
+    step = reconstructor.Reconstructor(model, rig, joint_set).step(images)
     recovery["before"] += step["detections"]
     recovery["after"] += np.add(step["detections"], step["recovered"])
     recovery["people"].append(len(people))

@@ -26,24 +26,34 @@ def get_config(arg=None):
   config.rig.pretrain = "panoptic_vga20"  # Paper: 20 Panoptic cameras, 380 ordered pairs.
   config.rig.target = "h36m"  # Held-out rig for finetune / evaluate / export / demo.
 
-  # Fusion layer (mf_tf/fusion/layers.py): AffineFusion / NaiveFusion / NoFusion.
+  # Fusion (mf_tf/fusion/settings.py): read-out, training-loss temperature, the calibrated line.
   config.fusion = ml_collections.ConfigDict()
-  config.fusion.kind = "affine"  # affine (AffineFuse / MetaFuse) | naive (NaiveFuse) | none.
   config.fusion.temperature = 0.2  # Paper Sec. 5.1: softmax temperature on every fused channel.
-  config.fusion.loss_temperature = 0.2  # Training-loss softmax T; paper value. Measured on the
-  # benchmark (32 px, Panoptic held-out 4 views): T=0.2 gives MetaFuse^50 88.5 JDR vs No-Fusion
-  # 86.8, T=0.5 gives 65.4 (fusion overwhelms visible joints). On the demo's h36m rig T=0.5 ranks
-  # the calibrated fusion better (loss 2.97->1.60 with JDR 69->83; at 0.2, 2.26->9.8).
-  config.fusion.base_init = "line"  # omega_base init: line (epipolar-line prior) | zeros.
-  config.fusion.base_scale = 0.05  # Peak of the line init: small so fusion starts near identity.
-  config.fusion.theta_init = "translation"  # translation (base centred on pixel i) | identity.
-  config.fusion.calibrated_init = False  # MetaFuse^0: epipolar theta + line base from the rig.
+  config.fusion.loss_temperature = 0.2  # Training-loss softmax T; the paper's value (a higher T
+  # lets fusion overwhelm visible joints: measured in BUILD.md, "Measured settings").
   config.fusion.line_width_px = 1.0  # Calibrated init: line cross-section sigma, heatmap px.
-  config.fusion.line_value = 0.1  # Calibrated init: line peak (fused = h_v + 0.1 * line sums).
-  # Measured (benchmarks/adaptation_study.py, h36m, 32 px): 0.1 gives MetaFuse^0 JDR 82.6 and
-  # MPJPE 111.8 mm vs 81.8 and 125.1 at 0.3 (No-Fusion 68.7 / 127.9): a strong line pulls the
-  # estimate onto the line, off the joint, so 2D improves less and 3D not at all.
+  config.fusion.line_value = 0.1  # Calibrated init: line peak (fused = h_v + 0.1 * line sums); a
+  # stronger line pulls the estimate onto the line, off the joint (measured in BUILD.md).
 
+  _data_sections(config)
+  _serving_sections(config)
+  _evaluation_sections(config)
+  _training_sections(config)
+  _video_section(config)
+  _calibrate_sections(config)
+  config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
+
+  if arg == "smoke":
+    _smoke(config)
+  elif arg == "paper":
+    config.recipe = "paper"  # MetaFuse as the paper (mf_tf/train/recipes.py PAPER).
+  elif arg not in (None, ""):
+    raise ValueError(f"unknown config variant {arg!r}; expected none, 'smoke' or 'paper'")
+  return config
+
+
+def _data_sections(config):
+  """Datasets, the synthetic world and its simulated detector, rendering, conversion."""
   # TFDS datasets (mf_tf/data/tfds_builders.py): where prepared datasets live and where a
   # manually downloaded one (Human3.6M, Panoptic, Total Capture) was unpacked.
   config.data = ml_collections.ConfigDict()
@@ -52,7 +62,7 @@ def get_config(arg=None):
 
   # Synthetic world and its simulated detector (mf_tf/data/).
   config.world = ml_collections.ConfigDict()
-  config.world.num_frames = 100  # Frames written by --mode=simulate (~3 s each with 20 rendered views).
+  config.world.num_frames = 100  # Frames written by --mode=simulate.
   config.world.render_images = True  # Also render the volumetric body (slower).
   config.world.shard_size = 50  # Frames per TFRecord shard.
   config.world.rig = "target"  # Simulated rig: config.rig.target, or "pretrain" (rig.pretrain).
@@ -90,12 +100,15 @@ def get_config(arg=None):
   # must never run a stranger's file).
   config.convert.trust_pickle = False
 
+
+def _serving_sections(config):
+  """Serving export, --mode=predict and the TFLite backbone."""
   # Serving export (mf_tf/serving/export.py, --mode=export): a SavedModel per rig for TF Serving.
   config.export = ml_collections.ConfigDict()
   config.export.dir = ""  # Export root served by TF Serving; "" means <workdir>/export.
   config.export.rigs = ""  # Comma-separated rigs to export; "" means config.rig.target.
-  config.export.top_k = 0  # 0: dense fusion matrices; k > 0: sparse top-k per row. 64x64, 4
-  # views, ResNet50 (benchmarks/serving_bench.py, no XLA): k = 128 fuses in 4% of the frame.
+  config.export.top_k = 0  # 0: dense fusion matrices; k > 0: sparse top-k per row (its time
+  # share and JDR: benchmarks/serving_bench.py, measured in BUILD.md).
   config.export.triangulate = True  # Add joints_3d (DLT with the rig's calibration baked in).
   config.export.version = 0  # 0: next free version number; else this one (must not exist yet).
   config.export.base_path_prefix = ""  # models.config paths: "" local, "/models" in a container.
@@ -130,6 +143,9 @@ def get_config(arg=None):
   config.tflite.num_eval = 8  # Images for the agreement and latency report.
   config.tflite.num_threads = 2  # Interpreter threads (the edge device's cores).
 
+
+def _evaluation_sections(config):
+  """Evaluation and the end-to-end demo."""
   # Evaluation (mf_tf/evaluation/, --mode=evaluate): JDR, MPJPE by DLT and by the RPSM.
   config.evaluate = ml_collections.ConfigDict()
   config.evaluate.methods = "no_fusion,calibrated,finetuned"  # finetuned: skipped if absent.
@@ -139,7 +155,8 @@ def get_config(arg=None):
   config.evaluate.limb_frames = 500  # Training poses (config.seed) giving the RPSM limb lengths.
   config.evaluate.batch_size = 16  # Frames per fusion call.
   config.evaluate.box_size_mm = 2000.0  # RPSM coarse cube side around the triangulated root.
-  config.evaluate.coarse_bins = 12  # CrossView: 16; 12 is ~5x faster, ~1 mm worse (rpsm_bench).
+  config.evaluate.coarse_bins = 12  # CrossView: 16; 12 is faster for about the same MPJPE
+  # (benchmarks/rpsm_bench.py, measured in BUILD.md).
   config.evaluate.refine_bins = 5  # RPSM local grid per axis per joint (5: spacing halves).
   config.evaluate.refine_iterations = 5  # RPSM refinement passes (final spacing 5.2 mm).
   config.evaluate.limb_tolerance = 0.2  # Flat limb prior within 20% of the mean length.
@@ -153,11 +170,11 @@ def get_config(arg=None):
   config.demo.pretrain_frames = 300  # Frames of config.rig.pretrain for meta-training.
   # Meta-training of the demo: the fields of config.metatrain's MAML settings, CPU-sized.
   config.demo.maml = ml_collections.ConfigDict()
-  config.demo.maml.num_steps = 40  # MAML outer steps (minutes on 2 cores at 32 px).
+  config.demo.maml.num_steps = 40  # MAML outer steps, CPU-sized.
   config.demo.maml.tasks_per_step = 4  # Ordered camera pairs per outer step.
   config.demo.maml.support_size = 4  # Frames per task for the inner step.
   config.demo.maml.query_size = 4  # Frames per task for the outer loss.
-  config.demo.maml.inner_lr = 0.1  # Inner SGD alpha: 1.0 diverges at 32 px (query 2.18 -> 2.88).
+  config.demo.maml.inner_lr = 0.1  # Inner SGD alpha: 1.0 diverges at 32 px (measured in BUILD.md).
   config.demo.maml.inner_steps = 1  # Inner gradient steps.
   config.demo.maml.outer_lr = 1e-3  # Paper: Adam 1e-3 in meta-training.
   config.demo.maml.first_order = False  # Second-order MAML, as in the paper.
@@ -175,6 +192,9 @@ def get_config(arg=None):
   config.demo.paper_row = True  # Also MetaFuse^K with the paper recipe (unless config.recipe).
   config.demo.calibrated_variant = False  # Also MetaFuse^K with the "calibrated" recipe.
 
+
+def _training_sections(config):
+  """The backbone and the training stages, in pipeline order."""
   # Backbone (mf_tf/models/backbone.py): SimpleBaseline, image -> heatmaps at a quarter size.
   config.model = ml_collections.ConfigDict()
   config.model.backbone = "resnet50"  # Paper; "mobilenetv2_035" is the light CPU/CI builder.
@@ -235,6 +255,9 @@ def get_config(arg=None):
   config.finetune.batch_size = 8  # Frames per step.
   config.finetune.learning_rate = 5e-3  # Paper: Adam 5e-3, theta only (omega_base frozen).
 
+
+def _video_section(config):
+  """--mode=video: a recording in, 3D motion out."""
   config.video = ml_collections.ConfigDict()  # --mode=video (mf_tf/modes/video.py).
   # The recording: exactly one of session, videos, frames_dir.
   config.video.session = ""  # Pose2Sim session folder: videos/<camera>.mp4 and calibration/.
@@ -257,20 +280,20 @@ def get_config(arg=None):
   config.video.max_cost_px = 30.0  # Association: mean symmetric epipolar distance of one person.
   config.video.min_score = 0.5  # Joint visibility below it: not associated, not triangulated.
   config.video.max_error_px = 25.0  # A view leaves a joint of >= 3 views beyond this reprojection
-  # error (confident fused joints: median 2.6 px, 99th percentile 15.3 px, Panoptic demo frames).
+  # error (above the confident fused joints' 99th percentile: measured in BUILD.md).
   config.video.min_bone_ratio = 0.55  # Bone length / reference (data.skeleton) outside
-  config.video.max_bone_ratio = 1.6  # [min, max] drops the joint and what hangs on it (4-5 view
-  # people of the demo frames: 0.66-1.40; a 2-view person with another's legs: 0.59-5.4).
+  config.video.max_bone_ratio = 1.6  # [min, max] drops the joint and what hangs on it (wider
+  # than the demo frames' well-seen people, measured in BUILD.md).
   config.video.redetect_every = 30  # Frames between person-detector runs where all are tracked
   # (the detector is the costliest stage; a lost crop runs it at once).
   config.video.recover_views = True  # Search the views that missed a reconstructed person.
   config.video.recovery_max_px = 30.0  # A recovered pose's mean distance to the projection.
   config.video.track_max_distance_mm = 500.0  # Centre move per frame that keeps an identity
-  # (50 mm a frame walking at 30 fps; the closest two demo people stand 0.87 m apart).
+  # (far above walking, below the distance between two people standing side by side).
   config.video.max_gap_frames = 20  # Frames a person may go unseen (and gaps filled) per track.
   config.video.min_track_frames = 10  # Shorter tracks are not written as motion files.
   config.video.duplicate_distance_mm = 200.0  # Two people of disjoint views this close (median
-  # joint distance) are one person that association split; the closest two demo people: 870 mm.
+  # joint distance) are one person that association split (well below two people side by side).
   config.video.filter = "butterworth"  # none | butterworth | savgol | one_euro (measured in
   # BUILD.md: jitter and bone-length variation against lag on the demo recordings).
   config.video.filter_params = ""  # "cutoff_hz=6,order=4"; empty: the method's defaults.
@@ -279,6 +302,9 @@ def get_config(arg=None):
   config.video.overlay_scale = 0.5  # Overlay size / frame size (smaller encodes faster).
   config.video.animation = True  # skeleton.mp4: the filtered 3D skeletons.
 
+
+def _calibrate_sections(config):
+  """--mode=calibrate and --mode=batch."""
   config.calibrate = ml_collections.ConfigDict()  # --mode=calibrate (mf_tf/modes/calibrate.py).
   config.calibrate.calibration = ""  # The file to read (any supported format).
   config.calibrate.convert = ""  # The file (.json, .toml) or folder (EasyMocap) to write.
@@ -324,41 +350,36 @@ def get_config(arg=None):
   config.batch.pipeline_options = ""  # More Beam options, "--project=p --region=r ..." (and
   # any given after `--` on the command line).
 
-  config.distribute = "none"  # none | mirrored | multi_worker (tf.distribute strategy).
 
-  if arg == "smoke":
-    config.heatmap_size = 32
-    config.image_size = 128
-    config.world.num_frames = 16
-    config.world.shard_size = 8
-    config.evaluate.num_frames = 8  # Smoke: a few frames and a coarse RPSM grid.
-    config.evaluate.limb_frames = 50
-    config.evaluate.coarse_bins = 10
-    config.demo.heatmap_size = 16  # Smoke demo: tiny maps, a few steps, no export.
-    config.demo.pretrain_frames = 24
-    config.demo.maml.num_steps = 3
-    config.demo.maml.tasks_per_step = 2
-    config.demo.maml.support_size = 2
-    config.demo.maml.query_size = 2
-    config.demo.finetune_steps = 10
-    config.demo.test_frames = 12
-    config.demo.coarse_bins = 6
-    config.demo.refine_iterations = 1
-    config.demo.export = False
-    config.demo.progress = False
-    config.model.backbone = "mobilenetv2_035"  # Smoke: light backbone, few frames and steps.
-    config.warmup.num_frames = 8
-    config.warmup.epochs = 1
-    config.precompute.num_frames = 24
-    config.metatrain.num_steps = 3
-    config.metatrain.inner_lr = 0.1  # Best one-step alpha at 32 px (1.0 diverges).
-    config.metatrain.support_size = 2
-    config.metatrain.query_size = 2
-    config.pretrain.epochs = 1
-    config.finetune.shots = 10
-    config.finetune.epochs = 2
-  elif arg == "paper":
-    config.recipe = "paper"  # MetaFuse as the paper (mf_tf/train/recipes.py PAPER).
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; expected none, 'smoke' or 'paper'")
-  return config
+def _smoke(config):
+  """`:smoke`: everything shrunk for quick local runs and CI."""
+  config.heatmap_size = 32
+  config.image_size = 128
+  config.world.num_frames = 16
+  config.world.shard_size = 8
+  config.evaluate.num_frames = 8  # Smoke: a few frames and a coarse RPSM grid.
+  config.evaluate.limb_frames = 50
+  config.evaluate.coarse_bins = 10
+  config.demo.heatmap_size = 16  # Smoke demo: tiny maps, a few steps, no export.
+  config.demo.pretrain_frames = 24
+  config.demo.maml.num_steps = 3
+  config.demo.maml.tasks_per_step = 2
+  config.demo.maml.support_size = 2
+  config.demo.maml.query_size = 2
+  config.demo.finetune_steps = 10
+  config.demo.test_frames = 12
+  config.demo.coarse_bins = 6
+  config.demo.refine_iterations = 1
+  config.demo.export = False
+  config.demo.progress = False
+  config.model.backbone = "mobilenetv2_035"  # Smoke: light backbone, few frames and steps.
+  config.warmup.num_frames = 8
+  config.warmup.epochs = 1
+  config.precompute.num_frames = 24
+  config.metatrain.num_steps = 3
+  config.metatrain.inner_lr = 0.1  # The one-step alpha of 32 px (measured in BUILD.md).
+  config.metatrain.support_size = 2
+  config.metatrain.query_size = 2
+  config.pretrain.epochs = 1
+  config.finetune.shots = 10
+  config.finetune.epochs = 2

@@ -1,17 +1,75 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a partial one."""
+"""Atomic file writes and file safety: a reader sees the old file or the new one, never a partial
+one; mf_tf replaces or removes only what it wrote; what it serves is readable by other users.
+
+Files are written under a temporary name beside their destination and renamed onto it
+(`PendingFile`, and through it `atomic_path`, `write_atomic`, `write_json_atomic`,
+`AtomicTextFile`). Folders written as a whole are staged under a temporary name and renamed into
+place (`make_temporary_folder`, `replace_folder`); temporary folders left by a killed process are
+removed by the next writer (`remove_stale_temporaries`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
+
+from absl import logging
+
+FILE_MODE = 0o644  # Readable by all: a server or container running as another user reads it.
+DIR_MODE = 0o755  # Readable and searchable by all, likewise.
+
+
+class PendingFile:
+  """A temporary file beside `path` that replaces `path` on `commit`, or goes on `discard`.
+
+  For a writer that takes a file name and stays open across calls (OpenCV's VideoWriter, say):
+  it writes `temporary`, then `commit()` renames it onto `path`; `discard()` removes it and
+  leaves an existing `path` as it was. The temporary is hidden (`.<name>.<random><suffix>`) and in
+  the same folder, so the rename is atomic.
+
+  Args:
+    path: Destination file; its folder is created if missing.
+    suffix: The temporary's extension (some writers choose their format by it).
+    mode: Permission bits of the result (mkstemp creates 0600).
+
+  Attributes:
+    path: The destination.
+    temporary: The file to write.
+  """
+
+  def __init__(self, path, *, suffix: str = ".tmp", mode: int = FILE_MODE):
+    self.path = os.fspath(path)
+    self.mode = mode
+    folder = os.path.dirname(os.path.abspath(self.path))
+    os.makedirs(folder, exist_ok=True)
+    handle, self.temporary = tempfile.mkstemp(dir=folder, suffix=suffix,
+                                              prefix=f".{os.path.basename(self.path)}.")
+    os.close(handle)
+
+  def commit(self) -> str:
+    """Renames the temporary onto `path` (removing it if that fails); returns `path`."""
+    try:
+      os.chmod(self.temporary, self.mode)
+      os.replace(self.temporary, self.path)
+    except BaseException:
+      self.discard()
+      raise
+    return self.path
+
+  def discard(self) -> None:
+    """Removes the temporary, if it is still there; `path` is left as it was."""
+    if os.path.exists(self.temporary):
+      os.remove(self.temporary)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, *, suffix: str = ".tmp", mode: int = 0o644):
-  """A temporary file name beside `path` that becomes `path` on a clean exit.
+def atomic_path(path: str, *, suffix: str = ".tmp", mode: int = FILE_MODE):
+  """A temporary file name beside `path` that becomes `path` on a clean exit (`PendingFile`).
 
   For writers that take a file name (OpenCV's FileStorage, ezc3d, numpy): `with
   atomic_path("a.c3d", suffix=".c3d") as temporary: c3d.write(temporary)`. On an exception the
@@ -22,23 +80,16 @@ def atomic_path(path: str, *, suffix: str = ".tmp", mode: int = 0o644):
     suffix: The temporary's extension (some writers choose their format by it).
     mode: Permission bits of the result (mkstemp creates 0600; shared outputs are 0644).
   """
-  path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                       suffix=suffix)
-  os.close(handle)
+  pending = PendingFile(path, suffix=suffix, mode=mode)
   try:
-    yield temporary
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
+    yield pending.temporary
   except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
+    pending.discard()
     raise
+  pending.commit()
 
 
-def write_atomic(path: str, data: bytes | str, *, mode: int = 0o644) -> str:
+def write_atomic(path: str, data: bytes | str, *, mode: int = FILE_MODE) -> str:
   """Writes `data` to `path` through a temporary file in the same folder, flushed to disk, and a
   rename (`atomic_path`).
 
@@ -58,36 +109,165 @@ def write_atomic(path: str, data: bytes | str, *, mode: int = 0o644) -> str:
   return os.fspath(path)
 
 
+def write_json_atomic(path: str, value, *, indent: int = 1, newline: bool = True,
+                      mode: int = FILE_MODE) -> str:
+  """Writes `value` as JSON to `path` atomically (`write_atomic`), in mf_tf's JSON layout.
+
+  The text is made in memory first, so a value JSON cannot encode raises before anything is
+  written.
+
+  Args:
+    path: Destination file; its folder is created if missing.
+    value: Anything `json.dumps` takes (convert NumPy values first).
+    indent: Spaces per nesting level (mf_tf's JSON files use 1).
+    newline: End the file with a newline.
+    mode: Permission bits of the result.
+
+  Returns:
+    `path`.
+  """
+  text = json.dumps(value, indent=indent)
+  return write_atomic(path, text + "\n" if newline else text, mode=mode)
+
+
 class AtomicTextFile:
   """A text file written line by line that appears at `path` only when closed without error.
 
   `with AtomicTextFile(path) as stream: stream.write(...)`: the lines go to a temporary file in
-  the same folder, renamed onto `path` on a clean exit and removed on an exception (a long run
-  that stops half way leaves no half-written file, and the previous one stays).
+  the same folder (`PendingFile`), renamed onto `path` on a clean exit and removed on an
+  exception (a long run that stops half way leaves no half-written file, and the previous one
+  stays).
   """
 
-  def __init__(self, path: str, *, mode: int = 0o644):
+  def __init__(self, path: str, *, mode: int = FILE_MODE):
     self.path = os.fspath(path)
     self.mode = mode
     self._stream = None
-    self._temporary = None
+    self._pending = None
 
   def __enter__(self):
-    folder = os.path.dirname(os.path.abspath(self.path))
-    os.makedirs(folder, exist_ok=True)
-    handle, self._temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
-    self._stream = os.fdopen(handle, "w", encoding="utf-8")
+    self._pending = PendingFile(self.path, mode=self.mode)
+    self._stream = open(self._pending.temporary, "w", encoding="utf-8")
     return self._stream
 
   def __exit__(self, kind, value, traceback):
-    self._stream.close()
+    try:
+      self._stream.close()
+    except BaseException:
+      self._pending.discard()
+      raise
     if kind is None:
-      os.chmod(self._temporary, self.mode)
-      os.replace(self._temporary, self.path)
-    elif os.path.exists(self._temporary):
-      os.remove(self._temporary)
+      self._pending.commit()
+    else:
+      self._pending.discard()
     return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Folders: staged under a temporary name, readable by other users.
+
+TEMP_PREFIX = ".tmp-"  # Hidden, and never a number (TF Serving ignores such a version folder).
+# `.tmp-<number>-<pid>-<random>`: the pid of the process writing it.
+_TEMP_OWNER = re.compile(r"^\.tmp-[0-9]+-([0-9]+)-")
+# A temporary folder whose name holds no pid is left by a killed writer once it is this old.
+STALE_TEMP_AGE_S = 600.0
+
+
+def make_temporary_folder(parent: str, number: int) -> str:
+  """Creates an empty folder `<parent>/.tmp-<number>-<pid>-<random>` (mode 0700) to fill, then
+  rename into place.
+
+  The name holds this process's pid, so that a later `remove_stale_temporaries` can tell
+  whether its writer still runs.
+
+  Args:
+    parent: An existing folder, where the result will be renamed.
+    number: What the folder will become (a version number, say).
+
+  Returns:
+    The new folder.
+  """
+  return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{int(number)}-{os.getpid()}-", dir=parent)
+
+
+def _pid_alive(pid: int) -> bool:
+  """Whether a process `pid` exists on this host."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # It exists, owned by another user.
+    return True
+  return True
+
+
+def remove_stale_temporaries(parent: str, max_age_s: float = STALE_TEMP_AGE_S,
+                             now: float | None = None) -> list[str]:
+  """Removes the temporary folders of `parent` that no running process owns.
+
+  A `.tmp-*` folder is stale when the pid in its name (`.tmp-<number>-<pid>-...`, as
+  `make_temporary_folder` names it) is not a running process on this host, or, for a name
+  without a pid, when it was last modified more than `max_age_s` ago. A folder of a running
+  writer is kept however old it is.
+
+  Args:
+    parent: The folder holding the temporaries (an export's `<export_dir>/<rig_name>`).
+    max_age_s: Age in seconds past which a folder without a pid is stale.
+    now: Current time (seconds since the epoch); None: `time.time()`.
+
+  Returns:
+    The folders removed.
+  """
+  if not os.path.isdir(parent):
+    return []
+  now = time.time() if now is None else float(now)
+  removed = []
+  for entry in sorted(os.listdir(parent)):
+    path = os.path.join(parent, entry)
+    if not entry.startswith(TEMP_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
+      continue
+    owner = _TEMP_OWNER.match(entry)
+    if owner:
+      pid = int(owner.group(1))
+      if _pid_alive(pid):
+        continue
+      reason = f"its writer (pid {pid}) is no longer running"
+    else:
+      try:
+        age = now - os.stat(path).st_mtime
+      except FileNotFoundError:  # Renamed into place or removed meanwhile.
+        continue
+      if age <= max_age_s:
+        continue
+      reason = f"no pid in its name and last modified {age:.0f} s ago (> {max_age_s:.0f} s)"
+    shutil.rmtree(path, ignore_errors=True)
+    logging.warning("removed stale temporary folder %s: %s", path, reason)
+    removed.append(path)
+  return removed
+
+
+def make_dirs_readable(path: str) -> None:
+  """Creates `path` and its missing parents with mode 0755 (`DIR_MODE`), whatever the umask."""
+  missing = []
+  folder = os.path.abspath(path)
+  while not os.path.isdir(folder):
+    missing.append(folder)
+    folder = os.path.dirname(folder)
+  os.makedirs(path, exist_ok=True)
+  for folder in missing:
+    os.chmod(folder, DIR_MODE)
+
+
+def make_tree_readable(root: str) -> None:
+  """Sets folders under `root` (itself included) to 0755 and files to 0644; links are left."""
+  os.chmod(root, DIR_MODE)
+  for folder, dirs, names in os.walk(root):
+    for name in dirs:
+      if not os.path.islink(os.path.join(folder, name)):
+        os.chmod(os.path.join(folder, name), DIR_MODE)
+    for name in names:
+      if not os.path.islink(os.path.join(folder, name)):
+        os.chmod(os.path.join(folder, name), FILE_MODE)
 
 
 # ------------------------------------------------------------------------------------------------

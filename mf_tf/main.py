@@ -9,18 +9,27 @@ A user error (unknown mode, unknown config key or bad override, a workdir that c
 or a ValueError, CalibrationError or OSError (a missing, unreadable or unwritable file, a full
 disk) raised by a mode) prints one line `error: <message>` to stderr and exits with status 2;
 `--verbosity=1` (or higher) also prints the traceback.
+
+The default log is mf_tf's own: one line per stage. TensorFlow's messages (its C++ log: oneDNN
+and CPU-feature notices, CUDA probes on a machine without a GPU; its Python logger; the absl
+records of TensorFlow and Keras internals, such as the renamed inputs a SavedModel save lists)
+appear with `--verbosity=1` (or higher). An explicit TF_CPP_MIN_LOG_LEVEL is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import importlib
+import importlib.util
+import logging as std_logging
 import os
 import re
 import sys
 import tempfile
 import traceback
+import warnings
 
 from absl import app
 from absl import flags
@@ -166,13 +175,117 @@ def _unknown_key_error(error: BaseException) -> ValueError:
                     "file (see its get_config)")
 
 
+def argv_verbosity(argv) -> int:
+  """The --verbosity (-v) of command-line arguments, read as absl does, before parsing.
+
+  TensorFlow reads its log level when it is imported, which can precede absl's parsing. The last
+  value wins; arguments after `--` are not flags; a value that is not an integer counts as 0
+  (absl's parser refuses it later).
+  """
+  args = list(argv)
+  args = args[:args.index("--")] if "--" in args else args
+  verbosity = 0
+  for index, arg in enumerate(args):
+    name, has_value, value = arg.lstrip("-").partition("=")
+    if not arg.startswith("-") or name not in ("verbosity", "v"):
+      continue
+    if not has_value:
+      value = args[index + 1] if index + 1 < len(args) else ""
+    try:
+      verbosity = int(value)
+    except ValueError:
+      verbosity = 0
+  return verbosity
+
+
 def _verbose() -> bool:
+  """Whether --verbosity >= 1: absl's flag once parsed, else the command line's."""
+  if flags.FLAGS.is_parsed():
+    return int(flags.FLAGS.verbosity or 0) >= 1
+  return argv_verbosity(sys.argv[1:]) >= 1
+
+
+# Packages whose own log records show only from --verbosity=1 on (they log through absl too).
+_TENSORFLOW_PACKAGES = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "tensorboard")
+
+
+class TensorFlowChatterFilter(std_logging.Filter):
+  """Drops the log records below ERROR that the files of `packages` log.
+
+  TensorFlow's SavedModel writer logs every input it renames (hundreds of numbers per export),
+  its checkpoint saver its sharding time: these come through absl's logger, mf_tf's own, so they
+  are told apart by the file that logged them.
+  """
+
+  def __init__(self, packages=_TENSORFLOW_PACKAGES):
+    super().__init__()
+    folders = []
+    for package in packages:
+      spec = importlib.util.find_spec(package)  # A top-level package: found, not imported.
+      if spec is not None and spec.submodule_search_locations:
+        folders += [os.path.join(folder, "") for folder in spec.submodule_search_locations]
+    self.folders = tuple(folders)
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.ERROR or not record.pathname.startswith(self.folders)
+
+
+def quiet_tensorflow(verbosity: int) -> None:
+  """Keeps TensorFlow's own messages out of the log below --verbosity=1; call it before
+  TensorFlow is imported (then by `import_tensorflow`).
+
+  Sets TF_CPP_MIN_LOG_LEVEL=3 unless it is set (the C++ log: CPU-feature notices, CUDA probe
+  errors without a GPU; a failure still raises in Python), raises the `tensorflow` Python logger
+  to ERROR, filters absl's logger (`TensorFlowChatterFilter`) and ignores the Python warnings of
+  those packages.
+  """
+  if verbosity >= 1:
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+  absl_logger = logging.get_absl_logger()
+  if not any(isinstance(known, TensorFlowChatterFilter) for known in absl_logger.filters):
+    absl_logger.addFilter(TensorFlowChatterFilter())
+  warnings.filterwarnings(
+      "ignore", module=r"(" + "|".join(_TENSORFLOW_PACKAGES) + r")(\.|$)")
+
+
+@contextlib.contextmanager
+def _file_descriptor_2_to(stream):
+  """Sends what is written to file descriptor 2 (stderr, C++ included) to `stream` meanwhile."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  os.dup2(stream.fileno(), 2)
   try:
-    return int(flags.FLAGS["verbosity"].value or 0) >= 1
-  except (KeyError, flags.Error, TypeError, ValueError):
-    return "-v" in sys.argv[1:] or any(
-        arg.startswith(("--verbosity=", "-v=")) and arg.split("=", 1)[1] not in ("0", "-1")
-        for arg in sys.argv[1:])
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def import_tensorflow() -> None:
+  """Imports TensorFlow, its libraries' loading notices hidden when TF_CPP_MIN_LOG_LEVEL >= 1.
+
+  Those notices (oneDNN's, the CUDA driver probe's; once per library that prints them) come
+  before TensorFlow initializes its C++ log, which is what reads TF_CPP_MIN_LOG_LEVEL, so the
+  import writes stderr to a temporary file instead, shown only when the import fails. oneDNN
+  stays on (TF_ENABLE_ONEDNN_OPTS untouched): only its notice goes.
+  """
+  try:
+    level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+  except ValueError:
+    level = 0
+  if level < 1 or "tensorflow" in sys.modules:
+    return  # The mode imports it.
+  with tempfile.TemporaryFile() as captured:
+    try:
+      with _file_descriptor_2_to(captured):
+        importlib.import_module("tensorflow")
+    except BaseException:
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode("utf-8", "replace"))
+      raise
 
 
 def _fail(error: BaseException, verbose: bool | None = None) -> None:
@@ -282,6 +395,7 @@ def main(argv, cli: _Flags):
   workdir = os.path.abspath(cli.workdir.value)
   try:
     check_workdir(workdir, cli.workdir.value)
+    import_tensorflow()
     _check_common(config, cli.mode.value)
     logging.info("mode=%s workdir=%s", cli.mode.value, workdir)
     run = resolve_mode(cli.mode.value)
@@ -307,6 +421,7 @@ def main(argv, cli: _Flags):
 
 def cli_main() -> None:
   """The `python -m mf_tf.main` entry point."""
+  quiet_tensorflow(argv_verbosity(sys.argv[1:]))
   try:
     cli = _define_flags()
   except (AttributeError, KeyError) as error:

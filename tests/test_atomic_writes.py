@@ -204,6 +204,52 @@ def test_atomic_text_file_failing_half_way_keeps_the_old_file(tmp_path, monkeypa
     assert_failed_write_kept_the_old(tmp_path, before, run_full)
 
 
+@pytest.mark.parametrize("newline", [True, False])
+def test_write_json_atomic_layout_and_failing_half_way(tmp_path, monkeypatch, newline):
+  path = tmp_path / "results.json"
+  value = {"rigs": {"a": [1.0, 2]}, "name": "\u00e9"}
+  assert files.write_json_atomic(path, value, newline=newline) == str(path)
+  text = json.dumps(value, indent=1)
+  assert path.read_text(encoding="utf-8") == (text + "\n" if newline else text)
+  assert json.loads(path.read_text(encoding="utf-8")) == value
+  before = snapshot(tmp_path)
+  with disk_full(monkeypatch):
+    assert_failed_write_kept_the_old(
+        tmp_path, before, lambda: files.write_json_atomic(path, {"rigs": {"a": [3.0] * 1000}}))
+  with pytest.raises(TypeError):  # Not JSON: refused before anything is written.
+    files.write_json_atomic(path, {"a": object()})
+  assert snapshot(tmp_path) == before
+
+
+def test_pending_file_commit_discard_and_failing_rename(tmp_path, monkeypatch):
+  path = tmp_path / "video.mp4"
+  path.write_bytes(b"old")
+  pending = files.PendingFile(path, suffix=".tmp.mp4")
+  assert os.path.dirname(pending.temporary) == str(tmp_path)
+  assert os.path.basename(pending.temporary).startswith(".video.mp4.")
+  assert pending.temporary.endswith(".tmp.mp4")
+  with open(pending.temporary, "wb") as stream:
+    stream.write(b"new")
+  assert path.read_bytes() == b"old"  # Nothing shows before the commit.
+  assert pending.commit() == str(path)
+  assert path.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["video.mp4"]
+  assert os.stat(path).st_mode & 0o777 == files.FILE_MODE
+  discarded = files.PendingFile(path)
+  discarded.discard()
+  discarded.discard()  # Idempotent.
+  assert sorted(os.listdir(tmp_path)) == ["video.mp4"] and path.read_bytes() == b"new"
+  before = snapshot(tmp_path)
+
+  def failing_replace(source, target):
+    raise OSError(errno.EXDEV, "rename failed (test)")
+
+  failing = files.PendingFile(path)
+  with open(failing.temporary, "wb") as stream:
+    stream.write(b"newer")
+  monkeypatch.setattr(os, "replace", failing_replace)
+  assert_failed_write_kept_the_old(tmp_path, before, failing.commit)
+
+
 # ------------------------------------------------------------------------------------------------
 # Checkpoints.
 

@@ -17,9 +17,9 @@ from mf_tf import checkpoints
 from mf_tf import files
 from mf_tf.data import convert
 from mf_tf.data import h36m
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs
 from mf_tf.modes import finetune as finetune_mode
-from mf_tf.train import finetune
 from mf_tf.train import metatrain
 from configs import default
 
@@ -145,7 +145,7 @@ def rig():
 
 
 def _calibrated_layer(rig, shift=0.0):
-  layer = finetune.make_fusion_layer("calibrated", rig, SIZE)
+  layer = fusion_starts.make_fusion_layer("calibrated", rig, SIZE)
   layer.theta.assign(layer.theta.numpy() + shift)
   return layer
 

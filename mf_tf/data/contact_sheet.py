@@ -17,6 +17,7 @@ undistorted pixel frame (a sub-pixel difference at these scales for the built-in
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -75,6 +76,136 @@ def _clip_line(line, width, height):
   return points[[0, far]]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Arrays:
+  """One frame's arrays as drawn.
+
+  Attributes:
+    joints2d: [V, J, 2] float64 heatmap px.
+    visibility: [V, J] bool.
+    heatmaps: [V, H, W, J] float32 initial heatmaps.
+    images: [V, S, S, 3] uint8, or None (a grey canvas of side H is drawn).
+    head_size: [V] heatmap px, or None.
+    size: H = W.
+    side: S, the image panels' side in px (H without images).
+  """
+
+  joints2d: np.ndarray
+  visibility: np.ndarray
+  heatmaps: np.ndarray
+  images: np.ndarray | None
+  head_size: np.ndarray | None
+  size: int
+  side: int
+
+
+def _arrays(frame: dict, heatmap_size: int) -> _Arrays:
+  images = frame.get("images")
+  images = None if images is None else np.asarray(images)
+  head_size = frame.get("head_size")
+  size = int(heatmap_size)
+  return _Arrays(joints2d=np.asarray(frame["joints2d"], np.float64),
+                 visibility=np.asarray(frame["visibility"]) > 0,
+                 heatmaps=np.asarray(frame["heatmaps"], np.float32), images=images,
+                 head_size=None if head_size is None else np.asarray(head_size), size=size,
+                 side=size if images is None else int(images.shape[1]))
+
+
+def _epipolar_lines(rig, source_view: int, observation, size: int, views) -> dict:
+  """{view: [3] line (a, b, c)} in each of `views` but the source, in the view's undistorted
+  image pixels, of the source view's `observation` [2] (heatmap px, undistorted first)."""
+  source_camera = rig.cameras[source_view]
+  to_image = np.array([source_camera.width / size, source_camera.height / size])
+  observed = camera_lib.undistort_points(source_camera, observation * to_image)
+  lines = {}
+  for view in views:
+    if view != source_view:
+      F = epipolar.fundamental_matrix(source_camera, rig.cameras[view])
+      lines[view] = epipolar.epipolar_lines(F, observed)
+  return lines
+
+
+def _figure(title: str, rows: int, per_row: int, width_px: int, height_px: int):
+  """(figure, grid) of `rows` x `per_row` (image, heatmap) panel pairs under `title`."""
+  fig = plt.figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+  top = 1.0 - TITLE_INCHES * DPI / height_px
+  grid = fig.add_gridspec(rows, 2 * per_row, left=0.01, right=0.99, bottom=0.01, top=top,
+                          wspace=0.04, hspace=0.16)
+  fig.suptitle(title, fontsize=11,
+               x=0.01, ha="left", y=1.0 - 0.1 * TITLE_INCHES * DPI / height_px, va="top")
+  return fig, grid
+
+
+def _draw_image(ax, arrays: _Arrays, view: int, joint_set, chosen: int, joint: str) -> list:
+  """The image panel's content; returns the legend handles (visible, occluded, chosen joint)."""
+  side = arrays.side
+  extent = (-0.5, side - 0.5, side - 0.5, -0.5)
+  if arrays.images is not None:
+    ax.imshow(arrays.images[view], extent=extent, interpolation="bilinear")
+  else:
+    ax.imshow(np.full((2, 2, 3), 0.35), extent=extent)
+  points = arrays.joints2d[view] * (side / arrays.size)
+  for parent, child in joint_set.limbs:  # White bones with a dark outline: any background.
+    ax.plot(points[[parent, child], 0], points[[parent, child], 1], "-",
+            color="white", lw=1.2, path_effects=_OUTLINE)
+  seen = arrays.visibility[view]
+  h_vis = ax.scatter(points[seen, 0], points[seen, 1], s=14, c="#2ecc40",
+                     edgecolors="black", linewidths=0.4, zorder=3, label="visible")
+  h_occ = ax.scatter(points[~seen, 0], points[~seen, 1], s=26, c="#ff4136",
+                     marker="x", linewidths=1.4, zorder=3, label="occluded / outside",
+                     path_effects=_OUTLINE)
+  h_star = ax.scatter(points[chosen, 0], points[chosen, 1], s=110, marker="*",
+                      c="yellow", edgecolors="black", linewidths=0.6, zorder=4,
+                      label=f"{joint}")
+  return [h_vis, h_occ, h_star]
+
+
+def _draw_heatmaps(ax, arrays: _Arrays, view: int, chosen: int) -> None:
+  """The heatmap panel's content: maximum over joints and the chosen joint's true position."""
+  size, heatmaps = arrays.size, arrays.heatmaps[view]
+  ax.imshow(heatmaps.max(axis=-1), extent=(-0.5, size - 0.5, size - 0.5, -0.5),
+            cmap="magma", vmin=0.0, vmax=max(1.0, float(heatmaps.max())),
+            interpolation="nearest")
+  ax.scatter(arrays.joints2d[view, chosen, 0], arrays.joints2d[view, chosen, 1], s=60,
+             facecolors="none", edgecolors="cyan", linewidths=1.2, zorder=4)
+
+
+def _draw_line(image_ax, heat_ax, line, camera, arrays: _Arrays):
+  """The epipolar line in both panels; returns its image-panel handle, or None when the line
+  misses the image."""
+  ends = _clip_line(line, camera.width, camera.height)
+  if ends is None:
+    return None
+  for ax, factor in ((image_ax, arrays.side), (heat_ax, arrays.size)):
+    ax.plot(ends[:, 0] * factor / camera.width, ends[:, 1] * factor / camera.height, "--",
+            color="yellow", lw=1.3, zorder=2, path_effects=_OUTLINE)
+  return image_ax.lines[-1]
+
+
+def _label_panels(image_ax, heat_ax, arrays: _Arrays, view: int, camera, role: str) -> None:
+  """Pixel-exact limits, no ticks, and the two panel titles."""
+  for ax, limit in ((image_ax, arrays.side), (heat_ax, arrays.size)):
+    ax.set_xlim(-0.5, limit - 0.5)
+    ax.set_ylim(limit - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  seen = arrays.visibility[view]
+  head = "" if arrays.head_size is None else f", head {float(arrays.head_size[view]):.1f}px"
+  image_ax.set_title(f"view {view} {camera.name} ({role})", fontsize=8, pad=2)
+  heat_ax.set_title(f"heatmaps max over J, {int(seen.sum())}/{seen.size} visible{head}",
+                    fontsize=7, pad=2)
+
+
+def _write_png(fig, path: str) -> None:
+  """Renders `fig` in memory, then writes it whole (a failed save keeps the old file)."""
+  buffer = io.BytesIO()
+  try:
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+  finally:
+    plt.close(fig)
+  files.write_atomic(path, buffer.getvalue())
+
+
 def make_contact_sheet(path: str, rig, joint_set, frame: dict, heatmap_size: int,
                        joint: str = "lwrist", source_view: int = 0, max_views: int = 9,
                        title: str = "") -> tuple[int, int]:
@@ -101,98 +232,38 @@ def make_contact_sheet(path: str, rig, joint_set, frame: dict, heatmap_size: int
   num_views = rig.num_views
   if not 0 <= source_view < num_views:
     raise ValueError(f"source_view={source_view}, expected 0..{num_views - 1}")
-  joints2d = np.asarray(frame["joints2d"], np.float64)
-  visibility = np.asarray(frame["visibility"]) > 0
-  heatmaps = np.asarray(frame["heatmaps"], np.float32)
-  images = frame.get("images")
-  head_size = frame.get("head_size")
-  size = int(heatmap_size)
-  side = size if images is None else int(np.asarray(images).shape[1])
+  arrays = _arrays(frame, heatmap_size)
   shown, rows, width_px, height_px = layout(num_views, max_views)
   views = list(range(shown))
   if source_view not in views:
     views[-1] = source_view
   per_row = _per_row(shown)
-
-  # The source observation in image pixels, undistorted, and its line in every other view.
-  source_camera = rig.cameras[source_view]
-  to_image = np.array([source_camera.width / size, source_camera.height / size])
-  observed = camera_lib.undistort_points(source_camera, joints2d[source_view, chosen] * to_image)
-  lines = {}
-  for view in views:
-    if view != source_view:
-      F = epipolar.fundamental_matrix(source_camera, rig.cameras[view])
-      lines[view] = epipolar.epipolar_lines(F, observed)
-
-  fig = plt.figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-  top = 1.0 - TITLE_INCHES * DPI / height_px
-  grid = fig.add_gridspec(rows, 2 * per_row, left=0.01, right=0.99, bottom=0.01, top=top,
-                          wspace=0.04, hspace=0.16)
+  lines = _epipolar_lines(rig, source_view, arrays.joints2d[source_view, chosen], arrays.size,
+                          views)
   title = title or (f"{rig.name}: {num_views} views, {joint_set.name}; epipolar lines of "
-                    f"'{joint}' from view {source_view} ({source_camera.name})")
+                    f"'{joint}' from view {source_view} ({rig.cameras[source_view].name})")
   if shown < num_views:
     title += f"  [showing {shown} of {num_views} views]"
-  fig.suptitle(title, fontsize=11,
-               x=0.01, ha="left", y=1.0 - 0.1 * TITLE_INCHES * DPI / height_px, va="top")
+  fig, grid = _figure(title, rows, per_row, width_px, height_px)
   legend_handles = None
   for slot, view in enumerate(views):
     row, col = divmod(slot, per_row)
     camera = rig.cameras[view]
     image_ax = fig.add_subplot(grid[row, 2 * col])
     heat_ax = fig.add_subplot(grid[row, 2 * col + 1])
-    extent = (-0.5, side - 0.5, side - 0.5, -0.5)
-    if images is not None:
-      image_ax.imshow(np.asarray(images)[view], extent=extent, interpolation="bilinear")
-    else:
-      image_ax.imshow(np.full((2, 2, 3), 0.35), extent=extent)
-    scale = side / size
-    points = joints2d[view] * scale
-    for parent, child in joint_set.limbs:  # White bones with a dark outline: any background.
-      image_ax.plot(points[[parent, child], 0], points[[parent, child], 1], "-",
-                    color="white", lw=1.2, path_effects=_OUTLINE)
-    seen = visibility[view]
-    h_vis = image_ax.scatter(points[seen, 0], points[seen, 1], s=14, c="#2ecc40",
-                             edgecolors="black", linewidths=0.4, zorder=3, label="visible")
-    h_occ = image_ax.scatter(points[~seen, 0], points[~seen, 1], s=26, c="#ff4136",
-                             marker="x", linewidths=1.4, zorder=3, label="occluded / outside",
-                             path_effects=_OUTLINE)
-    h_star = image_ax.scatter(points[chosen, 0], points[chosen, 1], s=110, marker="*",
-                              c="yellow", edgecolors="black", linewidths=0.6, zorder=4,
-                              label=f"{joint}")
+    handles = _draw_image(image_ax, arrays, view, joint_set, chosen, joint)
+    _draw_heatmaps(heat_ax, arrays, view, chosen)
     h_line = None
-    heat_ax.imshow(heatmaps[view].max(axis=-1), extent=(-0.5, size - 0.5, size - 0.5, -0.5),
-                   cmap="magma", vmin=0.0, vmax=max(1.0, float(heatmaps[view].max())),
-                   interpolation="nearest")
-    heat_ax.scatter(joints2d[view, chosen, 0], joints2d[view, chosen, 1], s=60,
-                    facecolors="none", edgecolors="cyan", linewidths=1.2, zorder=4)
     if view in lines:
-      ends = _clip_line(lines[view], camera.width, camera.height)
-      if ends is not None:
-        for ax, factor in ((image_ax, side), (heat_ax, size)):
-          ax.plot(ends[:, 0] * factor / camera.width, ends[:, 1] * factor / camera.height, "--",
-                  color="yellow", lw=1.3, zorder=2, path_effects=_OUTLINE)
-        h_line = image_ax.lines[-1]
-    for ax, limit in ((image_ax, side), (heat_ax, size)):
-      ax.set_xlim(-0.5, limit - 0.5)
-      ax.set_ylim(limit - 0.5, -0.5)
-      ax.set_xticks([])
-      ax.set_yticks([])
-    role = "source" if view == source_view else "target"
-    head = "" if head_size is None else f", head {float(np.asarray(head_size)[view]):.1f}px"
-    image_ax.set_title(f"view {view} {camera.name} ({role})", fontsize=8, pad=2)
-    heat_ax.set_title(f"heatmaps max over J, {int(seen.sum())}/{seen.size} visible{head}",
-                      fontsize=7, pad=2)
+      h_line = _draw_line(image_ax, heat_ax, lines[view], camera, arrays)
+    _label_panels(image_ax, heat_ax, arrays, view, camera,
+                  "source" if view == source_view else "target")
     if legend_handles is None and h_line is not None:
       h_line.set_label(f"epipolar line of {joint}")
-      legend_handles = [h_vis, h_occ, h_star, h_line]
+      legend_handles = handles + [h_line]
   # Legend on its own line under the title, so that it never covers a panel title.
-  fig.legend(handles=legend_handles or [h_vis, h_occ, h_star], loc="upper left", ncol=4,
+  fig.legend(handles=legend_handles or handles, loc="upper left", ncol=4,
              fontsize=9, frameon=False, borderaxespad=0.0,
              bbox_to_anchor=(0.01, 1.0 - 0.4 * TITLE_INCHES * DPI / height_px))
-  buffer = io.BytesIO()  # Rendered in memory, then written whole (a failed save keeps the old one).
-  try:
-    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
-  finally:
-    plt.close(fig)
-  files.write_atomic(path, buffer.getvalue())
+  _write_png(fig, path)
   return width_px, height_px

@@ -53,6 +53,105 @@ def _camera_block(camera: dict, where: str) -> dict:
   return block
 
 
+def _item_row(item, where: str) -> dict:
+  """One item's values of the `h36m.ANNOTATION_ARRAYS` columns, checked."""
+  if not isinstance(item, dict):
+    raise ValueError(f"{where}: expected a dict, got {type(item).__name__}")
+  missing = [key for key in _REQUIRED if key not in item]
+  if missing:
+    raise ValueError(f"{where}: keys {missing} missing; expected at least {list(_REQUIRED)}")
+  num_joints = h36m.NUM_JOINTS
+  joints_2d = np.asarray(item["joints_2d"], np.float64)
+  joints_3d = np.asarray(item["joints_3d"], np.float64)
+  joints_vis = np.asarray(item["joints_vis"], np.float64)
+  if (joints_2d.shape[0] != num_joints or joints_3d.shape != (num_joints, 3)
+      or joints_vis.shape[0] != num_joints):
+    raise ValueError(f"{where}: joints_2d {joints_2d.shape}, joints_3d {joints_3d.shape}, "
+                     f"joints_vis {joints_vis.shape}; expected {num_joints} joints "
+                     f"([{num_joints}, 2], [{num_joints}, 3], [{num_joints}] or "
+                     f"[{num_joints}, 3])")
+  image = str(item["image"])
+  row = {"image": image, "joints_2d": joints_2d[:, :2], "joints_3d": joints_3d,
+         "joints_vis": joints_vis.reshape(num_joints, -1)[:, 0]}
+  for key in ("center", "scale"):
+    row[key] = np.broadcast_to(np.asarray(item.get(key, (np.nan, np.nan)), np.float64), (2,))
+  for key in ("subject", "action", "subaction", "camera_id"):
+    row[key] = int(item[key])
+  if "image_id" in item:
+    row["image_id"] = int(item["image_id"])
+  else:
+    match = _IMAGE_ID.search(image)
+    if match is None:
+      raise ValueError(f"{where}: no image_id and none in the image name {image!r}")
+    row["image_id"] = int(match.group(1))
+  return row
+
+
+def _add_camera(cameras: dict, item: dict, where: str) -> None:
+  """Adds the item's camera to `cameras` ({"S<subject>/<camera_id>": block}), or checks it
+  against the one an earlier item of the same subject and camera_id gave."""
+  key = h36m.camera_key(item["subject"], item["camera_id"])
+  block = _camera_block(item["camera"], where)
+  if key in cameras:
+    if not all(np.allclose(cameras[key][k], block[k]) for k in ("R", "T", "fx", "fy", "cx",
+                                                                "cy", "k", "p")):
+      raise ValueError(f"{where}: camera {key} differs from an earlier item of the same "
+                       "subject and camera_id")
+  else:
+    cameras[key] = block
+
+
+def _read_items(items, source: str) -> tuple[dict, dict]:
+  """(arrays, cameras) of the items: the annotations.npz arrays over the M items (an optional
+  array only when every item has it) and the cameras.json blocks."""
+  columns = {name: [] for name in h36m.ANNOTATION_ARRAYS}
+  optional = {name: [] for name in h36m.OPTIONAL_ARRAYS}
+  cameras: dict[str, dict] = {}
+  for index, item in enumerate(items):
+    where = f"{source or 'input'} item {index}"
+    for name, value in _item_row(item, where).items():
+      columns[name].append(value)
+    for key in optional:
+      if optional[key] is not None and key in item:
+        optional[key].append(item[key])
+      else:
+        optional[key] = None
+    _add_camera(cameras, item, where)
+  arrays = {
+      "image": np.asarray(columns["image"], dtype=str),
+      **{k: np.asarray(columns[k], np.float64)
+         for k in ("joints_2d", "joints_3d", "joints_vis", "center", "scale")},
+      **{k: np.asarray(columns[k], np.int64)
+         for k in ("subject", "action", "subaction", "camera_id", "image_id")},
+  }
+  for key, values in optional.items():
+    if values is not None and len(values) == len(items):
+      kind = h36m.OPTIONAL_ARRAYS[key][0]
+      arrays[key] = np.asarray(values, np.float64 if kind == "f" else np.int64)
+  return arrays, cameras
+
+
+def _write_folder(output_dir: str, arrays: dict, cameras: dict, manifest: dict) -> str:
+  """Writes the layout into a temporary sibling of `output_dir`, then swaps it in by one
+  rename (`files.replace_folder`); returns the absolute output_dir."""
+  output_dir = os.path.abspath(output_dir)
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+  try:
+    np.savez(os.path.join(tmp, "annotations.npz"), **arrays)
+    with open(os.path.join(tmp, "cameras.json"), "w") as f:
+      json.dump(cameras, f, indent=1)
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+      json.dump(manifest, f, indent=1)
+    os.chmod(tmp, 0o755)
+    files.replace_folder(tmp, output_dir, OUTPUT_WHAT)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return output_dir
+
+
 def convert_h36m_items(items, output_dir: str, source: str = "") -> str:
   """Writes annotation items (the unpickled list of dicts) in the safe layout, atomically.
 
@@ -73,89 +172,12 @@ def convert_h36m_items(items, output_dir: str, source: str = "") -> str:
   if not isinstance(items, (list, tuple)) or not items:
     raise ValueError(f"{source or 'input'}: expected a non-empty list of per-image dicts, got "
                      f"{type(items).__name__}")
-  num_joints = h36m.NUM_JOINTS
-  columns = {name: [] for name in h36m.ANNOTATION_ARRAYS}
-  optional = {name: [] for name in h36m.OPTIONAL_ARRAYS}
-  cameras: dict[str, dict] = {}
-  for index, item in enumerate(items):
-    where = f"{source or 'input'} item {index}"
-    if not isinstance(item, dict):
-      raise ValueError(f"{where}: expected a dict, got {type(item).__name__}")
-    missing = [key for key in _REQUIRED if key not in item]
-    if missing:
-      raise ValueError(f"{where}: keys {missing} missing; expected at least {list(_REQUIRED)}")
-    joints_2d = np.asarray(item["joints_2d"], np.float64)
-    joints_3d = np.asarray(item["joints_3d"], np.float64)
-    joints_vis = np.asarray(item["joints_vis"], np.float64)
-    if (joints_2d.shape[0] != num_joints or joints_3d.shape != (num_joints, 3)
-        or joints_vis.shape[0] != num_joints):
-      raise ValueError(f"{where}: joints_2d {joints_2d.shape}, joints_3d {joints_3d.shape}, "
-                       f"joints_vis {joints_vis.shape}; expected {num_joints} joints "
-                       f"([{num_joints}, 2], [{num_joints}, 3], [{num_joints}] or "
-                       f"[{num_joints}, 3])")
-    image = str(item["image"])
-    columns["image"].append(image)
-    columns["joints_2d"].append(joints_2d[:, :2])
-    columns["joints_3d"].append(joints_3d)
-    columns["joints_vis"].append(joints_vis.reshape(num_joints, -1)[:, 0])
-    center = np.broadcast_to(np.asarray(item.get("center", (np.nan, np.nan)), np.float64), (2,))
-    scale = np.broadcast_to(np.asarray(item.get("scale", (np.nan, np.nan)), np.float64), (2,))
-    columns["center"].append(center)
-    columns["scale"].append(scale)
-    for key in ("subject", "action", "subaction", "camera_id"):
-      columns[key].append(int(item[key]))
-    if "image_id" in item:
-      columns["image_id"].append(int(item["image_id"]))
-    else:
-      match = _IMAGE_ID.search(image)
-      if match is None:
-        raise ValueError(f"{where}: no image_id and none in the image name {image!r}")
-      columns["image_id"].append(int(match.group(1)))
-    for key in optional:
-      if optional[key] is not None and key in item:
-        optional[key].append(item[key])
-      else:
-        optional[key] = None
-    key = h36m.camera_key(item["subject"], item["camera_id"])
-    block = _camera_block(item["camera"], where)
-    if key in cameras:
-      if not all(np.allclose(cameras[key][k], block[k]) for k in ("R", "T", "fx", "fy", "cx",
-                                                                  "cy", "k", "p")):
-        raise ValueError(f"{where}: camera {key} differs from an earlier item of the same "
-                         "subject and camera_id")
-    else:
-      cameras[key] = block
-  arrays = {
-      "image": np.asarray(columns["image"], dtype=str),
-      **{k: np.asarray(columns[k], np.float64)
-         for k in ("joints_2d", "joints_3d", "joints_vis", "center", "scale")},
-      **{k: np.asarray(columns[k], np.int64)
-         for k in ("subject", "action", "subaction", "camera_id", "image_id")},
-  }
-  for key, values in optional.items():
-    if values is not None and len(values) == len(items):
-      kind = h36m.OPTIONAL_ARRAYS[key][0]
-      arrays[key] = np.asarray(values, np.float64 if kind == "f" else np.int64)
+  arrays, cameras = _read_items(items, source)
   manifest = {"format": h36m.FORMAT_NAME, "version": h36m.FORMAT_VERSION,
               "num_items": len(items), "joint_set": "h36m17", "source": os.path.basename(source),
               "units": {"joints_3d": "mm (world)", "joints_2d": "image pixels",
                         "camera.T": "camera centre, mm"}}
-  output_dir = os.path.abspath(output_dir)
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-  try:
-    np.savez(os.path.join(tmp, "annotations.npz"), **arrays)
-    with open(os.path.join(tmp, "cameras.json"), "w") as f:
-      json.dump(cameras, f, indent=1)
-    with open(os.path.join(tmp, "manifest.json"), "w") as f:
-      json.dump(manifest, f, indent=1)
-    os.chmod(tmp, 0o755)
-    files.replace_folder(tmp, output_dir, OUTPUT_WHAT)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return output_dir
+  return _write_folder(output_dir, arrays, cameras, manifest)
 
 
 def convert(format_name: str, input_path: str, output_dir: str, *,

@@ -100,26 +100,30 @@ def _make(name, spec):
   return JointSet(name, names, parents, mirror)
 
 
+_LEG = ("hip", "knee", "ankle")
+_ARM = ("shoulder", "elbow", "wrist")
+
+
+def _limb(side: str, parts: tuple[str, ...], attached_to: str) -> list:
+  """The spec entries of one limb: `side` + each part, in chain order from `attached_to`, each
+  mirrored by the same part of the other side."""
+  other = "r" if side == "l" else "l"
+  parents = (attached_to,) + tuple(side + part for part in parts[:-1])
+  return [(side + part, parent, other + part) for part, parent in zip(parts, parents)]
+
+
 # Human3.6M 17-joint order used by CrossView (Qiu et al. 2019) and mmpose's h36m body3d.
 # "nose" is the H36M "neck/nose" marker (between chin and nose), "head" the top of the head.
 H36M17 = _make("h36m17", [
     ("pelvis", None, None),
-    ("rhip", "pelvis", "lhip"),
-    ("rknee", "rhip", "lknee"),
-    ("rankle", "rknee", "lankle"),
-    ("lhip", "pelvis", "rhip"),
-    ("lknee", "lhip", "rknee"),
-    ("lankle", "lknee", "rankle"),
+    *_limb("r", _LEG, "pelvis"),
+    *_limb("l", _LEG, "pelvis"),
     ("spine", "pelvis", None),
     ("thorax", "spine", None),
     ("nose", "thorax", None),
     ("head", "nose", None),
-    ("lshoulder", "thorax", "rshoulder"),
-    ("lelbow", "lshoulder", "relbow"),
-    ("lwrist", "lelbow", "rwrist"),
-    ("rshoulder", "thorax", "lshoulder"),
-    ("relbow", "rshoulder", "lelbow"),
-    ("rwrist", "relbow", "lwrist"),
+    *_limb("l", _ARM, "thorax"),
+    *_limb("r", _ARM, "thorax"),
 ])
 
 # CMU Panoptic hdPose3d_stage1_coco19 order; the tree is rooted at the body centre (pelvis).
@@ -127,18 +131,10 @@ COCO19 = _make("coco19", [
     ("neck", "bodycenter", None),
     ("nose", "neck", None),
     ("bodycenter", None, None),
-    ("lshoulder", "neck", "rshoulder"),
-    ("lelbow", "lshoulder", "relbow"),
-    ("lwrist", "lelbow", "rwrist"),
-    ("lhip", "bodycenter", "rhip"),
-    ("lknee", "lhip", "rknee"),
-    ("lankle", "lknee", "rankle"),
-    ("rshoulder", "neck", "lshoulder"),
-    ("relbow", "rshoulder", "lelbow"),
-    ("rwrist", "relbow", "lwrist"),
-    ("rhip", "bodycenter", "lhip"),
-    ("rknee", "rhip", "lknee"),
-    ("rankle", "rknee", "lankle"),
+    *_limb("l", _ARM, "neck"),
+    *_limb("l", _LEG, "bodycenter"),
+    *_limb("r", _ARM, "neck"),
+    *_limb("r", _LEG, "bodycenter"),
     ("leye", "nose", "reye"),
     ("lear", "leye", "rear"),
     ("reye", "nose", "leye"),
@@ -149,27 +145,18 @@ COCO19 = _make("coco19", [
 # distinction ("neck" sits at the base of the neck, "head" at the top of the head).
 TOTALCAPTURE16 = _make("totalcapture16", [
     ("pelvis", None, None),
-    ("rhip", "pelvis", "lhip"),
-    ("rknee", "rhip", "lknee"),
-    ("rankle", "rknee", "lankle"),
-    ("lhip", "pelvis", "rhip"),
-    ("lknee", "lhip", "rknee"),
-    ("lankle", "lknee", "rankle"),
+    *_limb("r", _LEG, "pelvis"),
+    *_limb("l", _LEG, "pelvis"),
     ("spine", "pelvis", None),
     ("neck", "spine", None),
     ("head", "neck", None),
-    ("lshoulder", "neck", "rshoulder"),
-    ("lelbow", "lshoulder", "relbow"),
-    ("lwrist", "lelbow", "rwrist"),
-    ("rshoulder", "neck", "lshoulder"),
-    ("relbow", "rshoulder", "lelbow"),
-    ("rwrist", "relbow", "lwrist"),
+    *_limb("l", _ARM, "neck"),
+    *_limb("r", _ARM, "neck"),
 ])
 
 JOINT_SETS: dict[str, JointSet] = {s.name: s for s in (H36M17, COCO19, TOTALCAPTURE16)}
 
-_LIMBS = ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")
-_SIDED = tuple(side + limb for side in "lr" for limb in _LIMBS)
+_SIDED = tuple(side + part for side in "lr" for part in _LEG + _ARM)
 
 # (source set, target set) -> {target joint: source joint} for joints that are the same point.
 #   h36m17 <-> coco19: sided limb joints and pelvis <-> bodycenter (Panoptic's body centre is the

@@ -27,8 +27,11 @@ from mf_tf.data import detector as detector_lib
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import render as render_lib
 from mf_tf.data import skeleton as skeleton_lib
-from mf_tf.data.detector import DetectorParams, detector_params_from_config  # noqa: F401
+from mf_tf.data.detector import DetectorParams
 from mf_tf.geometry import volume
+
+# The modes turn their config's detector section into DetectorParams through this module.
+detector_params_from_config = detector_lib.detector_params_from_config
 
 HEAD_SIZE_MM = float(2.0 * skeleton_lib.BONE_LENGTHS_MM[joints_lib.H36M17.index("head")])
 _RENDER_CHUNK = 256  # Frames per TF call when rendering heatmaps for a whole batch.

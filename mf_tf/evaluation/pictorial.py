@@ -32,7 +32,7 @@ Inference is exact max-product (Viterbi) on the tree over a discrete set of cand
 The messages are computed one tree level at a time (all limbs of a depth at once), vectorized
 over batch, limbs and cells; the memory of a level is [B, limbs, G, G] for G candidates per joint,
 so `rpsm` processes the batch in chunks of about `max_elements` floats. Each level is one
-XLA computation (`_limb_messages`, ~8x faster than eager on CPU, benchmarks/rpsm_bench.py).
+XLA computation (`_limb_messages`; against eager: measured in BUILD.md, benchmarks/rpsm_bench.py).
 
 Shapes: B batch, V views, H x W heatmap, J joints, G candidate points per joint.
 """

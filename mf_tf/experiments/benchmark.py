@@ -60,7 +60,7 @@ from mf_tf.data import world
 from mf_tf.evaluation import evaluate
 from mf_tf.evaluation import plots
 from mf_tf.evaluation import pictorial
-from mf_tf.fusion import layers
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.meta import maml
 from mf_tf.models import backbone as backbone_lib
@@ -69,6 +69,7 @@ from mf_tf.train import adaptation
 from mf_tf.train import finetune as finetune_lib
 from mf_tf.train import metatrain
 from mf_tf.train import pretrain as pretrain_lib
+from mf_tf.train import pretraining
 from mf_tf.train import recipes
 from mf_tf.train import warmup as warmup_lib
 
@@ -91,8 +92,8 @@ class FitSettings:
   """
   steps: int
   learning_rate: float
-  batch_size: int = 8
-  loss_temperature: float | None = None
+  batch_size: int
+  loss_temperature: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,40 +145,40 @@ class BenchmarkSettings:
     worker_threads: TensorFlow intra- and inter-op threads of each worker process; 0 leaves
       TensorFlow's default (every core; against 1 thread per worker measured in BUILD.md).
   """
-  joint_set: str = "h36m17"
-  heatmap_size: int = 32
-  temperature: float = 0.2
-  target_sigma: float = 2.0
-  seed: int = 0
-  pretrain_rig: str = "panoptic_vga20"
-  pretrain_frames: int = 400
-  maml: metatrain.MamlSettings = metatrain.MamlSettings()
-  affine_pretrain: FitSettings = FitSettings(100, 1e-3)
-  naive_pretrain: FitSettings = FitSettings(200, 1e-4)
-  heldout_rigs: tuple = ("h36m", "shelf")
-  panoptic_rig: str = "panoptic_heldout6"
-  panoptic_trials: int = 2
-  panoptic_views: int = 4
-  shots: tuple = (50, 100, 200, 500)
-  train_frames: int = 1000
-  test_frames: int = 100
-  finetune: FitSettings = FitSettings(60, 5e-3)
-  naive_finetune: FitSettings = FitSettings(60, 1e-4)
-  naive_full: FitSettings = FitSettings(300, 1e-4)
-  naive_full_solver: str = "epipolar"
-  detector: world.DetectorParams = world.DetectorParams()
-  pictorial_options: pictorial.PictorialOptions | None = pictorial.PictorialOptions()
-  limb_frames: int = 300
-  line_width_px: float = 1.0
-  line_value: float = 0.3
-  eval_batch_size: int = 16
-  source: str = "detector"
-  images: dict = dataclasses.field(default_factory=dict)
-  recipe: recipes.Recipe = recipes.DEFAULT
-  paper_rows: bool = True
-  outlier_px: float | None = None
-  workers: int = 1
-  worker_threads: int = 0
+  joint_set: str
+  heatmap_size: int
+  temperature: float
+  target_sigma: float
+  seed: int
+  pretrain_rig: str
+  pretrain_frames: int
+  maml: metatrain.MamlSettings
+  affine_pretrain: FitSettings
+  naive_pretrain: FitSettings
+  heldout_rigs: tuple
+  panoptic_rig: str
+  panoptic_trials: int
+  panoptic_views: int
+  shots: tuple
+  train_frames: int
+  test_frames: int
+  finetune: FitSettings
+  naive_finetune: FitSettings
+  naive_full: FitSettings
+  naive_full_solver: str
+  detector: world.DetectorParams
+  pictorial_options: pictorial.PictorialOptions | None
+  limb_frames: int
+  line_width_px: float
+  line_value: float
+  eval_batch_size: int
+  source: str
+  images: dict
+  recipe: recipes.Recipe
+  paper_rows: bool
+  outlier_px: float | None
+  workers: int
+  worker_threads: int
 
   def __post_init__(self):
     if self.source not in ("detector", "images"):
@@ -195,6 +196,17 @@ class BenchmarkSettings:
     if int(self.worker_threads) != self.worker_threads or self.worker_threads < 0:
       raise ValueError(f"benchmark worker_threads={self.worker_threads}, expected an integer "
                        ">= 0 (0: TensorFlow's default)")
+
+  def adaptation_rows(self) -> list[tuple]:
+    """[(row, recipe, starts)] of the adapted rows in table order: MetaFuse^K with `recipe`'s
+    starts, AffineFuse^K and NaiveFuse^K (from their pretrained models, trained with `recipe`),
+    and MetaFuse^K with the paper's recipe (`paper_rows`)."""
+    row_recipes = self.row_recipes()
+    rows = [("metafuse", self.recipe, self.recipe.starts), ("affine", self.recipe, ("affine",)),
+            ("naive", self.recipe, ("naive",))]
+    if "metafuse_paper" in row_recipes:
+      rows.append(("metafuse_paper", recipes.PAPER, recipes.PAPER.starts))
+    return rows
 
   def row_recipes(self) -> dict:
     """{MetaFuse^K row: recipe}: "metafuse" with `recipe`, and "metafuse_paper" with the
@@ -255,22 +267,12 @@ def finetune(layer, heatmaps, joints2d, fit: FitSettings, *, target_sigma: float
   return history
 
 
-def naive_layer(matrices, num_views: int, heatmap_size: int, temperature: float,
-                name: str) -> layers.NaiveFusion:
-  """A `NaiveFusion` with given [P, HW, HW] matrices (None: zeros)."""
-  layer = layers.NaiveFusion(num_views, heatmap_size, temperature, name=name)
-  layer.build((None, num_views, heatmap_size, heatmap_size, 1))
-  if matrices is not None:
-    layer.matrices.assign(np.asarray(matrices, np.float32))
-  return layer
-
-
 def calibrated_layer(rig, heatmap_size: int, temperature: float, line_width_px: float,
                      line_value: float):
   """MetaFuse^0: the rig's epipolar theta and line base, materialized (no training)."""
-  layer = finetune_lib.make_fusion_layer("calibrated", rig, heatmap_size, temperature=temperature,
-                                         line_width_px=line_width_px, line_value=line_value,
-                                         name="calibrated")
+  layer = fusion_starts.make_fusion_layer("calibrated", rig, heatmap_size,
+                                          temperature=temperature, line_width_px=line_width_px,
+                                          line_value=line_value, name="calibrated")
   return layer.materialize()
 
 
@@ -417,30 +419,19 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
   timings["simulate_s"] = time.time() - start
 
   start = time.time()
-  maml_runs = {}  # name -> (log line, MamlSettings, init, theta_by_pair)
-  for name, recipe in settings.row_recipes().items():
-    maml_settings = dataclasses.replace(settings.maml, loss=recipe.loss)
-    if recipe.meta_theta_init == "shared":
-      maml_runs[name] = (f"MetaFuse meta-training ({recipe.name} recipe), "
-                         f"{settings.maml.num_steps} steps of {settings.maml.tasks_per_step} "
-                         f"tasks over {len(pairs)} pairs", maml_settings, None, None)
-    elif recipe.meta_theta_init == "calibrated":
-      init, theta_by_pair = metatrain.calibrated_meta_init(
-          rig, settings.heatmap_size, settings.line_width_px, settings.line_value)
-      maml_runs[name] = (f"MetaFuse meta-training from calibrated theta ({recipe.name} "
-                         f"recipe), {settings.maml.num_steps} steps", maml_settings, init,
-                         theta_by_pair)
   parallel = executor is not None
   meta_params, futures = {}, {}
-  for name, (line, maml_settings, init, theta_by_pair) in maml_runs.items():
-    logging.info("benchmark: %s%s", line, " (worker process)" if parallel else "")
+  for name, recipe in settings.row_recipes().items():
+    if recipe.meta_theta_init is None:
+      continue
+    logging.info("benchmark: MetaFuse meta-training (%s recipe, %s theta), %d steps of %d tasks "
+                 "over %d pairs%s", recipe.name, recipe.meta_theta_init, settings.maml.num_steps,
+                 settings.maml.tasks_per_step, len(pairs), " (worker process)" if parallel else "")
+    job = (recipe, pool, pairs, settings.maml, rig, settings.line_width_px, settings.line_value)
     if parallel:
-      futures[name] = executor.submit(_metatrain_job, pool, pairs, maml_settings, init,
-                                      theta_by_pair, int(settings.worker_threads))
+      futures[name] = executor.submit(_metatrain_job, *job, int(settings.worker_threads))
     else:
-      meta_params[name] = metatrain.metatrain_fusion(pool, pairs, maml_settings, init=init,
-                                                     progress=progress,
-                                                     theta_by_pair=theta_by_pair)
+      meta_params[name] = _metatrain_job(*job, progress=progress)[0]
   if not parallel:
     timings["metafuse_pretrain_s"] = time.time() - start
   if then is not None:
@@ -456,20 +447,9 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
     checkpoints.save_meta_params(affine, os.path.join(workdir, "affine.npz"), {"method": "sgd"})
 
   start = time.time()
-  naive = {}
-  for num_views in sorted(set(int(v) for v in view_counts)):
-    subset = rig.subset(range(num_views))
-    logging.info("benchmark: NaiveFuse pretraining on %s, %d steps", subset.name,
-                 settings.naive_pretrain.steps)
-    sub_frames = simulate(subset, settings.pretrain_frames, settings.seed + 17, settings,
-                          backbone=backbone)
-    layer = naive_layer(None, num_views, settings.heatmap_size, settings.temperature,
-                        f"naive_pretrain_{num_views}")
-    finetune(layer, sub_frames["heatmaps"], sub_frames["joints2d"], settings.naive_pretrain,
-             target_sigma=settings.target_sigma, seed=settings.seed, progress=progress,
-             label=f"naive pretrain V={num_views}", loss=settings.recipe.loss,
-             selection=settings.recipe.selection)
-    naive[num_views] = layer.matrices.numpy()
+  naive = {num_views: _pretrain_naive(rig.subset(range(num_views)), settings, progress=progress,
+                                      backbone=backbone)
+           for num_views in sorted(set(int(v) for v in view_counts))}
   timings["naive_pretrain_s"] = time.time() - start
   for name, future in futures.items():
     meta_params[name], seconds = future.result()
@@ -482,6 +462,24 @@ def pretrain(settings: BenchmarkSettings, view_counts, *, workdir: str | None = 
                                    {"method": "maml",
                                     "recipe": settings.row_recipes()[name].name})
   return Pretrained(meta, affine, naive, timings, paper)
+
+
+def _pretrain_naive(subset, settings: BenchmarkSettings, *, progress: bool,
+                    backbone=None) -> np.ndarray:
+  """NaiveFuse on the first V pretraining cameras (`subset`), trained with the recipe's loss
+  and selection: its [P, HW, HW] matrices."""
+  logging.info("benchmark: NaiveFuse pretraining on %s, %d steps", subset.name,
+               settings.naive_pretrain.steps)
+  frames = simulate(subset, settings.pretrain_frames, settings.seed + 17, settings,
+                    backbone=backbone)
+  layer = fusion_starts.make_fusion_layer("naive", subset, settings.heatmap_size,
+                                          temperature=settings.temperature,
+                                          name=f"naive_pretrain_{subset.num_views}")
+  finetune(layer, frames["heatmaps"], frames["joints2d"], settings.naive_pretrain,
+           target_sigma=settings.target_sigma, seed=settings.seed, progress=progress,
+           label=f"naive pretrain V={subset.num_views}", loss=settings.recipe.loss,
+           selection=settings.recipe.selection)
+  return layer.matrices.numpy()
 
 
 def _eval(layer, frames, rig, settings, limb_lengths):
@@ -536,7 +534,6 @@ def benchmark_rig(rig, pretrained: Pretrained | None, settings: BenchmarkSetting
     raise ValueError(f"benchmark part={part!r}, expected one of {PARTS}")
   if pretrained is None and part != "unpretrained":
     raise ValueError(f"benchmark part={part!r} needs the pretrained models")
-  size, temperature = settings.heatmap_size, settings.temperature
   train = simulate(rig, settings.train_frames, seed, settings, backbone=backbone)
   test = simulate(rig, settings.test_frames, seed + 1, settings, backbone=backbone)
   limb_lengths = pictorial.mean_limb_lengths(train["joints3d"][:settings.limb_frames],
@@ -558,59 +555,73 @@ def benchmark_rig(rig, pretrained: Pretrained | None, settings: BenchmarkSetting
 
   if wanted("no_fusion", 0):
     record("no_fusion", 0, None)
-    record("metafuse", 0, calibrated_layer(rig, size, temperature, settings.line_width_px,
-                                           settings.line_value))
-  line = dict(temperature=temperature, line_width_px=settings.line_width_px,
-              line_value=settings.line_value)
-  # One layer object and compiled train step per row and start, its weights set anew for every
-  # K (and NaiveFuse^full): the step is traced and compiled once per row and rig, not per K.
-  slots = {}
+    record("metafuse", 0, calibrated_layer(rig, settings.heatmap_size, settings.temperature,
+                                           settings.line_width_px, settings.line_value))
+  slots = _LayerSlots()
+  for shots in settings.shots:
+    for name, recipe, starts in settings.adaptation_rows():
+      if wanted(name, shots):
+        layer = _adapt_row(rig, name, recipe, starts, pretrained, train, shots, settings, slots,
+                           seed=seed, progress=progress)
+        record(name, shots, layer if name == "naive" else layer.materialize())
+  if wanted("naive", "full"):
+    record("naive", "full", _naive_full(rig, train, settings, slots, seed=seed,
+                                        progress=progress))
+  return results
 
-  def reuse(name, starts):
+
+class _LayerSlots:
+  """One layer object and compiled train step per row and start, its weights set anew for every
+  K (and NaiveFuse^full): the step is traced and compiled once per row and rig, not per K."""
+
+  def __init__(self):
+    self._slots = {}
+
+  def reuse(self, name: str, starts) -> tuple[list, dict]:
+    """([(start, the slot's layer holding the start's weights)], {start: compiled-step dict})."""
     kept = []
     for start, layer in starts:
       key = (name, start)
-      if key not in slots:
-        slots[key] = (layer, {})
+      if key not in self._slots:
+        self._slots[key] = (layer, {})
       else:
-        slots[key][0].set_weights(layer.get_weights())
-      kept.append((start, slots[key][0]))
-    return kept, {start: slots[(name, start)][1] for start, _ in starts}
+        self._slots[key][0].set_weights(layer.get_weights())
+      kept.append((start, self._slots[key][0]))
+    return kept, {start: self._slots[(name, start)][1] for start, _ in starts}
 
-  row_recipes = settings.row_recipes()
-  rows = [(name, row_recipes.get(name, settings.recipe))
-          for name in ("metafuse", "affine", "naive", "metafuse_paper")
-          if name in row_recipes or name in ("affine", "naive")]
-  for shots in settings.shots:
-    heatmaps, joints2d = train["heatmaps"][:shots], train["joints2d"][:shots]
-    head = train["head_size"][:shots] if "head_size" in train else None
-    for name, recipe in rows:
-      if not wanted(name, shots):
-        continue
-      naive = name == "naive"
-      starts = recipe.starts if name in row_recipes else (name,)
-      # Without pretrained models only starts that read none get here.
-      meta = None if pretrained is None else (
-          pretrained.metafuse_paper if name == "metafuse_paper" else pretrained.metafuse)
-      inits = {} if pretrained is None else {
-          "metafuse": meta,
-          "metafuse_calibrated": pretrained.metafuse, "affine": pretrained.affine,
-          "naive": pretrained.naive[rig.num_views]}
-      starts, compiled = reuse(name, adaptation.start_layers(
-          recipe, starts, rig, size, inits=inits, labels=joints2d, name=name, **line))
-      fit = settings.naive_finetune if naive else settings.finetune
-      adapted = adaptation.adapt(
-          recipe, starts, heatmaps, joints2d, target_sigma=settings.target_sigma,
-          epochs=adaptation.epochs_for_steps(fit.steps, fit.batch_size, len(heatmaps)),
-          learning_rate=fit.learning_rate, batch_size=fit.batch_size,
-          loss_temperature=fit.loss_temperature, seed=seed, head_size_px=head,
-          progress=progress, compiled=compiled, label=f"{rig.name} {name}^{shots}")
-      layer = adapted["layer"]
-      record(name, shots, layer if naive else layer.materialize())
-  if not wanted("naive", "full"):
-    return results
-  [(_, layer)], compiled = reuse("naive", adaptation.start_layers(
-      settings.recipe, ("naive",), rig, size, name="naive_full", **line))
+
+def _adapt_row(rig, name: str, recipe, starts, pretrained: Pretrained | None, train: dict,
+               shots: int, settings: BenchmarkSettings, slots: _LayerSlots, *, seed: int,
+               progress: bool):
+  """Row `name`^K: its starts adapted to the first K training frames (`adaptation.adapt`)."""
+  heatmaps, joints2d = train["heatmaps"][:shots], train["joints2d"][:shots]
+  inits = {}
+  if pretrained is not None:  # Without pretrained models only starts that read none get here.
+    inits = {"metafuse": (pretrained.metafuse_paper if name == "metafuse_paper"
+                          else pretrained.metafuse),
+             "metafuse_calibrated": pretrained.metafuse, "affine": pretrained.affine,
+             "naive": pretrained.naive[rig.num_views]}
+  layers, compiled = slots.reuse(name, adaptation.start_layers(
+      recipe, starts, rig, settings.heatmap_size, inits=inits, labels=joints2d, name=name,
+      **_line(settings)))
+  fit = settings.naive_finetune if name == "naive" else settings.finetune
+  adapted = adaptation.adapt(
+      recipe, layers, heatmaps, joints2d, target_sigma=settings.target_sigma,
+      epochs=adaptation.epochs_for_steps(fit.steps, fit.batch_size, len(heatmaps)),
+      learning_rate=fit.learning_rate, batch_size=fit.batch_size,
+      loss_temperature=fit.loss_temperature, seed=seed,
+      head_size_px=train["head_size"][:shots] if "head_size" in train else None,
+      progress=progress, compiled=compiled, label=f"{rig.name} {name}^{shots}")
+  return adapted["layer"]
+
+
+def _naive_full(rig, train: dict, settings: BenchmarkSettings, slots: _LayerSlots, *, seed: int,
+                progress: bool):
+  """NaiveFuse^full: solved on all training frames (`naive_full_solver`), then Adam steps with
+  the recipe's loss (from the solved start, or from zero with "fit")."""
+  [(_, layer)], compiled = slots.reuse("naive", adaptation.start_layers(
+      settings.recipe, ("naive",), rig, settings.heatmap_size, name="naive_full",
+      **_line(settings)))
   if settings.naive_full_solver != "fit":
     solved = finetune_lib.solve_naive_fusion(
         layer, train["heatmaps"], train["joints2d"], target_sigma=settings.target_sigma,
@@ -619,14 +630,18 @@ def benchmark_rig(rig, pretrained: Pretrained | None, settings: BenchmarkSetting
         line_width_px=settings.line_width_px, line_value=settings.line_value)
     logging.info("%s naive^full: solved on %d frames, kept %s", rig.name,
                  solved["train_frames"], solved["start"])
-  # Adam steps with the recipe's loss (from the solved start, or from zero with "fit").
   finetune(layer, train["heatmaps"], train["joints2d"], settings.naive_full,
            label=f"{rig.name} naive^full", head_size_px=train.get("head_size"),
            compiled=compiled["naive"], loss=settings.recipe.loss,
            selection=settings.recipe.selection, proximal=settings.recipe.proximal,
            target_sigma=settings.target_sigma, seed=seed, progress=progress)
-  record("naive", "full", layer)
-  return results
+  return layer
+
+
+def _line(settings: BenchmarkSettings) -> dict:
+  """The read-out temperature and calibrated line of `start_layers`."""
+  return dict(temperature=settings.temperature, line_width_px=settings.line_width_px,
+              line_value=settings.line_value)
 
 
 def average_results(results: list[dict]) -> dict:
@@ -816,13 +831,16 @@ def _in_worker(threads: int | None) -> None:
   logging.set_verbosity(logging.INFO)
 
 
-def _metatrain_job(pool, pairs, maml_settings, init, theta_by_pair,
-                   threads: int | None = None) -> tuple[maml.MetaParams, float]:
-  """One meta-training run (`metatrain.metatrain_fusion`) in a worker: (params, seconds)."""
+def _metatrain_job(recipe, pool, pairs, maml_settings, rig, line_width_px, line_value,
+                   threads: int | None = None,
+                   progress: bool = False) -> tuple[maml.MetaParams, float]:
+  """The recipe's meta-training (`pretraining.meta_training`), here or in a worker process:
+  (params, seconds). `threads` None: this process (no worker set-up)."""
   _in_worker(threads)
   start = time.time()
-  params = metatrain.metatrain_fusion(pool, pairs, maml_settings, init=init, progress=False,
-                                      theta_by_pair=theta_by_pair)
+  params = pretraining.meta_training(recipe, pool, pairs, maml_settings, rig=rig,
+                                     line_width_px=line_width_px, line_value=line_value,
+                                     progress=progress)
   return params, time.time() - start
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import typing
 
 from absl import logging
 import numpy as np
@@ -40,6 +41,7 @@ from mf_tf.data import codec as codec_lib
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import world
 from mf_tf.evaluation import evaluate
+from mf_tf.evaluation import metrics
 from mf_tf.evaluation import pictorial
 from mf_tf.evaluation import plots
 from mf_tf.experiments import benchmark
@@ -50,6 +52,7 @@ from mf_tf.models import backbone as backbone_lib
 from mf_tf.serving import export as export_lib
 from mf_tf.train import adaptation
 from mf_tf.train import metatrain
+from mf_tf.train import pretraining
 from mf_tf.train import recipes
 
 
@@ -90,8 +93,6 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str, recipe: recipes.Recipe,
   """Meta-trains on the pretraining rig what the recipe's starts read (its loss and theta
   init: "shared", the paper's, or "calibrated")."""
   theta_init = recipe.meta_theta_init
-  settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml,
-                                                                    loss=recipe.loss))
   rig = rigs_lib.get_rig(settings.pretrain_rig)
   frames = world.simulate_frames(rig, settings.pretrain_frames, settings.seed, settings.joint_set,
                                  settings.heatmap_size, detector_params=settings.detector,
@@ -100,17 +101,11 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str, recipe: recipes.Recipe,
   logging.info("demo: meta-training MetaFuse on %s (%d views, %d ordered pairs, %d frames), "
                "%d steps", rig.name, rig.num_views, len(rig.pairs), settings.pretrain_frames,
                settings.maml.num_steps)
-  if theta_init == "calibrated":
-    init, theta_by_pair = metatrain.calibrated_meta_init(
-        rig, settings.heatmap_size, settings.line_width_px, settings.line_value)
-    params = metatrain.metatrain_fusion(pool, rig.pairs, settings.maml, init=init,
-                                        progress=settings.progress, theta_by_pair=theta_by_pair)
-    path = os.path.join(out_dir, "meta_params_calibrated.npz")
-  else:
-    params = metatrain.metatrain_fusion(pool, rig.pairs, settings.maml,
-                                        progress=settings.progress)
-    path = os.path.join(out_dir, "meta_params.npz")
-  path = os.path.join(out_dir, file_name) if file_name else path
+  params = pretraining.meta_training(recipe, pool, rig.pairs, settings.maml, rig=rig,
+                                     line_width_px=settings.line_width_px,
+                                     line_value=settings.line_value, progress=settings.progress)
+  default_name = "meta_params_calibrated.npz" if theta_init == "calibrated" else "meta_params.npz"
+  path = os.path.join(out_dir, file_name or default_name)
   checkpoints.save_meta_params(params, path, {"rig": rig.name, "steps": settings.maml.num_steps,
                                             "heatmap_size": settings.heatmap_size,
                                             "theta_init": theta_init,
@@ -121,8 +116,9 @@ def _pretrain_meta(settings: DemoSettings, out_dir: str, recipe: recipes.Recipe,
 def choose_example(initial_coords, fused_coords, joints2d, visibility, head_size):
   """(frame, view, joint) for Figure 6: an occluded joint that fusion corrects.
 
-  Preference: occluded, wrong before fusion (error above half the head size) and right after,
-  largest error reduction; else the occluded joint with the largest error reduction.
+  Preference: occluded, not detected before fusion and detected after (`metrics.detections`,
+  JDR's definition), largest error reduction; else the occluded joint with the largest error
+  reduction.
 
   Args:
     initial_coords, fused_coords: [N, V, J, 2] decoded joints, heatmap px.
@@ -132,7 +128,9 @@ def choose_example(initial_coords, fused_coords, joints2d, visibility, head_size
   before = np.linalg.norm(initial_coords - joints2d, axis=-1)
   after = np.linalg.norm(fused_coords - joints2d, axis=-1)
   occluded = (np.asarray(visibility) <= 0) & np.isfinite(before) & (threshold > 0)
-  corrected = occluded & (before > threshold) & (after <= threshold)
+  detected_before, _ = metrics.detections(initial_coords, joints2d, head_size)
+  detected_after, _ = metrics.detections(fused_coords, joints2d, head_size)
+  corrected = occluded & ~detected_before & detected_after
   pool = corrected if corrected.any() else occluded
   if not pool.any():
     pool = np.isfinite(before)
@@ -212,13 +210,11 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
   timings = {}
   start = time.time()
   pretrain_rig = rigs_lib.get_rig(settings.pretrain_rig)
-  recipe = settings.recipe
-  paper = settings.paper_row and recipe != recipes.PAPER
-  meta = {}  # recipe name -> meta-trained init of its starts
-  if recipe.meta_theta_init is not None:
-    meta[recipe.name] = _pretrain_meta(settings, out_dir, recipe)
-  if paper:
-    meta["paper"] = _pretrain_meta(settings, out_dir, recipes.PAPER, "meta_params_paper.npz")
+  rows = _rows(settings)
+  meta = {}  # recipe name -> meta-trained init of its starts (the pretraining stage)
+  for row in rows:
+    if row.timing != "calibrated_variant_s" and row.recipe.meta_theta_init is not None:
+      meta[row.recipe.name] = _pretrain_meta(settings, out_dir, row.recipe, row.file_name)
   timings["metatrain_s"] = time.time() - start
 
   rig = rigs_lib.get_rig(settings.target_rig)
@@ -228,80 +224,35 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
     raise ValueError(f"target rig {rig.name!r} shares cameras {sorted(overlap)} with the "
                      f"pretraining rig {pretrain_rig.name!r}")
   start = time.time()
-  common = dict(joint_set=settings.joint_set, heatmap_size=settings.heatmap_size,
-                detector_params=settings.detector)
-  train = world.simulate_frames(rig, settings.shots, settings.seed + 1, **common)
-  test = world.simulate_frames(rig, settings.test_frames, settings.test_seed, **common)
-  poses = world.simulate_frames(rig, settings.limb_frames, settings.seed, return_heatmaps=False,
-                                **common)
-  limb_lengths = pictorial.mean_limb_lengths(poses["joints3d"], settings.joint_set)
-  line = dict(temperature=settings.temperature, line_width_px=settings.line_width_px,
-              line_value=settings.line_value)
-  fit = settings.finetune
-  fit_kwargs = dict(target_sigma=settings.target_sigma, seed=settings.seed,
-                    progress=settings.progress, head_size_px=train["head_size"],
-                    epochs=adaptation.epochs_for_steps(fit.steps, fit.batch_size, settings.shots),
-                    learning_rate=fit.learning_rate, batch_size=fit.batch_size,
-                    loss_temperature=fit.loss_temperature)
-
-  def adapt(row_recipe, init, name, label):
-    starts = adaptation.start_layers(
-        row_recipe, row_recipe.starts, rig, settings.heatmap_size, labels=train["joints2d"],
-        inits={start: init for start in recipes.META_STARTS}, name=name, **line)
-    return adaptation.adapt(row_recipe, starts, train["heatmaps"], train["joints2d"],
-                            label=label, **fit_kwargs)
-
+  train, test, limb_lengths = _target_frames(settings, rig)
   logging.info("demo: adapting to %d labelled frames of %s (%d views), about %d steps "
-               "(recipe: %s)", settings.shots, rig.name, rig.num_views, fit.steps, recipe.name)
-  adapted = adapt(recipe, meta.get(recipe.name), "metafuse", f"finetune {rig.name}")
-  layer, history = adapted["layer"], adapted["history"]
-  losses = history["loss"]
-  checkpoint = checkpoints.save_finetuned(
-      layer, rig, checkpoint_dir,
-      {"method": adapted["start"], "recipe": recipe.name, "shots": settings.shots,
-       "heatmap_size": settings.heatmap_size,
-       "temperature": settings.temperature, "epochs": history["epochs"],
-       "loss": losses[-1], "val_loss": min(history["val_loss"]), "source": "demo",
-       "kept_start": history["restored_init"], "val_jdr": history["best_val_jdr"]})
-  timings["finetune_s"] = time.time() - start
-
-  paper_layer = None
-  if paper:
-    start = time.time()
-    paper_layer = adapt(recipes.PAPER, meta["paper"], "metafuse_paper",
-                        f"finetune (paper) {rig.name}")["layer"]
-    timings["paper_row_s"] = time.time() - start
-
-  calibrated_variant = None
-  if settings.calibrated_variant and recipe != recipes.CALIBRATED:
-    start = time.time()
-    meta_cal = _pretrain_meta(settings, out_dir, recipes.CALIBRATED)
-    calibrated_variant = adapt(recipes.CALIBRATED, meta_cal, "metafuse_calibrated",
-                               f"finetune metafuse_calibrated {rig.name}")["layer"]
-    timings["calibrated_variant_s"] = time.time() - start
+               "(recipe: %s)", settings.shots, rig.name, rig.num_views, settings.finetune.steps,
+               settings.recipe.name)
+  shots_name = f"MetaFuse^{settings.shots}"
+  methods = {"No-Fusion": None, "MetaFuse^0 (calibrated)": benchmark.calibrated_layer(
+      rig, settings.heatmap_size, settings.temperature, settings.line_width_px,
+      settings.line_value)}
+  for index, row in enumerate(rows):
+    if index:
+      start = time.time()
+    if row.recipe.name not in meta and row.recipe.meta_theta_init is not None:
+      meta[row.recipe.name] = _pretrain_meta(settings, out_dir, row.recipe, row.file_name)
+    adapted = _adapt(settings, row, meta.get(row.recipe.name), rig, train)
+    if index == 0:
+      layer, history = adapted["layer"], adapted["history"]
+      checkpoint = _save_finetuned(settings, rig, adapted, checkpoint_dir)
+    methods[shots_name + row.suffix] = adapted["layer"].materialize()
+    timings[row.timing] = time.time() - start
 
   start = time.time()
-  shots_name = f"MetaFuse^{settings.shots}"
-  methods = {
-      "No-Fusion": None,
-      "MetaFuse^0 (calibrated)": benchmark.calibrated_layer(
-          rig, settings.heatmap_size, settings.temperature, settings.line_width_px,
-          settings.line_value),
-      shots_name: layer.materialize(),
-  }
-  if paper_layer is not None:
-    methods[f"{shots_name} (paper)"] = paper_layer.materialize()
-  if calibrated_variant is not None:
-    methods[f"{shots_name}-calibrated"] = calibrated_variant.materialize()
-  results = {}
-  for name, method in methods.items():
-    results[name] = evaluate.evaluate_fusion(
-        method, test, rig, settings.joint_set, settings.temperature, limb_lengths=limb_lengths,
-        pictorial_options=settings.pictorial_options, batch_size=settings.eval_batch_size)
+  results = {name: evaluate.evaluate_fusion(
+      method, test, rig, settings.joint_set, settings.temperature, limb_lengths=limb_lengths,
+      pictorial_options=settings.pictorial_options, batch_size=settings.eval_batch_size)
+             for name, method in methods.items()}
   timings["evaluate_s"] = time.time() - start
-  table = evaluate.results_markdown(results, f"MetaFuse demo on the new rig {rig.name} "
-                                    f"({settings.shots}-shot finetuning)")
-  print(table, flush=True)
+  print(evaluate.results_markdown(results, f"MetaFuse demo on the new rig {rig.name} "
+                                  f"({settings.shots}-shot finetuning)"), flush=True)
+  losses = history["loss"]
   metadata = {"rig": rig.name, "pretrain_rig": pretrain_rig.name, "shots": settings.shots,
               "heatmap_size": settings.heatmap_size, "test_frames": settings.test_frames,
               "test_seed": settings.test_seed, "meta_steps": settings.maml.num_steps,
@@ -310,6 +261,87 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
   paths["finetuned"] = checkpoint
 
   start = time.time()
+  example = _figures(settings, rig, test, results, methods, shots_name, out_dir, paths)
+  timings["plots_s"] = time.time() - start
+
+  start = time.time()
+  exported = _export(settings, rig, layer, out_dir) if settings.export else None
+  if exported:
+    paths["export"] = exported
+  elif not settings.export:
+    logging.info("demo: export disabled (config.demo.export=False)")
+  timings["export_s"] = time.time() - start
+  logging.info("demo: timings %s", {k: round(v, 1) for k, v in timings.items()})
+  logging.info("demo: outputs %s", paths)
+  return {"results": results, "paths": paths, "timings": timings, "example": example}
+
+
+class _Row(typing.NamedTuple):
+  """An adapted row of the demo's table."""
+  recipe: recipes.Recipe
+  file_name: str | None  # Its meta-parameter file (None: by its theta init).
+  suffix: str  # Of its method name, after "MetaFuse^K".
+  timing: str  # Its key in the timings.
+  layer: str  # Its layer's name.
+  label: str  # Its log prefix, before the rig's name.
+
+
+def _rows(settings: DemoSettings) -> list[_Row]:
+  """The adapted rows: the configured recipe's first (its layer is saved and exported), then the
+  paper's and the calibrated recipe's when asked for and not already the first."""
+  rows = [_Row(settings.recipe, None, "", "finetune_s", "metafuse", "finetune")]
+  if settings.paper_row and settings.recipe != recipes.PAPER:
+    rows.append(_Row(recipes.PAPER, "meta_params_paper.npz", " (paper)", "paper_row_s",
+                     "metafuse_paper", "finetune (paper)"))
+  if settings.calibrated_variant and settings.recipe != recipes.CALIBRATED:
+    rows.append(_Row(recipes.CALIBRATED, None, "-calibrated", "calibrated_variant_s",
+                     "metafuse_calibrated", "finetune metafuse_calibrated"))
+  return rows
+
+
+def _target_frames(settings: DemoSettings, rig) -> tuple[dict, dict, dict]:
+  """The new rig's K labelled frames, its test frames and the RPSM limb lengths."""
+  common = dict(joint_set=settings.joint_set, heatmap_size=settings.heatmap_size,
+                detector_params=settings.detector)
+  train = world.simulate_frames(rig, settings.shots, settings.seed + 1, **common)
+  test = world.simulate_frames(rig, settings.test_frames, settings.test_seed, **common)
+  poses = world.simulate_frames(rig, settings.limb_frames, settings.seed, return_heatmaps=False,
+                                **common)
+  return train, test, pictorial.mean_limb_lengths(poses["joints3d"], settings.joint_set)
+
+
+def _adapt(settings: DemoSettings, row: _Row, init, rig, train: dict) -> dict:
+  """`adaptation.adapt` of the row recipe's starts on the K labelled frames."""
+  fit, recipe = settings.finetune, row.recipe
+  starts = adaptation.start_layers(
+      recipe, recipe.starts, rig, settings.heatmap_size, labels=train["joints2d"],
+      inits={start: init for start in recipes.META_STARTS}, name=row.layer,
+      temperature=settings.temperature, line_width_px=settings.line_width_px,
+      line_value=settings.line_value)
+  return adaptation.adapt(
+      recipe, starts, train["heatmaps"], train["joints2d"], label=f"{row.label} {rig.name}",
+      target_sigma=settings.target_sigma, seed=settings.seed, progress=settings.progress,
+      head_size_px=train["head_size"],
+      epochs=adaptation.epochs_for_steps(fit.steps, fit.batch_size, settings.shots),
+      learning_rate=fit.learning_rate, batch_size=fit.batch_size,
+      loss_temperature=fit.loss_temperature)
+
+
+def _save_finetuned(settings: DemoSettings, rig, adapted: dict, checkpoint_dir: str) -> str:
+  """The kept layer of the configured recipe, where --mode=evaluate and export look."""
+  history = adapted["history"]
+  return checkpoints.save_finetuned(
+      adapted["layer"], rig, checkpoint_dir,
+      {"method": adapted["start"], "recipe": settings.recipe.name, "shots": settings.shots,
+       "heatmap_size": settings.heatmap_size,
+       "temperature": settings.temperature, "epochs": history["epochs"],
+       "loss": history["loss"][-1], "val_loss": min(history["val_loss"]), "source": "demo",
+       "kept_start": history["restored_init"], "val_jdr": history["best_val_jdr"]})
+
+
+def _figures(settings: DemoSettings, rig, test: dict, results: dict, methods: dict,
+             shots_name: str, out_dir: str, paths: dict) -> dict:
+  """methods.png and figure6.png (added to `paths`); the figure's example."""
   paths["methods_png"] = plots.plot_method_bars(
       results, os.path.join(out_dir, "methods.png"),
       title=f"{rig.name}: {settings.test_frames} test frames, {settings.heatmap_size} px heatmaps")
@@ -330,19 +362,4 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
       rows, os.path.join(out_dir, "figure6.png"), markers=markers,
       title=f"{rig.name}, frame {frame}, view {view}: {joint_name} "
       f"({'occluded' if test['visibility'][frame, view, joint] <= 0 else 'visible'})")
-  timings["plots_s"] = time.time() - start
-
-  start = time.time()
-  if settings.export:
-    exported = _export(settings, rig, layer, out_dir)
-    if exported:
-      paths["export"] = exported
-  else:
-    logging.info("demo: export disabled (config.demo.export=False)")
-  timings["export_s"] = time.time() - start
-  logging.info("demo: timings %s", {k: round(v, 1) for k, v in timings.items()})
-  logging.info("demo: outputs %s", paths)
-  return {"results": results, "paths": paths, "timings": timings,
-          "example": {"frame": frame, "view": view, "joint": joint_name}}
-
-
+  return {"frame": frame, "view": view, "joint": joint_name}

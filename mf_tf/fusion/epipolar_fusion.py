@@ -53,7 +53,10 @@ matrices to build.
 
 Two array backends run the same code: `epipolar_fuse` (eager use, e.g. `mf_tf.modes.video`) runs
 it in NumPy, the faster on a CPU; `line_plan` and `apply_line_plan` run it in TensorFlow ops,
-which a SavedModel holds (`mf_tf.serving.export`'s fuse_crops signature).
+which a SavedModel holds (`mf_tf.serving.export`'s fuse_crops signature). The sampling settings
+named above, the cross-section, the layout and the per-frame plan (pencils, lines, samples,
+targets) are in `mf_tf.fusion.epipolar_plan`; this module holds the backends, the blur and the
+application of a plan.
 
 Conventions: heatmaps [V, H, W, J] (one person, each view in its own frame, e.g. its crop),
 pixel centres at integers (x = column, y = row); fundamental matrices [P, 3, 3] between the
@@ -65,150 +68,23 @@ stds of g receives nothing from it.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-
 import numpy as np
 import tensorflow as tf
 
+from mf_tf.fusion import epipolar_plan
 from mf_tf.fusion import ops
-from mf_tf.geometry.rig import ordered_pairs
+from mf_tf.fusion.epipolar_plan import (DEFAULT_LINE_VALUE, DEFAULT_LINE_WIDTH_PX, band_profile,
+                                         default_num_lines)
 
-DEFAULT_LINE_WIDTH_PX = 1.0  # As the calibrated MetaFuse^0 (config.fusion.line_width_px).
-DEFAULT_LINE_VALUE = 0.1  # As config.fusion.line_value.
-HEATMAP_SIGMA_PX = 1.0  # Least std of a heatmap peak the sampling is set for (pose nets: 1-2).
-# Sampling. Each setting notes what changing it did to the messages against the dense Gaussian
-# Eq. (1), as a share of their largest value, on the H36M rig at 32 px, at 64 px and at 64 px with
-# heatmap peaks of std 1 px (the defaults: 0.22, 0.18 and 0.46 %; 1456 lines of 37 samples at
-# 64 px).
-# Largest distance between neighbouring pencil lines, in units of s (module docstring); 1.2:
-# 0.29, 0.32, 1.01 % (1246 lines); 1.35: 0.46, 0.43, 1.70 % (1128 lines).
-LINE_SPACING = 1.0
-# Step along the lines, in units of s, rounded down to whole pixels: 2 px for the default line,
-# as close as 1 px; 3 px: 1.93, 1.32, 6.33 %.
-MAJOR_STEP = 1.45
-LANCZOS_LOBES = 4  # Resampling of the band sums in t; 3 lobes: 0.30, 0.30, 0.52 %.
-UPSAMPLE = 8  # Fine band sums per line interval, for the targets; 4: 0.31, 0.28, 0.63 %.
-BAND_SUPPORT_SIGMAS = 4.0  # g beyond 4 stds is below 0.04 % of its peak.
-
-
-def band_profile(heatmap_size, line_width_px: float = DEFAULT_LINE_WIDTH_PX,
-                 line_value: float = DEFAULT_LINE_VALUE) -> tuple[float, float]:
-  """(integral, std) of the dense line base's cross-section g (module docstring).
-
-  g interpolates linearly the samples line_value exp(-r^2 / (2 sigma^2)) at the base's rows
-  r = k - (H - 1) / 2; its integral is the samples' sum and its variance theirs plus 1/6 (the
-  unit triangle's). The band here is integral * N(d; 0, std^2).
-
-  Args:
-    heatmap_size: int or (H, W); H is the line base's number of rows.
-    line_width_px: sigma, pixels (> 0).
-    line_value: The base's peak value.
-  """
-  height, _ = ops.heatmap_hw(heatmap_size)
-  sigma = float(line_width_px)
-  if not sigma > 0:
-    raise ValueError(f"line_width_px={line_width_px}, expected a positive width in pixels")
-  rows = np.arange(height, dtype=np.float64) - 0.5 * (height - 1)
-  weights = np.exp(-0.5 * (rows / sigma) ** 2)
-  variance = float(np.sum(weights * rows * rows) / np.sum(weights)) + 1.0 / 6.0
-  return float(line_value) * float(np.sum(weights)), math.sqrt(variance)
-
-
-def default_num_lines(heatmap_size, num_lines: int | None = None,
-                      line_width_px: float = DEFAULT_LINE_WIDTH_PX) -> int:
-  """Most pencil lines per pair: `num_lines` when given, else a bound that never binds.
-
-  A pencil needs at most about 3 side / spacing lines (an epipole at the middle of an edge: one
-  family spreads over twice the side at the far end, the other over the side); 4 leaves room.
-  """
-  if num_lines is not None:
-    return int(num_lines)
-  height, width = ops.heatmap_hw(heatmap_size)
-  spacing = _layout(height, width, float(line_width_px), 1.0).spacing
-  return int(math.ceil(4 * max(height, width) / spacing)) + 4
-
-
-# ----------------------------------------------------------------------------- layout
-
-
-@dataclasses.dataclass(frozen=True)
-class _Family:
-  """Sampling of one line family: major axis along the lines, minor axis across them."""
-  major_size: int  # Pixels along the major axis (W for family 0, H for family 1).
-  minor_size: int
-  samples: np.ndarray  # [M] float64 major coordinates of the samples along a line.
-  minor_origin: float  # Minor coordinate of lattice row 0.
-  minor_rows: int  # N: the map's minor pixels and a margin where the blurred map is ~0.
-  blur_major: np.ndarray  # [M, major_size] float32 Gaussian density at the samples.
-  blur_minor: np.ndarray  # [N, minor_size] float32 integral * density, B-spline prefiltered.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-  height: int
-  width: int
-  support: float  # Lines farther than this from the map get nothing, pixels.
-  spacing: float  # Largest distance between neighbouring pencil lines in the map, pixels.
-  major_step: int  # Pixels between samples along a line.
-  families: tuple[_Family, _Family]
-  lanczos: np.ndarray  # [UPSAMPLE, 2 LANCZOS_LOBES] float32 resampling weights per phase.
-
-  @property
-  def samples(self) -> int:
-    return max(len(family.samples) for family in self.families)
-
-
-def _gaussian(offsets, sigma):
-  return np.exp(-0.5 * (offsets / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)
-
-
-def _bspline_prefilter(rows: int) -> np.ndarray:
-  """[rows, rows] inverse of the cubic B-spline's sampling (1, 4, 1) / 6 on a finite lattice."""
-  sampling = (np.diag(np.full(rows, 4.0)) + np.diag(np.ones(rows - 1), 1)
-              + np.diag(np.ones(rows - 1), -1)) / 6.0
-  return np.linalg.inv(sampling)
-
-
-def _family(major_size, minor_size, sigma, integral, major_step) -> _Family:
-  margin = int(math.ceil(BAND_SUPPORT_SIGMAS * sigma))
-  samples = np.arange(-margin, major_size + margin, major_step, dtype=np.float64)
-  # 3 more rows keep the prefilter's boundary (it decays 0.27x per row) off the map's blur.
-  minor_margin = margin + 3
-  lattice = np.arange(-minor_margin, minor_size + minor_margin, dtype=np.float64)
-  major_pixels = np.arange(major_size, dtype=np.float64)
-  minor_pixels = np.arange(minor_size, dtype=np.float64)
-  blur_major = _gaussian(samples[:, None] - major_pixels[None], sigma)
-  blur_minor = _bspline_prefilter(len(lattice)) @ (
-      integral * _gaussian(lattice[:, None] - minor_pixels[None], sigma))
-  return _Family(major_size, minor_size, samples, float(lattice[0]), len(lattice),
-                 blur_major.astype(np.float32), blur_minor.astype(np.float32))
-
-
-def _lanczos_table() -> np.ndarray:
-  offsets = (np.arange(UPSAMPLE)[:, None] / UPSAMPLE
-             - np.arange(1 - LANCZOS_LOBES, LANCZOS_LOBES + 1)[None])
-  weights = np.sinc(offsets) * np.sinc(offsets / LANCZOS_LOBES)
-  return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=16)
-def _layout(height: int, width: int, line_width_px: float, line_value: float) -> _Layout:
-  integral, sigma = band_profile((height, width), line_width_px, line_value)
-  smooth = math.hypot(sigma, HEATMAP_SIGMA_PX)
-  major_step = max(1, int(MAJOR_STEP * smooth))
-  families = (_family(width, height, sigma, integral, major_step),
-              _family(height, width, sigma, integral, major_step))
-  return _Layout(height, width, BAND_SUPPORT_SIGMAS * sigma, LINE_SPACING * smooth, major_step,
-                 families, _lanczos_table())
+__all__ = ["DEFAULT_LINE_VALUE", "DEFAULT_LINE_WIDTH_PX", "apply_line_plan", "band_profile",
+           "default_num_lines", "epipolar_fuse", "line_plan"]
 
 
 # ----------------------------------------------------------------------------- array backends
 
 
 class _NumpyOps:
-  """The array operations of `_plan` and `_apply`, in NumPy."""
+  """The array operations of `epipolar_plan.build_plan` and `_apply`, in NumPy."""
   f32, f64, int_ = np.float32, np.float64, np.int64
   asarray = staticmethod(np.asarray)
   take = staticmethod(lambda a, index: np.take(a, index, axis=0))
@@ -262,7 +138,7 @@ class _NumpyOps:
   def target_sums(fine, rows, weights):
     """sum_{s, k} weights[p, s, k] fine[rows[p, s, k]]: [R, J], [..., S, 2], [..., S, 2] -> [P, J].
 
-    Every target reads two neighbouring rows (rows[..., 1] = rows[..., 0] + 1, `_plan`): one
+    Every target reads two neighbouring rows (rows[..., 1] = rows[..., 0] + 1, `build_plan`): one
     gather from a table of row pairs moves both (at 64 px, 4 views: 0.2 ms against 0.5 ms for
     the rows one by one). One [1, 2 S] x [2 S, J] product per target (0.9 ms against 1.1 ms for
     einsum and 1.3 ms for the weighted rows summed slice by slice). In one go rather than in
@@ -280,7 +156,7 @@ class _NumpyOps:
 
 
 class _TensorflowOps:
-  """The array operations of `_plan` and `_apply`, in TensorFlow (traceable)."""
+  """The array operations of `epipolar_plan.build_plan` and `_apply`, in TensorFlow (traceable)."""
   f32, f64, int_ = tf.float32, tf.float64, tf.int64
   asarray = staticmethod(tf.convert_to_tensor)
   cast = staticmethod(tf.cast)
@@ -326,194 +202,10 @@ class _TensorflowOps:
                       [-1, num_joints])
 
 
-# ----------------------------------------------------------------------------- plan and apply
+# ----------------------------------------------------------------------------- apply
 
 
-def _cross(u, v, xp):
-  return xp.stack([u[..., 1] * v[..., 2] - u[..., 2] * v[..., 1],
-                   u[..., 2] * v[..., 0] - u[..., 0] * v[..., 2],
-                   u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]], -1)
-
-
-def _plan(xp, fundamental, layout: _Layout, num_lines: int) -> dict:
-  """Lines, band-sum samples and target interpolation of one frame (module docstring).
-
-  Args:
-    xp: `_NumpyOps` or `_TensorflowOps`.
-    fundamental: [P, 3, 3] float64 (xp array), pairs in `ordered_pairs` order.
-    layout: `_layout(...)` of the heatmap size and line.
-    num_lines: Most core lines per pair; the spacing widens where a pencil needs more.
-
-  Returns:
-    dict of xp arrays (L lines, M samples per line, C line intervals, V views):
-      band_rows: [L, M] int first of the 4 rows of the blurred maps (`_blurred`) under each
-        sample's B-spline;
-      band_weights: [L, M, 4] float32 B-spline weights times the integration step;
-      window_rows: [C, 2 LANCZOS_LOBES] int lines that resample each line interval;
-      target_rows: [V, HW, V - 1, 2] int neighbouring fine rows per target pixel and source
-        (`ordered_pairs` order), zero rows without a line;
-      target_weights: [V, HW, V - 1, 2] float32 linear interpolation weights.
-  """
-  height, width = layout.height, layout.width
-  num_pairs = int(fundamental.shape[0])
-  num_views = _views_for_pairs(num_pairs)
-  lobes = LANCZOS_LOBES
-  f = fundamental
-  fam = layout.families
-  f32 = lambda x: xp.cast(x, xp.f32)  # noqa: E731
-
-  # Source epipole (F e = 0): the largest cross product of two rows (exact for a rank-2 F).
-  crosses = xp.stack([_cross(f[:, 0], f[:, 1], xp), _cross(f[:, 1], f[:, 2], xp),
-                      _cross(f[:, 2], f[:, 0], xp)], 1)  # [P, 3, 3]
-  best = xp.argmax(xp.sum(crosses * crosses, 2), 1)
-  pick = xp.cast(xp.arange(3, xp.int_)[None] == best[:, None], xp.f64)
-  epipole = xp.sum(crosses * pick[..., None], 1)
-  epipole = epipole / xp.maximum(xp.sqrt(xp.sum(epipole * epipole, 1)), 1e-300)[:, None]
-
-  # Per pair and family (index g = 2 p + family): the epipole E in (major, minor, 1)
-  # coordinates, the reference major coordinate r (outside the map, on the far side from E) and
-  # the lines y(X) = (E1 (r - X) + t (E2 X - E0)) / D, D = E2 r - E0, through E and (r, t).
-  e0, e1, e2 = epipole[:, 0], epipole[:, 1], epipole[:, 2]
-  major_e = xp.stack([e0, e1], 1)  # [P, 2]
-  minor_e = xp.stack([e1, e0], 1)
-  sizes = np.array([fam[0].major_size, fam[1].major_size], np.float64)
-  centres = 0.5 * (sizes - 1)
-  reference = xp.where(major_e * e2[:, None] <= centres * (e2 * e2)[:, None],
-                       centres + sizes, centres - sizes)
-  denominator = e2[:, None] * reference - major_e
-  denominator = xp.where(xp.abs(denominator) > 1e-300, denominator, 1e-300)
-
-  # Target pixels' source lines l = F^T x = (a, b, c), [P, H, W] each, unnormalized (only ratios
-  # and signs matter). Everything per pixel is affine in (x, y) or a ratio of two: float32
-  # (t within 1e-5 px).
-  xs = np.arange(width, dtype=np.float64)[None, None, :]
-  ys = np.arange(height, dtype=np.float64)[None, :, None]
-  affine = lambda k: (f32(k[:, 0, None, None] * xs)  # noqa: E731
-                      + f32(k[:, 1, None, None] * ys + k[:, 2, None, None]))
-  a, b = affine(f[:, :, 0]), affine(f[:, :, 1])
-  abs_a, abs_b = xp.abs(a), xp.abs(b)
-  vertical = abs_a > abs_b  # Family 1: the line is closer to the y axis.
-  per_family = lambda x: xp.where(vertical, x[:, 1, None, None], x[:, 0, None, None])  # noqa: E731
-  # The line meets the map grown by the support iff its value at the map's centre is within
-  # its reach over the half extents (the rectangle's support function); a zero reach: no line.
-  centre = np.array([[0.5 * (width - 1)], [0.5 * (height - 1)], [1.0]])
-  # Python floats keep the product float32 in both backends (a NumPy float64 scalar would
-  # promote NumPy's to float64).
-  reach = (abs_a * float(centre[0, 0] + layout.support)
-           + abs_b * float(centre[1, 0] + layout.support))
-  valid = (xp.abs(affine(xp.matmul(f, xp.asarray(centre, xp.f64))[..., 0])) <= reach) & (reach > 0)
-  # The line's parameter t: its minor coordinate at X = r, -(a r + c) / b in family 0 and
-  # -(b r + c) / a in family 1.
-  t = (xp.where(vertical, affine(-f[:, :, 1] * reference[:, 1, None] - f[:, :, 2]),
-                affine(-f[:, :, 0] * reference[:, 0, None] - f[:, :, 2]))
-       / xp.where(valid, xp.where(vertical, a, b), 1.0))
-
-  # Each family's range of t and line spacing.
-  in_1 = valid & vertical
-  in_0 = valid & ~vertical
-  per_pair = lambda x: xp.reshape(x, [num_pairs, -1])  # noqa: E731
-  first = xp.stack([xp.min(per_pair(xp.where(in_0, t, np.inf)), 1),
-                    xp.min(per_pair(xp.where(in_1, t, np.inf)), 1)], 1)
-  last = xp.stack([xp.max(per_pair(xp.where(in_0, t, -np.inf)), 1),
-                   xp.max(per_pair(xp.where(in_1, t, -np.inf)), 1)], 1)
-  present = xp.isfinite(first)
-  first = xp.cast(xp.where(present, first, 0.0), xp.f64)
-  last = xp.cast(xp.where(present, last, 0.0), xp.f64)
-  # Lines through E spread by |E2 X - E0| / |D| per unit of t at major coordinate X: at most
-  # `spacing` apart at the map's far end.
-  spread = xp.maximum(xp.abs(major_e), xp.abs(e2[:, None] * (sizes - 1) - major_e))
-  step = layout.spacing * xp.abs(denominator) / xp.maximum(spread, 1e-300)
-  need = (last - first) / step
-  step = step * xp.maximum(xp.sum(need, 1) / max(num_lines - 4, 1), 1.0)[:, None]
-  core = xp.where(present, xp.cast(xp.floor((last - first) / step), xp.int_) + 2, 0)  # [P, 2]
-  counts = xp.reshape(xp.where(present, core + 2 * lobes, 0), [-1])  # [2P] lines per group
-
-  # Lines: group g, index k, parameter t_k = first + (k - lobes) step.
-  groups = xp.arange(2 * num_pairs, xp.int_)
-  line_group = xp.repeat(groups, counts)
-  line_start = xp.cumsum(counts) - counts
-  k = xp.cast(xp.arange(xp.sum(counts), xp.int_) - xp.take(line_start, line_group), xp.f64)
-  by_line = lambda x: xp.take(xp.reshape(x, [-1]), line_group)  # noqa: E731
-  t_k = by_line(first) + (k - lobes) * by_line(step)
-  offset = (by_line(minor_e) * by_line(reference) - t_k * by_line(major_e)) / by_line(denominator)
-  slope = (t_k * xp.take(e2, line_group // 2) - by_line(minor_e)) / by_line(denominator)
-
-  # Samples along each line at major coordinates X_m on the family's minor lattice: the cubic
-  # B-spline's 4 rows around y(X_m) and their weights.
-  family = line_group % 2
-  num_samples = layout.samples
-  padded = lambda values: np.concatenate(  # noqa: E731
-      [values, np.zeros(num_samples - len(values))])
-  sample_x = np.stack([padded(fm.samples) for fm in fam]).astype(np.float32)  # [2, M]
-  origin = np.array([fm.minor_origin for fm in fam])
-  position = (f32(offset - xp.take(xp.asarray(origin, xp.f64), family))[:, None]
-              + f32(slope)[:, None] * xp.take(xp.asarray(sample_x, xp.f32), family))
-  below = xp.floor(position)
-  u = position - below
-  v = 1.0 - u
-  scale = f32(layout.major_step / 6.0 * xp.sqrt(1.0 + slope * slope))[:, None]
-  # The step scales the [L, M] weights before the stack: NumPy broadcast a [L, 1, 1] factor over
-  # [L, M, 4] in loops of 4 (0.4 ms at 64 px, 4 views).
-  u_2 = u * u
-  w_3 = u_2 * u
-  w_1 = (3.0 * w_3 - 6.0 * u_2 + 4.0) * scale
-  w_0, w_3 = v * v * v * scale, w_3 * scale
-  band_weights = xp.stack([w_0, w_1, 6.0 * scale - w_0 - w_1 - w_3, w_3], -1)  # Sum to 6 scale.
-  # Rows of the blurred maps (`_blurred`: family 0 then family 1, each [V, M_f, N_f]); lines
-  # beyond the lattice read its edge rows, which hold ~0.
-  # Whole numbers below 2^24 (the table's rows), exact in float32: computed there, half the
-  # bytes of int64, and cast once.
-  rows = f32(xp.take(xp.asarray(np.array([fm.minor_rows for fm in fam]), xp.int_),
-                     family))[:, None]
-  per_view = np.array([len(fm.samples) * fm.minor_rows for fm in fam])
-  table_start = np.array([0, num_views * per_view[0]])
-  if num_views * per_view.sum() >= 2 ** 24:
-    raise ValueError(f"{num_views} views of {height}x{width} maps: the blurred maps' "
-                     f"{num_views * per_view.sum()} rows exceed float32's whole numbers (2^24)")
-  source = xp.asarray(ordered_pairs(num_views)[:, 0], xp.int_)
-  band_rows = xp.cast(
-      f32(xp.take(xp.asarray(table_start, xp.int_), family)
-          + xp.take(source, line_group // 2) * xp.take(xp.asarray(per_view, xp.int_),
-                                                       family))[:, None]
-      + xp.arange(num_samples, xp.f32)[None] * rows
-      + xp.clip(below - 1.0, 0.0, rows - 4.0), xp.int_)
-  if len(fam[0].samples) != len(fam[1].samples):  # Non-square maps: drop the padded samples.
-    in_row = xp.take(xp.asarray(np.stack([padded(np.ones(len(fm.samples))) for fm in fam]),
-                                xp.f32), family)
-    band_weights = band_weights * in_row[..., None]
-    band_rows = band_rows * xp.cast(in_row, xp.int_)
-
-  # Line intervals [k, k + 1] of the core lines, each resampled from lines k - lobes + 1 ..
-  # k + lobes; interval i of group g is fine row (interval_start_g + i) UPSAMPLE + phase.
-  core = xp.reshape(core, [-1])
-  interval_group = xp.repeat(groups, core)
-  interval_start = xp.cumsum(core) - core
-  interval = xp.arange(xp.sum(core), xp.int_) - xp.take(interval_start, interval_group)
-  window_rows = ((xp.take(line_start, interval_group) + interval + 1)[:, None]
-                 + xp.arange(2 * lobes, xp.int_)[None])
-
-  # Targets: the fine rows (u, u + 1) around their line's t, grouped by target view; targets
-  # without a line read two zero rows after the last fine row. Rounding can put a target a hair
-  # outside its family's range: its row is clipped and its weight with it.
-  per_step = UPSAMPLE / step
-  fine = t * per_family(f32(per_step)) - per_family(f32(first * per_step))
-  last_row = f32(xp.maximum(xp.reshape(core, [num_pairs, 2]) * UPSAMPLE - 2, 0))
-  below = xp.clip(xp.floor(fine), 0.0, per_family(last_row))
-  fraction = xp.clip(fine - below, 0.0, 1.0)
-  target_rows = xp.cast(xp.where(
-      valid, per_family(f32(xp.reshape(interval_start, [num_pairs, 2]) * UPSAMPLE)) + below,
-      f32(xp.sum(core) * UPSAMPLE)), xp.int_)  # Exact in float32, as band_rows.
-  # Transposed before the stack, which then writes [V, HW, V - 1, 2] in order (NumPy: the
-  # transposed stack cost a copy with loops of 2 in `_apply`).
-  by_target = lambda x: xp.transpose(  # noqa: E731
-      xp.reshape(x, [num_views, num_views - 1, height * width]), [0, 2, 1])
-  target_rows, fraction = by_target(target_rows), by_target(fraction)
-  return {"band_rows": band_rows, "band_weights": band_weights, "window_rows": window_rows,
-          "target_rows": xp.stack([target_rows, target_rows + 1], -1),
-          "target_weights": xp.stack([1.0 - fraction, fraction], -1)}
-
-
-def _blurred(xp, heatmaps, family: _Family, major_axis: int):
+def _blurred(xp, heatmaps, family: epipolar_plan.Family, major_axis: int):
   """[V, H, W, J] -> [V M N, J]: the blurred maps at a family's samples and lattice rows.
 
   Row (v, m, n) holds view v at major coordinate samples[m] and minor coordinate
@@ -530,15 +222,15 @@ def _blurred(xp, heatmaps, family: _Family, major_axis: int):
   return xp.reshape(across, [-1, num_joints])  # [V M N, J]
 
 
-def _band_sums(xp, heatmaps, plan: dict, layout: _Layout):
+def _band_sums(xp, heatmaps, plan: dict, layout: epipolar_plan.Layout):
   """[V, H, W, J] -> [L, J]: every line's band sum B_u(l) (Eq. 1)."""
   table = xp.concat([_blurred(xp, heatmaps, layout.families[0], 2),
                      _blurred(xp, heatmaps, layout.families[1], 1)], 0)
   return xp.window_sums(table, plan["band_rows"], plan["band_weights"])
 
 
-def _apply(xp, heatmaps, plan: dict, layout: _Layout):
-  """Eq. (1) with a `_plan`: [V, H, W, J] float32 -> fused [V, H, W, J]."""
+def _apply(xp, heatmaps, plan: dict, layout: epipolar_plan.Layout):
+  """Eq. (1) with a plan (`epipolar_plan.build_plan`): [V, H, W, J] float32 -> fused heatmaps."""
   num_views, height, width, num_joints = (int(d) for d in heatmaps.shape)
   windows = xp.take(_band_sums(xp, heatmaps, plan, layout), plan["window_rows"])
   fine = xp.reshape(xp.matmul(xp.asarray(layout.lanczos, xp.f32)[None], windows),
@@ -569,18 +261,19 @@ def line_plan(fundamental, heatmap_size, *, line_width_px: float = DEFAULT_LINE_
   Returns:
     dict of tensors (L lines of M samples, C line intervals, V views, HW pixels): band_rows
       [L, M] int64, band_weights [L, M, 4] float32, window_rows [C, 2 LANCZOS_LOBES] int64,
-      target_rows [V, HW, V - 1, 2] int64, target_weights [V, HW, V - 1, 2] float32 (`_plan`),
+      target_rows [V, HW, V - 1, 2] int64, target_weights [V, HW, V - 1, 2] float32 (`build_plan`),
       and settings [4] float64 (H, W, line_width_px, line_value) for `apply_line_plan`.
   """
   height, width = ops.heatmap_hw(heatmap_size)
   num_lines = default_num_lines((height, width), num_lines, line_width_px)
   if num_lines < 4:
     raise ValueError(f"num_lines={num_lines}, expected >= 4 lines per pair")
-  layout = _layout(height, width, float(line_width_px), float(line_value))
+  layout = epipolar_plan.sampling_layout(height, width, float(line_width_px),
+                                         float(line_value))
   fundamental = tf.cast(tf.convert_to_tensor(fundamental), tf.float64)
   if fundamental.shape.rank != 3 or tuple(fundamental.shape[1:]) != (3, 3):
     raise ValueError(f"fundamental has shape {fundamental.shape}, expected [P, 3, 3]")
-  plan = _plan(_TensorflowOps, fundamental, layout, num_lines)
+  plan = epipolar_plan.build_plan(_TensorflowOps, fundamental, layout, num_lines)
   plan["settings"] = tf.constant([height, width, line_width_px, line_value], tf.float64)
   return plan
 
@@ -601,7 +294,7 @@ def apply_line_plan(heatmaps, plan: dict[str, tf.Tensor]) -> tf.Tensor:
   if tuple(heatmaps.shape[1:3]) != (int(height), int(width)):
     raise ValueError(f"heatmaps have shape {heatmaps.shape}, the plan is for "
                      f"{int(height)}x{int(width)} maps")
-  layout = _layout(int(height), int(width), line_width_px, line_value)
+  layout = epipolar_plan.sampling_layout(int(height), int(width), line_width_px, line_value)
   return _apply(_TensorflowOps, heatmaps, plan, layout)
 
 
@@ -637,13 +330,7 @@ def epipolar_fuse(heatmaps, fundamental, *, line_width_px: float = DEFAULT_LINE_
   num_lines = default_num_lines((height, width), num_lines, line_width_px)
   if num_lines < 4:
     raise ValueError(f"num_lines={num_lines}, expected >= 4 lines per pair")
-  layout = _layout(int(height), int(width), float(line_width_px), float(line_value))
-  plan = _plan(_NumpyOps, fundamental, layout, num_lines)
+  layout = epipolar_plan.sampling_layout(int(height), int(width), float(line_width_px),
+                                         float(line_value))
+  plan = epipolar_plan.build_plan(_NumpyOps, fundamental, layout, num_lines)
   return tf.constant(_apply(_NumpyOps, heatmaps, plan, layout))
-
-
-def _views_for_pairs(num_pairs: int) -> int:
-  num_views = int(round(0.5 + math.sqrt(0.25 + num_pairs)))
-  if num_views < 2 or num_views * (num_views - 1) != num_pairs:
-    raise ValueError(f"{num_pairs} fundamental matrices is not V (V - 1) for any V >= 2")
-  return num_views

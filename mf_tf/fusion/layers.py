@@ -18,13 +18,14 @@ import numpy as np
 import tensorflow as tf
 
 from mf_tf.fusion import ops
+from mf_tf.fusion import sparse
 from mf_tf.fusion import warp_kernel
 
 _PACKAGE = "mf_tf"
 
 # Materialization runs the warp kernels where `warp_kernel.use_kernels()` picks them (on the CPU),
-# elsewhere the sampler compiled: the unfused (eager) TF-op sampler holds about 15 [P, HW, HW]
-# temporaries (about 10 GB for 12 pairs at 64x64), the compiled one and the kernels about 1.
+# elsewhere the sampler compiled: the unfused (eager) TF-op sampler holds many [P, HW, HW]
+# temporaries (measured in BUILD.md), the compiled one and the kernels about one.
 # It is called one pair at a time (same shapes, one trace), so peak memory stays at one pair's.
 _affine_matrices_compiled = tf.function(ops.affine_matrices, jit_compile=True)
 
@@ -245,7 +246,7 @@ class AffineFusion(_FusionLayer):
                 if warp_kernel.use_kernels() else
                 _affine_matrices_compiled(omega_base, theta[pair:pair + 1]))
       chunks.append(matrix.numpy() if top_k is None else
-                    tuple(t.numpy() for t in ops.sparsify_top_k(matrix, top_k)))
+                    tuple(t.numpy() for t in sparse.sparsify_top_k(matrix, top_k)))
     kwargs = dict(num_views=self.num_views, heatmap_size=self.heatmap_size,
                   temperature=self.temperature, name=name or f"{self.name}_materialized")
     if top_k is None:
@@ -338,7 +339,7 @@ class MaterializedFusion(_FusionLayer):
 
   Dense mode stores [P, HW, HW] matrices (cost of NaiveFuse); sparse mode (`top_k`) stores the k
   largest-magnitude weights per row, values [P, HW, k] and int32 source indices [P, HW, k], fused
-  by `ops.fuse_sparse`. The constants are non-trainable weights (saved with the model's weights,
+  by `sparse.fuse_sparse`. The constants are non-trainable weights (saved with the model's weights,
   not in its config); pass them as arrays, or load them with the model's weights.
 
   Args:
@@ -402,7 +403,7 @@ class MaterializedFusion(_FusionLayer):
   def _fuse(self, heatmaps):
     if self.top_k is None:
       return ops.fuse(heatmaps, tf.cast(self.matrices, heatmaps.dtype))
-    return ops.fuse_sparse(heatmaps, tf.cast(self.values, heatmaps.dtype), self.indices)
+    return sparse.fuse_sparse(heatmaps, tf.cast(self.values, heatmaps.dtype), self.indices)
 
   def get_config(self):
     config = super().get_config()

@@ -15,6 +15,9 @@ Everything here is a pure function of tensors, so a MAML step can call it with f
 warp and the product run together over chunks of target pixels and the gradients (first and
 second order) recompute the warps (`mf_tf.fusion.sampler.warp_product`). At 64x64 the 4-view
 rig's matrices are 0.8 GB, and the plain path's backward keeps about a dozen tensors of that size.
+
+Top-k fusion matrices are `mf_tf.fusion.sparse`, over the pair layout and message sum here
+(`pair_layout`, `view_columns`, `add_messages`, `add_view_messages`).
 """
 
 from __future__ import annotations
@@ -141,31 +144,38 @@ def line_base(heatmap_size, width_px: float = 1.0, value: float = 1.0) -> np.nda
 # ----------------------------------------------------------------------------- fusion
 
 
-def _pair_layout(num_views: int):
+def pair_layout(num_views: int):
   pairs = ordered_pairs(num_views)
   return pairs[:, 0], num_views - 1
 
 
-def _view_columns(heatmaps: tf.Tensor) -> tf.Tensor:
+def view_columns(heatmaps: tf.Tensor) -> tf.Tensor:
   """[B, V, H, W, J] -> [V, HW, B * J]: each view's maps as columns, one matmul per pair."""
   num_views, height, width, num_joints = (heatmaps.shape[i] for i in range(1, 5))
   return tf.reshape(tf.transpose(heatmaps, [1, 2, 3, 0, 4]),
                     [num_views, height * width, tf.shape(heatmaps)[0] * num_joints])
 
 
-def _add_messages(heatmaps: tf.Tensor, messages: tf.Tensor) -> tf.Tensor:
+def add_messages(heatmaps: tf.Tensor, messages: tf.Tensor) -> tf.Tensor:
   """Eq. 1's sum: heatmaps [B, V, H, W, J] plus per-pair messages [P, HW, B * J] (pair order)."""
   num_views, height, width, num_joints = (heatmaps.shape[i] for i in range(1, 5))
-  _, per_target = _pair_layout(num_views)
+  _, per_target = pair_layout(num_views)
   batch = tf.shape(heatmaps)[0]
   messages = tf.reduce_sum(
       tf.reshape(messages, [num_views, per_target, height * width, batch * num_joints]), axis=1)
+  return add_view_messages(heatmaps, messages)
+
+
+def add_view_messages(heatmaps: tf.Tensor, messages: tf.Tensor) -> tf.Tensor:
+  """Heatmaps [B, V, H, W, J] plus each target view's summed messages [V, HW, B * J]."""
+  num_views, height, width, num_joints = (heatmaps.shape[i] for i in range(1, 5))
+  batch = tf.shape(heatmaps)[0]
   messages = tf.transpose(
       tf.reshape(messages, [num_views, height, width, batch, num_joints]), [3, 0, 1, 2, 4])
   return heatmaps + messages
 
 
-def _check_num_pairs(num_views: int, num_pairs, what: str):
+def check_num_pairs(num_views: int, num_pairs, what: str):
   if num_pairs is not None and num_pairs != num_pairs_for(num_views):
     raise ValueError(f"{num_views} views need {num_pairs_for(num_views)} {what}, got "
                      f"{num_pairs}")
@@ -184,10 +194,10 @@ def fuse(heatmaps: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
   heatmaps = tf.convert_to_tensor(heatmaps)
   matrices = tf.convert_to_tensor(matrices, heatmaps.dtype)
   num_views = int(heatmaps.shape[1])
-  _check_num_pairs(num_views, matrices.shape[0], "fusion matrices")
-  sources, _ = _pair_layout(num_views)
-  messages = tf.matmul(matrices, tf.gather(_view_columns(heatmaps), sources))  # [P, HW, B * J]
-  return _add_messages(heatmaps, messages)
+  check_num_pairs(num_views, matrices.shape[0], "fusion matrices")
+  sources, _ = pair_layout(num_views)
+  messages = tf.matmul(matrices, tf.gather(view_columns(heatmaps), sources))  # [P, HW, B * J]
+  return add_messages(heatmaps, messages)
 
 
 def fuse_affine(heatmaps: tf.Tensor, omega_base: tf.Tensor, theta: tf.Tensor, *,
@@ -214,89 +224,11 @@ def fuse_affine(heatmaps: tf.Tensor, omega_base: tf.Tensor, theta: tf.Tensor, *,
   if tuple(omega_base.shape) != tuple(heatmaps.shape[2:4]):
     raise ValueError(f"omega_base has shape {omega_base.shape}, expected the heatmaps' "
                      f"{heatmaps.shape[2]}x{heatmaps.shape[3]} (heatmaps {heatmaps.shape})")
-  _check_num_pairs(num_views, theta.shape[0], "theta rows")
-  sources, _ = _pair_layout(num_views)
-  messages = affine_product(omega_base, theta, tf.gather(_view_columns(heatmaps), sources),
+  check_num_pairs(num_views, theta.shape[0], "theta rows")
+  sources, _ = pair_layout(num_views)
+  messages = affine_product(omega_base, theta, tf.gather(view_columns(heatmaps), sources),
                             chunk_pixels=chunk_pixels)  # [P, HW, B * J]
-  return _add_messages(heatmaps, messages)
-
-
-def sparsify_top_k(matrices: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """Keeps the k largest-magnitude entries of every row.
-
-  Args:
-    matrices: [P, HW_target, HW_source].
-    k: Entries kept per row (clamped to HW_source).
-
-  Returns:
-    values: [P, HW_target, k] float, the kept weights (signed).
-    indices: [P, HW_target, k] int32 source pixel indices.
-  """
-  matrices = tf.convert_to_tensor(matrices)
-  k = min(int(k), int(matrices.shape[-1]))
-  _, indices = tf.math.top_k(tf.abs(matrices), k=k, sorted=False)
-  values = tf.gather(matrices, indices, batch_dims=2)
-  return values, tf.cast(indices, tf.int32)
-
-
-def fuse_sparse(heatmaps: tf.Tensor, values: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-  """Eq. 1 with top-k fusion matrices: fused_v[i] = h_v[i] + sum_{u, n} values[p, i, n] h_u[idx].
-
-  Args:
-    heatmaps: [B, V, H, W, J].
-    values: [P, HW_target, k] from `sparsify_top_k`.
-    indices: [P, HW_target, k] int32 source pixel indices.
-
-  Returns:
-    [B, V, H, W, J] fused heatmaps.
-  """
-  heatmaps = tf.convert_to_tensor(heatmaps)
-  values = tf.cast(values, heatmaps.dtype)
-  num_views = int(heatmaps.shape[1])
-  num_joints = heatmaps.shape[4]
-  sources, _ = _pair_layout(num_views)
-  batch = tf.shape(heatmaps)[0]
-  flat = _view_columns(heatmaps)
-  _, pixels, k = values.shape
-  chunk = _sparse_chunk(k, pixels * _static_or(heatmaps.shape[0], 8) * num_joints)
-  indices = tf.cast(indices, tf.int32)
-
-  def one_pair(args):
-    pair_values, pair_indices, source = args  # [HW, k], [HW, k], scalar
-    rows = tf.gather(flat, source)  # [HW, B * J]: one source view, cache-resident.
-    if chunk == k:
-      return tf.reduce_sum(pair_values[..., None] * tf.gather(rows, pair_indices), axis=1)
-    # Bounded memory: `chunk` neighbours at a time instead of one [HW, k, B * J] block. Under
-    # XLA each step is one fused gather-multiply-reduce loop.
-    values_c = tf.transpose(tf.reshape(pair_values, [pixels, k // chunk, chunk]), [1, 0, 2])
-    indices_c = tf.transpose(tf.reshape(pair_indices, [pixels, k // chunk, chunk]), [1, 0, 2])
-
-    def body(step, total):
-      gathered = tf.gather(rows, indices_c[step])  # [HW, chunk, B * J]
-      return step + 1, total + tf.reduce_sum(values_c[step][..., None] * gathered, axis=1)
-
-    total = tf.zeros([pixels, batch * num_joints], heatmaps.dtype)
-    return tf.while_loop(lambda step, _: step < k // chunk, body, (0, total))[1]
-
-  # Pairs one after another (each touches a single source view, which keeps the gathers in
-  # cache: 5x faster than all pairs at once for the 4-view rig at 64x64), vectorized within.
-  messages = tf.map_fn(one_pair, (values, indices, tf.constant(sources, tf.int32)),
-                       fn_output_signature=heatmaps.dtype)  # [P, HW, B * J]
-  return _add_messages(heatmaps, messages)
-
-
-_SPARSE_CHUNK_ELEMENTS = 1 << 23  # Gathered elements per step of `fuse_sparse` (32 MiB float32):
-# 8 neighbours per step at 64x64, batch 8, 17 joints, the fastest measured under XLA.
-
-
-def _static_or(value, default):
-  return default if value is None else int(value)
-
-
-def _sparse_chunk(k: int, elements_per_neighbour: int) -> int:
-  """Largest divisor of k whose gathered block stays under `_SPARSE_CHUNK_ELEMENTS`."""
-  limit = max(1, _SPARSE_CHUNK_ELEMENTS // max(1, elements_per_neighbour))
-  return max(d for d in range(1, k + 1) if k % d == 0 and d <= limit)
+  return add_messages(heatmaps, messages)
 
 
 # ----------------------------------------------------------------------------- softmax, loss
@@ -425,17 +357,6 @@ def theta_field_basis(heatmap_size, grid_size: int) -> np.ndarray:
   rows, cols = axis_weights(height), axis_weights(width)
   return np.einsum("ra,cb->rcab", rows, cols).reshape(height * width,
                                                       grid_size * grid_size).astype(np.float32)
-
-
-def heatmap_argmax(heatmaps: tf.Tensor) -> tf.Tensor:
-  """[..., H, W, J] -> [..., J, 2] float (x, y) heatmap pixel of each channel's maximum."""
-  heatmaps = tf.convert_to_tensor(heatmaps)
-  shape = tf.shape(heatmaps)
-  rank = heatmaps.shape.rank
-  width = shape[rank - 2]
-  flat = tf.reshape(heatmaps, tf.concat([shape[:rank - 3], [-1, shape[rank - 1]]], 0))
-  index = tf.argmax(flat, axis=-2, output_type=tf.int32)  # [..., J]
-  return tf.cast(tf.stack([index % width, index // width], axis=-1), tf.float32)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -76,8 +76,7 @@ def _bilinear_table(omega_base: tf.Tensor) -> tf.Tensor:
 
   which is the bilinear blend (p00 (1 - fx) + p01 fx) (1 - fy) + (p10 (1 - fx) + p11 fx) fy.
   Gathering coefficients instead of corners leaves fewer operations per sample point, forward
-  and backward (one pair's fusion forward + backward at 64x64 under XLA on 2 CPU cores, on
-  `benchmarks/torch_compare.py`'s problem with the matrix materialized: 213 ms against 259 ms).
+  and backward (faster: measured in BUILD.md, "Measured implementation choices").
   """
   height, width = omega_base.shape[-2], omega_base.shape[-1]
   rank = omega_base.shape.rank
@@ -127,8 +126,7 @@ def warp_base(omega_base: tf.Tensor, theta: tf.Tensor, *, backend: str = "auto")
 
   # Affine grid in normalized base coordinates, then base pixel coordinates. [..., HW]
   # Written as contractions with the [3, HW] grid so that the theta gradient is one matrix
-  # product per row of theta (XLA otherwise re-emits the whole sampler inside six reductions:
-  # about 2x slower forward + backward at 64x64).
+  # product per row of theta (XLA otherwise re-emits the whole sampler inside six reductions).
   grid = tf.stack([grid_x, grid_y, tf.ones_like(grid_x)])
   sx = tf.einsum("...k,kj->...j", theta[..., 0:3], grid)
   sy = tf.einsum("...k,kj->...j", theta[..., 3:6], grid)
@@ -173,11 +171,9 @@ def warp_maps(omega_base: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
 
 
 # Values in one chunk's [P, n, HW_source] warp block (8 MiB in float32); about a dozen such
-# blocks are alive while a chunk's gradient is computed. Measured with the coefficient-table
-# sampler under XLA on 2 CPU cores (benchmarks/memory_bench.py; plain matrices 2.66-2.75 s):
-# the 4-view forward + backward at 64x64 takes 3.18-3.36 s at 2^21 (peak 0.33 GB), 3.65 s at
-# 2^22 (0.45 GB), 3.27 s at 2^23 (0.65 GB); the one-pair second-order MAML step peaks at 0.49 GB
-# at 2^21; at 32x32, 2^21 and 2^22 run equally fast. (2^20 was 20% slower with the corner table.)
+# blocks are alive while a chunk's gradient is computed. The time and peak memory of the chunk
+# sizes around it: measured in BUILD.md, "Measured implementation choices"
+# (benchmarks/memory_bench.py).
 REMAT_CHUNK_ELEMENTS = 1 << 21
 
 

@@ -2,7 +2,7 @@
 
 One `FusionSettings` is built from `config.fusion` by the modes (`mf_tf.modes.common`) and passed
 down; the libraries take its fields as arguments. The defaults are the paper's temperature and the
-measured best loss and line (see configs/default.py for the measurements).
+measured best loss and line (measured in BUILD.md, "Measured settings").
 """
 
 from __future__ import annotations

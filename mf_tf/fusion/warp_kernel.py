@@ -297,9 +297,9 @@ def usable() -> bool:
 def xla_for_warps(devices=None, placement: str | None = None) -> bool:
   """Whether a step dominated by warps should be XLA-compiled: exactly when the kernels won't run.
 
-  Measured on 2 CPU cores (`benchmarks/torch_compare.py`, one pair forward + backward at 64x64):
-  97.5 ms on the kernels without XLA, 224.5 ms under XLA with the TensorFlow-op sampler. On a GPU
-  the TensorFlow ops run under XLA, as the kernels would copy every warp through the host.
+  On the CPU the kernels without XLA are faster than the TensorFlow-op sampler under XLA
+  (measured in BUILD.md, "Measured implementation choices"). On a GPU the TensorFlow ops run
+  under XLA, as the kernels would copy every warp through the host.
 
   Args:
     devices: As `use_kernels`.

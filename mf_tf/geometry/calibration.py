@@ -137,7 +137,7 @@ def load_rig_file(path: str | os.PathLike, check_units: bool = True,
 
 
 def save_rig_file(rig: Rig, path: str | os.PathLike) -> None:
-  """Writes a canonical rig JSON file atomically (a temporary file beside it, then os.replace)."""
+  """Writes a canonical rig JSON file atomically (`mf_tf.files.write_atomic`)."""
   files.write_atomic(path, _format_rig_json(rig_to_dict(rig)))
 
 

@@ -46,6 +46,7 @@ benchmarks/calibration_reprojection.py):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -140,6 +141,20 @@ def read_toml(path: str | os.PathLike, *, names: Sequence[str] | None = None,
       nor millimetres (or both) give a plausible rig.
   """
   source = os.fspath(path)
+  parsed = [_toml_camera(key, entry, source) for key, entry in _toml_tables(path)]
+  build = functools.partial(_toml_rig, parsed,
+                            rig_name_from(os.path.basename(source).rsplit(".", 1)[0]))
+  if units is None:
+    return _finish(_toml_rig_in_plausible_units(build, source), path, names, image_sizes)
+  _check_unit_name(units, source)
+  rig = build(units)
+  check_capture_volume(rig, f"{source} (translations in {units})")
+  return _finish(rig, path, names, image_sizes)
+
+
+def _toml_tables(path) -> list[tuple[str, Mapping]]:
+  """The (key, table) of every camera table of a TOML file: the tables other than [metadata]."""
+  source = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"calibration file {source} does not exist")
   try:
@@ -152,39 +167,43 @@ def read_toml(path: str | os.PathLike, *, names: Sequence[str] | None = None,
   if not entries:
     raise CalibrationError(f"{source}: no camera table, expected one table per camera with "
                            "name, size, matrix, distortions, rotation, translation")
-  parsed = []
-  for key, entry in entries:
-    name = str(entry.get("name", key))
-    where = f"{source}: camera {name!r} (table [{key}])"
-    if entry.get("fisheye", False) is not False:
-      raise CalibrationError(f"{where}: field 'fisheye' is {entry['fisheye']!r}: the fisheye "
-                             "lens model is not supported, expected fisheye = false (pinhole "
-                             "with Brown-Conrady distortion)")
-    size = check_field(calibration._require(entry, "size", where), (2,), "size", where)
-    K = check_field(calibration._require(entry, "matrix", where), (3, 3), "matrix", where)
-    dist = np.asarray(calibration._require(entry, "distortions", where), dtype=object).ravel()
-    if dist.size not in (4, 5):
-      raise CalibrationError(f"{where}: field 'distortions' has {dist.size} values, expected 4 "
-                             "or 5 (k1, k2, p1, p2[, k3])")
-    dist = np.pad(check_field(dist.tolist(), (dist.size,), "distortions", where),
-                  (0, 5 - dist.size))
-    rvec = check_field(calibration._require(entry, "rotation", where), (3,), "rotation", where)
-    t = check_field(calibration._require(entry, "translation", where), (3,), "translation",
-                    where)
-    parsed.append((name, where, K, _rodrigues(rvec), t, dist, size))
-  rig_name = rig_name_from(os.path.basename(source).rsplit(".", 1)[0])
+  return entries
 
-  def build(unit):
-    cameras = tuple(calibration._make_camera(name, K, R, t * UNITS_TO_MM[unit], dist, size[0],
-                                             size[1], where)
-                    for name, where, K, R, t, dist, size in parsed)
-    return Rig(rig_name, cameras)
 
-  if units is not None:
-    _check_unit_name(units, source)
-    rig = build(units)
-    check_capture_volume(rig, f"{source} (translations in {units})")
-    return _finish(rig, path, names, image_sizes)
+def _toml_camera(key: str, entry: Mapping, source: str) -> tuple:
+  """One camera table, checked: (name, where, K [3, 3], R [3, 3], t [3] in the file's unit,
+  dist [5], size [2]), `where` naming the file, camera and table for later messages."""
+  name = str(entry.get("name", key))
+  where = f"{source}: camera {name!r} (table [{key}])"
+  if entry.get("fisheye", False) is not False:
+    raise CalibrationError(f"{where}: field 'fisheye' is {entry['fisheye']!r}: the fisheye "
+                           "lens model is not supported, expected fisheye = false (pinhole "
+                           "with Brown-Conrady distortion)")
+  size = check_field(calibration._require(entry, "size", where), (2,), "size", where)
+  K = check_field(calibration._require(entry, "matrix", where), (3, 3), "matrix", where)
+  dist = np.asarray(calibration._require(entry, "distortions", where), dtype=object).ravel()
+  if dist.size not in (4, 5):
+    raise CalibrationError(f"{where}: field 'distortions' has {dist.size} values, expected 4 "
+                           "or 5 (k1, k2, p1, p2[, k3])")
+  dist = np.pad(check_field(dist.tolist(), (dist.size,), "distortions", where),
+                (0, 5 - dist.size))
+  rvec = check_field(calibration._require(entry, "rotation", where), (3,), "rotation", where)
+  t = check_field(calibration._require(entry, "translation", where), (3,), "translation",
+                  where)
+  return name, where, K, _rodrigues(rvec), t, dist, size
+
+
+def _toml_rig(parsed: Sequence[tuple], rig_name: str, unit: str) -> Rig:
+  """The rig of `_toml_camera`'s cameras with their translations read in `unit`."""
+  cameras = tuple(calibration._make_camera(name, K, R, t * UNITS_TO_MM[unit], dist, size[0],
+                                           size[1], where)
+                  for name, where, K, R, t, dist, size in parsed)
+  return Rig(rig_name, cameras)
+
+
+def _toml_rig_in_plausible_units(build: Callable[[str], Rig], source: str) -> Rig:
+  """`build(unit)` in the only one of GUESSED_UNITS that gives a plausible rig (module
+  docstring); raises CalibrationError asking for the unit when none or several do."""
   plausible, reasons = {}, []
   for unit in GUESSED_UNITS:
     try:
@@ -202,7 +221,7 @@ def read_toml(path: str | os.PathLike, *, names: Sequence[str] | None = None,
         f"or 'mm'). " + "; ".join(reasons))
   unit, rig = next(iter(plausible.items()))
   logging.info("%s: translations read in %s (the only plausible unit)", source, unit)
-  return _finish(rig, path, names, image_sizes)
+  return rig
 
 
 def read_qualisys(path: str | os.PathLike, *, names: Sequence[str] | None = None,
@@ -453,10 +472,9 @@ def write_toml(rig: Rig, path: str | os.PathLike) -> None:
 def write_easymocap(rig: Rig, path: str | os.PathLike) -> None:
   """Writes EasyMocap's intri.yml and extri.yml (T in metres) into the folder `path`.
 
-  Each file is written to a temporary file in the folder, then renamed into place.
+  Each file is written atomically (`_write_storage_atomic`); the folder is created if missing.
   """
   folder = os.fspath(path)
-  os.makedirs(folder, exist_ok=True)
 
   def intri(storage):
     _yml_write_names(storage, rig.camera_names)

@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 
+from mf_tf.geometry import calibration_formats
 from mf_tf.geometry.calibration import load_rig_file
 from mf_tf.geometry.camera import Camera
 from mf_tf.geometry.rig import Rig
@@ -48,10 +49,20 @@ def builtin_rig_path(name: str) -> pathlib.Path:
   return BUILTIN_DIR / _BUILTIN[name][0]
 
 
-def get_rig(name_or_path: str | os.PathLike) -> Rig:
-  """A built-in rig by name, or a canonical rig file by path.
+def get_rig(name_or_path: str | os.PathLike, *, image_sizes=None, units: str | None = None) -> Rig:
+  """The one rig resolver: a built-in rig by name, or a calibration file by path.
+
+  A canonical rig JSON file is read as written (`calibration.load_rig_file`); any other supported
+  format (`calibration_formats.READERS`: Panoptic JSON, TOML, Qualisys, EasyMocap) through
+  `calibration_formats.read_calibration`, which validates it.
+
+  Args:
+    name_or_path: A built-in name (`list_rigs`) or a calibration file (or EasyMocap folder).
+    image_sizes: {camera: (width, height)}: EasyMocap's sizes (its files carry none).
+    units: Unit of a TOML/EasyMocap file's translations when it cannot be told.
 
   Raises:
+    FileNotFoundError: a path-like spec with nothing there, or a built-in rig's missing file.
     ValueError: neither a built-in name nor an existing file; the message lists valid names.
   """
   key = os.fspath(name_or_path)
@@ -63,8 +74,12 @@ def get_rig(name_or_path: str | os.PathLike) -> Rig:
           "`python -m mf_tf.geometry.make_builtin_rigs --shared_data=../shared/data`")
     rig = load_rig_file(path)
     return Rig(key, rig.cameras, up=rig.up, floor=rig.floor)
-  if os.path.isfile(key):
-    return load_rig_file(key)
+  if os.path.exists(key):
+    if calibration_formats.detect_format(key) == "json":
+      return load_rig_file(key)
+    return calibration_formats.read_calibration(key, image_sizes=image_sizes, units=units)
+  if os.sep in key or "." in os.path.basename(key):
+    raise FileNotFoundError(f"calibration file {key!r} not found")
   raise ValueError(f"unknown rig {key!r}: expected a built-in name, one of {list_rigs()}, or the "
                    "path of a canonical rig JSON file")
 
@@ -101,6 +116,13 @@ def _focal_for(image_size, distance_mm, volume_radius_mm, fill):
   return half_side * distance_mm / volume_radius_mm
 
 
+def _jitter_generator(num_cameras: int, seed: int) -> np.random.Generator:
+  """The random generator of a procedural rig's placement, once `num_cameras` is checked."""
+  if num_cameras < 1:
+    raise ValueError(f"num_cameras must be >= 1, got {num_cameras}")
+  return np.random.default_rng(seed)
+
+
 def ring_rig(num_cameras: int, radius_mm: float = 4500.0, height_mm: float = 1500.0,
              seed: int = 0, jitter_deg: float = 5.0, jitter_mm: float = 150.0,
              image_size=(1000, 1000), focal: float | None = None,
@@ -127,9 +149,7 @@ def ring_rig(num_cameras: int, radius_mm: float = 4500.0, height_mm: float = 150
   Returns:
     Rig with up [0, 0, 1], floor 0, no lens distortion.
   """
-  if num_cameras < 1:
-    raise ValueError(f"num_cameras must be >= 1, got {num_cameras}")
-  rng = np.random.default_rng(seed)
+  rng = _jitter_generator(num_cameras, seed)
   azimuth = (2.0 * np.pi * np.arange(num_cameras) / num_cameras + rng.uniform(0, 2 * np.pi)
              + np.deg2rad(jitter_deg) * rng.standard_normal(num_cameras))
   centers = np.stack([radius_mm * np.cos(azimuth), radius_mm * np.sin(azimuth),
@@ -165,9 +185,7 @@ def dome_rig(num_cameras: int, radius_mm: float = 4500.0, seed: int = 0,
   Returns:
     Rig with up [0, 0, 1], floor 0, no lens distortion.
   """
-  if num_cameras < 1:
-    raise ValueError(f"num_cameras must be >= 1, got {num_cameras}")
-  rng = np.random.default_rng(seed)
+  rng = _jitter_generator(num_cameras, seed)
   index = np.arange(num_cameras) + 0.5
   low, high = np.sin(np.deg2rad(min_elevation_deg)), np.sin(np.deg2rad(max_elevation_deg))
   sin_elevation = low + (high - low) * index / num_cameras

@@ -126,6 +126,25 @@ def associate(joints2d: Sequence[np.ndarray], scores: Sequence[np.ndarray], rig:
   if len(joints2d) != num_views or len(scores) != num_views:
     raise ValueError(f"got detections for {len(joints2d)} views and scores for {len(scores)}, "
                      f"expected one entry per camera of rig {rig.name!r} ({num_views})")
+  undistorted, scores = _undistorted_detections(joints2d, scores, rig)
+  if mirror is not None:
+    mirror = _checked_mirror(mirror, undistorted)
+  costs, edges = _cross_view_costs(undistorted, scores, rig, max_cost_px=max_cost_px,
+                                   min_score=min_score, min_joints=min_joints, mirror=mirror)
+  clusters, flipped = _cluster(edges, costs, max_cost_px, with_mirror=mirror is not None)
+  people = [_person(members, flipped, scores, costs)
+            for members in clusters.values() if len(members) >= 2]
+  people.sort(key=lambda person: (-len(person.members), person.cost))
+  return people
+
+
+def _undistorted_detections(joints2d, scores, rig: Rig) -> tuple[list, list]:
+  """Each view's detections undistorted with its camera (`associate`'s inputs checked).
+
+  Returns:
+    undistorted: Per view, [N_v, J, 2] float64 undistorted pixels ([0, 1, 2] without detections).
+    scores: Per view, [N_v, J] float64 confidences.
+  """
   undistorted = []
   for view, (camera, points) in enumerate(zip(rig.cameras, joints2d)):
     points = np.asarray(points, np.float64)
@@ -136,17 +155,33 @@ def associate(joints2d: Sequence[np.ndarray], scores: Sequence[np.ndarray], rig:
     undistorted.append(np.asarray(flat).reshape(points.shape))
   scores = [np.asarray(values, np.float64).reshape(points.shape[:2])
             for values, points in zip(scores, undistorted)]
-  if mirror is not None:
-    mirror = np.asarray(mirror, np.int64)
-    num_joints = {points.shape[1] for points in undistorted if len(points)} or {len(mirror)}
-    if num_joints != {len(mirror)} or sorted(mirror.tolist()) != list(range(len(mirror))):
-      raise ValueError(f"mirror {mirror.tolist()} is not a permutation of the detections' "
-                       f"{sorted(num_joints)} joints (expected JointSet.mirror)")
-  # costs[(u, a), (v, b)] = (cost as labelled, cost with one side's labels mirrored).
+  return undistorted, scores
+
+
+def _checked_mirror(mirror: Sequence[int], undistorted) -> np.ndarray:
+  """[J] int64 left/right partners, checked to permute the detections' J joints."""
+  mirror = np.asarray(mirror, np.int64)
+  num_joints = {points.shape[1] for points in undistorted if len(points)} or {len(mirror)}
+  if num_joints != {len(mirror)} or sorted(mirror.tolist()) != list(range(len(mirror))):
+    raise ValueError(f"mirror {mirror.tolist()} is not a permutation of the detections' "
+                     f"{sorted(num_joints)} joints (expected JointSet.mirror)")
+  return mirror
+
+
+def _cross_view_costs(undistorted, scores, rig: Rig, *, max_cost_px: float, min_score: float,
+                      min_joints: int, mirror: np.ndarray | None) -> tuple[dict, list]:
+  """Costs of every comparable cross-view pair of detections (`pair_costs`, both orderings).
+
+  Returns:
+    costs: {((view_u, a), (view_v, b)): (cost as labelled, cost with one side's labels
+      mirrored)}, both key orders; mirrored costs are inf without a mirror.
+    edges: [(cost, (view_u, a), (view_v, b))], u < v, the pairs whose cheaper ordering costs
+      less than `max_cost_px`.
+  """
   costs = {}
-  edges = []  # (cost, (view_u, a), (view_v, b)), u < v.
-  for u in range(num_views):
-    for v in range(u + 1, num_views):
+  edges = []
+  for u in range(rig.num_views):
+    for v in range(u + 1, rig.num_views):
       if not len(undistorted[u]) or not len(undistorted[v]):
         continue
       F = epipolar.fundamental_matrix(rig.cameras[u], rig.cameras[v])
@@ -160,9 +195,25 @@ def associate(joints2d: Sequence[np.ndarray], scores: Sequence[np.ndarray], rig:
         costs[(u, int(a)), (v, int(b))] = costs[(v, int(b)), (u, int(a))] = pair
         if min(pair) < max_cost_px:
           edges.append((min(pair), (u, int(a)), (v, int(b))))
+  return costs, edges
+
+
+def _cluster(edges, costs, max_cost_px: float, *, with_mirror: bool) -> tuple[dict, dict]:
+  """Greedy average-linkage clustering of the edges, cheapest first (the module docstring).
+
+  Args:
+    edges: `_cross_view_costs`'s edges.
+    costs: `_cross_view_costs`'s costs.
+    max_cost_px: Largest mean cost of a merged cluster.
+    with_mirror: Whether the costs hold mirrored orderings (a cluster may join mirrored).
+
+  Returns:
+    clusters: {cluster id: {view: detection}}, singletons included.
+    flipped: {(view, detection): labels mirrored relative to its cluster's reference}.
+  """
   cluster_of = {}  # (view, detection) -> cluster id
   clusters: dict[int, dict[int, int]] = {}
-  flipped = {}  # (view, detection) -> labels mirrored relative to its cluster's reference.
+  flipped = {}
   for _, first, second in sorted(edges):
     for node in (first, second):
       if node not in cluster_of:
@@ -176,11 +227,11 @@ def associate(joints2d: Sequence[np.ndarray], scores: Sequence[np.ndarray], rig:
     # The right cluster joins as labelled or mirrored, whichever costs less over all the merged
     # pairs, then single detections change orientation while that lowers the mean: an earlier
     # edge whose two orderings cost about the same must not decide it.
-    turns = (False,) if mirror is None else (False, True)
+    turns = (False, True) if with_mirror else (False,)
     candidates = [{node: flipped[node] ^ (turn and cluster_of[node] == right)
                    for node in merged.items()} for turn in turns]
     orientation = min(candidates, key=lambda candidate: _mean_cost(candidate, costs))
-    if mirror is not None:
+    if with_mirror:
       orientation = _refine_orientation(orientation, costs)
     if _mean_cost(orientation, costs) >= max_cost_px:
       continue
@@ -189,22 +240,29 @@ def associate(joints2d: Sequence[np.ndarray], scores: Sequence[np.ndarray], rig:
     flipped.update(orientation)
     for node in merged.items():
       cluster_of[node] = left
-  people = []
-  for members in clusters.values():
-    if len(members) < 2:
-      continue
-    orientation = {node: flipped[node] for node in members.items()}
-    mirrored_count = sum(orientation.values())
-    if 2 * mirrored_count > len(members) or (
-        2 * mirrored_count == len(members)
-        and orientation[max(members.items(), key=lambda n: scores[n[0]][n[1]].mean())]):
-      orientation = {node: not value for node, value in orientation.items()}
-    people.append(Person(members=dict(sorted(members.items())),
-                         mirrored={view: orientation[view, index]
-                                   for view, index in sorted(members.items())},
-                         cost=_mean_cost(orientation, costs)))
-  people.sort(key=lambda person: (-len(person.members), person.cost))
-  return people
+  return clusters, flipped
+
+
+def _person(members: dict[int, int], flipped: dict, scores, costs) -> Person:
+  """The Person of one cluster, in the orientation most of its detections have (ties: the
+  detection with the highest mean joint score keeps its labels).
+
+  Args:
+    members: {view: detection} of the cluster.
+    flipped: `_cluster`'s orientations.
+    scores: Per view, [N_v, J] joint confidences.
+    costs: `_cross_view_costs`'s costs.
+  """
+  orientation = {node: flipped[node] for node in members.items()}
+  mirrored_count = sum(orientation.values())
+  if 2 * mirrored_count > len(members) or (
+      2 * mirrored_count == len(members)
+      and orientation[max(members.items(), key=lambda n: scores[n[0]][n[1]].mean())]):
+    orientation = {node: not value for node, value in orientation.items()}
+  return Person(members=dict(sorted(members.items())),
+                mirrored={view: orientation[view, index]
+                          for view, index in sorted(members.items())},
+                cost=_mean_cost(orientation, costs))
 
 
 def _mean_cost(orientation: dict[tuple[int, int], bool], costs) -> float:

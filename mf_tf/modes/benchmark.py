@@ -63,8 +63,7 @@ def settings_from_config(config) -> benchmark.BenchmarkSettings:
       images=dict(section.images.to_dict()) if "images" in section else {},
       recipe=common.recipe(config), paper_rows=bool(section.paper_rows),
       outlier_px=float(config.evaluate.outlier_px) or None,
-      workers=int(section.get("workers", 1)),
-      worker_threads=int(section.get("worker_threads", 0)))
+      workers=int(section.workers), worker_threads=int(section.worker_threads))
 
 
 def run(config, workdir: str) -> dict:

@@ -188,7 +188,7 @@ def report_against_reference(estimated: Rig, reference: Rig, observations, *, wi
           f"{errors['rotation_deg'][name]:.2f} deg, centre {errors['center_mm'][name]:.0f} mm "
           f"({errors['center_percent'][name]:.2f}% of the rig's {errors['rig_size_mm']:.0f} mm, "
           f"after {alignment})")
-  reconstruction = people_tracks.compare_reconstructions(
+  reconstruction = rig_comparison.compare_reconstructions(
       observations, estimated, reference, with_scale=with_scale, min_score=min_score)
   print(f"calibrate: MPJPE between the people triangulated with the estimated and the reference "
         f"rig: {reconstruction['mpjpe_mm']:.1f} mm (median {reconstruction['median_mm']:.1f} mm, "

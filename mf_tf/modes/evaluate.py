@@ -22,7 +22,7 @@ from mf_tf.data import joints as joints_lib
 from mf_tf.data import world
 from mf_tf.evaluation import evaluate
 from mf_tf.evaluation import pictorial
-from mf_tf.fusion import calibrated
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.modes import common
 
 
@@ -59,8 +59,9 @@ def build_methods(names, config, workdir: str, rig, heatmap_size: int,
     if name == "no_fusion":
       methods[name] = None
     elif name == "calibrated":
-      layer = calibrated.calibrated_fusion(rig, heatmap_size, fusion.temperature,
-                                           fusion.line_width_px, fusion.line_value)
+      layer = fusion_starts.make_fusion_layer(
+          "calibrated", rig, heatmap_size, temperature=fusion.temperature,
+          line_width_px=fusion.line_width_px, line_value=fusion.line_value, name="calibrated")
       methods[name] = layer.materialize()  # Matrices computed once, not per batch.
     elif name == "finetuned":
       checkpoint = config.evaluate.checkpoint or checkpoints.finetuned_rig_dir(

@@ -19,7 +19,7 @@ from mf_tf import checkpoints
 from mf_tf import files
 from mf_tf.data import world
 from mf_tf.data.joints import get_joint_set
-from mf_tf.fusion import calibrated
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import calibration
 from mf_tf.geometry import rigs
 from mf_tf.models.backbone import build_backbone
@@ -90,9 +90,9 @@ def load_fusion(config, workdir: str, rig_spec: str):
         raise ValueError(f"no rig {rig_spec!r}: no finetuned rig file {stored!r}{unknown}")
       target = calibration.load_rig_file(stored)
     settings = common.fusion_settings(config)
-    fusion = calibrated.calibrated_fusion(target, int(config.heatmap_size), settings.temperature,
-                                          settings.line_width_px, settings.line_value,
-                                          name="fusion")
+    fusion = fusion_starts.make_fusion_layer(
+        "calibrated", target, int(config.heatmap_size), temperature=settings.temperature,
+        line_width_px=settings.line_width_px, line_value=settings.line_value, name="fusion")
     return fusion, target
   if not os.path.isdir(rig_dir):
     name = rig_spec if target is None else target.name

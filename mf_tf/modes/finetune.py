@@ -31,6 +31,7 @@ from mf_tf import files
 from mf_tf.data import pipeline
 from mf_tf.data import tfds_builders
 from mf_tf.data import world
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.modes import common
 from mf_tf.train import adaptation
 from mf_tf.train import finetune
@@ -47,37 +48,10 @@ def run(config, workdir: str) -> str:
   recipe = common.recipe(config)
   starts = recipe.starts if section.fusion == "metafuse" else (section.fusion,)
   rig = common.rig(config, "target")
-  finetune.validate_rig(rig)
+  fusion_starts.validate_rig(rig)
   size = int(config.heatmap_size)
   shots = section.shots
-  if section.data_dir and section.tfds:
-    raise ValueError(f"config.finetune.data_dir={section.data_dir!r} and config.finetune.tfds="
-                     f"{section.tfds!r}: expected one source of labelled frames")
-  if section.data_dir or section.tfds:
-    if section.data_dir:
-      dataset = pipeline.make_dataset(section.data_dir, 64, render_heatmaps=True, rig=rig,
-                                      heatmap_size=size)
-    else:
-      dataset, _ = tfds_builders.load_training_dataset(
-          str(section.tfds), str(section.tfds_split),
-          config.data.tfds_dir or os.path.join(workdir, "tensorflow_datasets"), 64,
-          manual_dir=config.data.manual_dir or None, rig=rig, heatmap_size=size,
-          render_heatmaps=True)
-    frames = {"heatmaps": [], "joints2d": []}
-    with (pipeline.corrupted_records_named(section.data_dir) if section.data_dir
-          else contextlib.nullcontext()):
-      for batch in dataset:
-        for key in frames:
-          frames[key].append(batch[key].numpy())
-    frames = {key: np.concatenate(value) for key, value in frames.items()}
-    chosen = finetune.select_shots(len(frames["joints2d"]), shots, int(config.seed))
-    heatmaps, joints2d = frames["heatmaps"][chosen], frames["joints2d"][chosen]
-  else:
-    finetune.select_shots(int(shots), shots, int(config.seed))  # Validates K.
-    frames = world.simulate_frames(rig, int(shots), int(config.seed), config.joint_set, size,
-                                   detector_params=world.detector_params_from_config(
-                                       config.detector))
-    heatmaps, joints2d = frames["heatmaps"], frames["joints2d"]
+  heatmaps, joints2d = _labelled_frames(config, workdir, rig, size)
   init_paths = {start: section.init or checkpoints.default_init_path(start, workdir)
                 for start in starts}
   fusion = common.fusion_settings(config)
@@ -126,3 +100,38 @@ def run(config, workdir: str) -> str:
   logging.info("finetune %s on %s (K=%d): %d epochs, val_loss %.4f -> %s", method, rig.name,
                shots, history["epochs"], history["val_loss"][-1], rig_dir)
   return rig_dir
+
+
+def _labelled_frames(config, workdir: str, rig, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """The K labelled frames of config.finetune: drawn from its TFRecord or TFDS dataset, else
+  simulated on the rig. Returns ([K, V, H, W, J] heatmaps, [K, V, J, 2] joints)."""
+  section, shots = config.finetune, config.finetune.shots
+  if section.data_dir and section.tfds:
+    raise ValueError(f"config.finetune.data_dir={section.data_dir!r} and config.finetune.tfds="
+                     f"{section.tfds!r}: expected one source of labelled frames")
+  if section.data_dir or section.tfds:
+    if section.data_dir:
+      dataset = pipeline.make_dataset(section.data_dir, 64, render_heatmaps=True, rig=rig,
+                                      heatmap_size=size)
+    else:
+      dataset, _ = tfds_builders.load_training_dataset(
+          str(section.tfds), str(section.tfds_split),
+          config.data.tfds_dir or os.path.join(workdir, "tensorflow_datasets"), 64,
+          manual_dir=config.data.manual_dir or None, rig=rig, heatmap_size=size,
+          render_heatmaps=True)
+    frames = {"heatmaps": [], "joints2d": []}
+    with (pipeline.corrupted_records_named(section.data_dir) if section.data_dir
+          else contextlib.nullcontext()):
+      for batch in dataset:
+        for key in frames:
+          frames[key].append(batch[key].numpy())
+    frames = {key: np.concatenate(value) for key, value in frames.items()}
+    chosen = finetune.select_shots(len(frames["joints2d"]), shots, int(config.seed))
+    heatmaps, joints2d = frames["heatmaps"][chosen], frames["joints2d"][chosen]
+  else:
+    finetune.select_shots(int(shots), shots, int(config.seed))  # Validates K.
+    frames = world.simulate_frames(rig, int(shots), int(config.seed), config.joint_set, size,
+                                   detector_params=world.detector_params_from_config(
+                                       config.detector))
+    heatmaps, joints2d = frames["heatmaps"], frames["joints2d"]
+  return heatmaps, joints2d

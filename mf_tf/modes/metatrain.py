@@ -22,6 +22,7 @@ from mf_tf.modes import common
 from mf_tf.modes import precompute as precompute_mode
 from mf_tf.train import metatrain
 from mf_tf.train import precompute
+from mf_tf.train import pretraining
 
 
 def settings_from_config(config) -> metatrain.MamlSettings:
@@ -57,26 +58,21 @@ def run(config, workdir: str) -> maml.MetaParams:
   recipe = common.recipe(config)
   # What the recipe's starts read: calibrated theta + residual, else the paper's shared init.
   theta_init = recipe.meta_theta_init or "shared"
-  theta_by_pair = None
-  if theta_init == "calibrated":
-    rig = common.rig(config, "pretrain")
-    if rig.num_views != pool.num_views:
-      raise ValueError(f"pretraining rig {rig.name!r} has {rig.num_views} views, the pool "
-                       f"{pool.num_views}")
-    fusion = common.fusion_settings(config)
-    init, theta_by_pair = metatrain.calibrated_meta_init(rig, pool.heatmap_size,
-                                                         fusion.line_width_px, fusion.line_value)
-  else:
-    init = metatrain.default_meta_params(pool.heatmap_size)
+  rig = common.rig(config, "pretrain") if theta_init == "calibrated" else None
+  if rig is not None and rig.num_views != pool.num_views:
+    raise ValueError(f"pretraining rig {rig.name!r} has {rig.num_views} views, the pool "
+                     f"{pool.num_views}")
+  fusion = common.fusion_settings(config)
+  line = dict(line_width_px=fusion.line_width_px, line_value=fusion.line_value)
+  init, theta_by_pair = pretraining.meta_start(recipe, rig, pool.heatmap_size, **line)
   report = {}
   if len(holdout_pairs):
     report["init"] = metatrain.evaluate_pairs(init, pool, holdout_pairs, settings,
                                               len(holdout_pairs), theta_by_pair=theta_by_pair)
-  params = metatrain.metatrain_fusion(pool, train_pairs, settings, init=init, workdir=out_dir,
-                                      strategy=common.strategy(config),
-                                      checkpoint_every=int(config.metatrain.checkpoint_every),
-                                      theta_by_pair=theta_by_pair,
-                                      restart=bool(config.metatrain.restart))
+  params = pretraining.meta_training(recipe, pool, train_pairs, settings, rig=rig, **line,
+                                     workdir=out_dir, strategy=common.strategy(config),
+                                     checkpoint_every=int(config.metatrain.checkpoint_every),
+                                     restart=bool(config.metatrain.restart))
   if len(holdout_pairs):
     report["metatrained"] = metatrain.evaluate_pairs(params, pool, holdout_pairs, settings,
                                                      len(holdout_pairs),

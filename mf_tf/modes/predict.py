@@ -8,7 +8,7 @@ r"""--mode=predict: one instant (an image per view) through a TF Serving server 
 Two routes (config.predict.route):
 
   crops (default; real camera frames): the instant goes as in --mode=video
-    (`mf_tf.reconstruct.pipeline.Reconstructor`, config.video's settings): BlazePose here (LiteRT)
+    (`mf_tf.reconstruct.reconstructor.Reconstructor`, config.video's settings): BlazePose here (LiteRT)
     finds the people and their crop heatmaps in every view, association and triangulation run
     here, and each person's crop fusion runs on the server, in the rig's fuse_crops signature
     (`mf_tf.serving.client.ServedCropFusion`). Images are the calibration's full size; the
@@ -44,7 +44,7 @@ from mf_tf.models import blazepose
 from mf_tf.modes import export as export_mode
 from mf_tf.modes import video as video_mode
 from mf_tf.reconstruct import outputs
-from mf_tf.reconstruct import pipeline
+from mf_tf.reconstruct import reconstructor as reconstructor_lib
 from mf_tf.serving import client
 from mf_tf.serving import export as export_lib
 from mf_tf.serving import model_config
@@ -216,7 +216,7 @@ def _predict_crops(config, server: str, rig: str, images: list, tls, export_dir:
   crop_size = int((record or {}).get("crop_heatmap_size", export_lib.CROP_HEATMAP_SIZE))
   with client.ServedCropFusion(server, cameras, crop_size,
                                timeout=float(config.export.client_timeout_s), tls=tls) as fuse:
-    reconstructor = pipeline.Reconstructor(
+    reconstructor = reconstructor_lib.Reconstructor(
         video_mode.models(int(config.video.workers)), cameras, joint_set,
         dataclasses.replace(settings.instant, fuse=fuse), settings.tracking)
     try:

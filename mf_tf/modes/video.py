@@ -32,6 +32,7 @@ from keras.utils import Progbar
 
 from mf_tf.reconstruct import people
 from mf_tf.reconstruct import pipeline
+from mf_tf.reconstruct import reconstructor
 from mf_tf.reconstruct import recording as recording_lib
 from mf_tf.reconstruct import session as session_lib
 
@@ -89,7 +90,7 @@ def session_settings(config) -> session_lib.SessionSettings:
       line_value=float(config.fusion.line_value), max_cost_px=float(settings.max_cost_px),
       min_score=float(settings.min_score), max_error_px=float(settings.max_error_px),
       bone_ratio_range=(float(settings.min_bone_ratio), float(settings.max_bone_ratio)))
-  tracking_settings = pipeline.TrackingSettings(
+  tracking_settings = reconstructor.TrackingSettings(
       redetect_every=int(settings.redetect_every), recover_views=bool(settings.recover_views),
       recovery_max_px=float(settings.recovery_max_px),
       max_distance_mm=float(settings.track_max_distance_mm),

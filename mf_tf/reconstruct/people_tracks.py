@@ -38,11 +38,9 @@ from mf_tf.data import joints as joints_lib
 from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import people_calibration
 from mf_tf.geometry import rig_comparison
-from mf_tf.geometry.rig import Rig
-from mf_tf.geometry.triangulation import triangulate_dlt_np
 
 # Joint visibility below this is not used to track or to match (BlazePose's own threshold).
-DEFAULT_MIN_SCORE = 0.5
+DEFAULT_MIN_SCORE = rig_comparison.DEFAULT_MIN_SCORE
 # A pose joins a track when the mean distance of their joints is below this fraction of the
 # track's box size: people move well under half their height between two sampled frames.
 DEFAULT_MAX_MOVE = 0.5
@@ -326,10 +324,43 @@ def resolve_identities(view_tracks: Sequence[ViewTracks], cameras: Sequence[came
   num_views = len(view_tracks)
   if num_views != len(cameras):
     raise ValueError(f"{num_views} views of tracks for {len(cameras)} cameras")
-  mirror = joints_lib.get_joint_set(joint_set).mirror_array
+  mirror = joints_lib.get_joint_set(joint_set).mirror_array  # [J]
   nodes = [(v, t) for v in range(num_views) for t in range(view_tracks[v].num_tracks)]
-  index = {node: k for k, node in enumerate(nodes)}
   frames_of = {node: (view_tracks[node[0]].scores[:, node[1]] > 0).any(-1) for node in nodes}
+  edges = _identity_edges(view_tracks, cameras, joint_set, min_score=min_score,
+                          threshold_px=threshold_px, min_inliers=min_inliers,
+                          min_inlier_fraction=min_inlier_fraction)
+  num_frames = view_tracks[0].points.shape[0] if view_tracks else 0
+  groups, swaps = _merge_tracks(nodes, frames_of, edges, num_frames)
+  people = []
+  for group in groups:
+    if len({nodes[k][0] for k in group}) < 2 and len(nodes) > 1:
+      continue
+    points, scores = _person_views(view_tracks, [nodes[k] for k in group],
+                                   np.stack([swaps[k] for k in group]),
+                                   np.stack([frames_of[nodes[k]] for k in group]),
+                                   mirror)
+    people.append((float((scores >= min_score).sum()), points, scores))
+  people.sort(key=lambda person: -person[0])
+  if max_people is not None:
+    people = people[:max_people]
+  if not people:
+    return (np.full((num_frames, num_views, 0, len(mirror), 2), np.nan),
+            np.zeros((num_frames, num_views, 0, len(mirror))))
+  return (np.stack([person[1] for person in people], 2),
+          np.stack([person[2] for person in people], 2))
+
+
+def _identity_edges(view_tracks: Sequence[ViewTracks], cameras: Sequence[camera_lib.Camera],
+                    joint_set: str, *, min_score: float, threshold_px: float, min_inliers: int,
+                    min_inlier_fraction: float) -> list[tuple]:
+  """Per camera pair, the tracks the Hungarian method pairs on the inlier counts
+  (`match_tracks`), kept when both thresholds hold (always with one track per view).
+
+  Returns:
+    [(inliers, (view_a, track_a), (view_b, track_b), [F] bool b's sides swapped against a's)].
+  """
+  num_views = len(view_tracks)
   one_person = all(tracks.num_tracks == 1 for tracks in view_tracks)
   edges = []
   for a in range(num_views):
@@ -345,9 +376,26 @@ def resolve_identities(view_tracks: Sequence[ViewTracks], cameras: Sequence[came
         if one_person or (match.inliers[i, j] >= min_inliers
                           and match.fraction[i, j] >= min_inlier_fraction):
           edges.append((int(match.inliers[i, j]), (a, i), (b, j), match.mirrored[:, i, j]))
-  # Union-find with, per component, a side-swap flag per node relative to its root.
+  return edges
+
+
+def _merge_tracks(nodes: Sequence[tuple[int, int]], frames_of: dict, edges: Sequence[tuple],
+                  num_frames: int) -> tuple[list[list[int]], list[np.ndarray]]:
+  """Union-find over the tracks, edges with the most inliers first, never joining two tracks of
+  one view that share a frame; per component, a side-swap flag per node relative to its root.
+
+  Args:
+    nodes: [N] (view, track) of every track.
+    frames_of: {(view, track): [F] bool frames where the track is seen}.
+    edges: `_identity_edges`'s edges.
+    num_frames: F.
+
+  Returns:
+    groups: Node indices of each merged component, in the order of their roots.
+    swaps: [N] of [F] bool, the node's sides swapped relative to its component's root.
+  """
+  index = {node: k for k, node in enumerate(nodes)}
   parent = list(range(len(nodes)))
-  num_frames = view_tracks[0].points.shape[0] if view_tracks else 0
   flip = [np.zeros(num_frames, bool)] * len(nodes)  # [F] sides swapped relative to the parent.
 
   def find(k):
@@ -369,34 +417,37 @@ def resolve_identities(view_tracks: Sequence[ViewTracks], cameras: Sequence[came
     parent[root_b] = root_a
     flip[root_b] = flip_a ^ flip_b ^ swapped
     members[root_a] += members.pop(root_b)
-  num_joints = joints_lib.get_joint_set(joint_set).num_joints
-  people = []
-  for root, group in members.items():
-    if len({nodes[k][0] for k in group}) < 2 and len(nodes) > 1:
-      continue
-    points = np.full((num_frames, num_views, num_joints, 2), np.nan)
-    scores = np.zeros((num_frames, num_views, num_joints))
-    flips = np.stack([find(k)[1] for k in group])  # [tracks, F]
-    seen = np.stack([frames_of[nodes[k]] for k in group])
-    # Per frame, the orientation most views share is kept (BlazePose's usual reading).
-    majority = (flips & seen).sum(0) * 2 > seen.sum(0)
-    for k, swapped, visible in zip(group, flips, seen):
-      view, track = nodes[k]
-      exchange = (swapped != majority) & visible
-      keep = visible & ~exchange
-      points[keep, view] = view_tracks[view].points[keep, track]
-      scores[keep, view] = view_tracks[view].scores[keep, track]
-      points[exchange, view] = view_tracks[view].points[exchange, track][:, mirror]
-      scores[exchange, view] = view_tracks[view].scores[exchange, track][:, mirror]
-    people.append((float((scores >= min_score).sum()), points, scores))
-  people.sort(key=lambda person: -person[0])
-  if max_people is not None:
-    people = people[:max_people]
-  if not people:
-    return (np.full((num_frames, num_views, 0, num_joints, 2), np.nan),
-            np.zeros((num_frames, num_views, 0, num_joints)))
-  return (np.stack([person[1] for person in people], 2),
-          np.stack([person[2] for person in people], 2))
+  return list(members.values()), [find(k)[1] for k in range(len(nodes))]
+
+
+def _person_views(view_tracks: Sequence[ViewTracks], tracks: Sequence[tuple[int, int]],
+                  swaps: np.ndarray, seen: np.ndarray,
+                  mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """One person's joints in every view from their merged tracks, each frame in the orientation
+  most of the tracks share (BlazePose's usual reading); the others' sides are exchanged.
+
+  Args:
+    view_tracks: [V] each view's tracks.
+    tracks: [K] (view, track) of the person's tracks.
+    swaps: [K, F] bool, each track's sides swapped relative to its component's root.
+    seen: [K, F] bool, frames where each track is seen.
+    mirror: [J] left/right partner of each joint.
+
+  Returns:
+    points: [F, V, J, 2] raw pixels (NaN: not seen), scores: [F, V, J] (0: not seen).
+  """
+  shape = (seen.shape[1], len(view_tracks), len(mirror))
+  points = np.full(shape + (2,), np.nan)
+  scores = np.zeros(shape)
+  majority = (swaps & seen).sum(0) * 2 > seen.sum(0)
+  for (view, track), swapped, visible in zip(tracks, swaps, seen):
+    exchange = (swapped != majority) & visible
+    keep = visible & ~exchange
+    points[keep, view] = view_tracks[view].points[keep, track]
+    scores[keep, view] = view_tracks[view].scores[keep, track]
+    points[exchange, view] = view_tracks[view].points[exchange, track][:, mirror]
+    scores[exchange, view] = view_tracks[view].scores[exchange, track][:, mirror]
+  return points, scores
 
 
 def observations_from_detections(detections, cameras: Sequence[camera_lib.Camera],
@@ -427,64 +478,3 @@ def observations_from_detections(detections, cameras: Sequence[camera_lib.Camera
       tracks, cameras, joint_set, min_score=min_score, threshold_px=threshold_px,
       min_inliers=min_inliers, min_inlier_fraction=min_inlier_fraction, max_people=max_people)
   return people_calibration.Observations(points=points, scores=scores, joint_set=joint_set)
-
-
-def triangulate_observations(observations: people_calibration.Observations, rig: Rig,
-                             min_score: float = DEFAULT_MIN_SCORE) -> np.ndarray:
-  """Every person's joints triangulated with a rig (DLT, H&Z 12.2, confident views only).
-
-  Args:
-    observations: [F, V, P, J] joints (raw px) and scores, V in the rig's camera order.
-    rig: The V cameras.
-    min_score: Views whose joint score is below it do not take part.
-
-  Returns:
-    [F, P, J, 3] world mm, NaN where fewer than 2 views see the joint.
-  """
-  points, scores = np.asarray(observations.points), np.asarray(observations.scores)
-  num_frames, num_views, num_people, num_joints = scores.shape
-  undistorted = np.stack([camera_lib.undistort_points(camera, np.nan_to_num(points[:, v]))
-                          for v, camera in enumerate(rig.cameras)], 1)  # [F, V, P, J, 2]
-  weights = ((scores >= min_score) & np.isfinite(points).all(-1)).astype(np.float64)
-  flat = np.moveaxis(undistorted, 2, 1).reshape(-1, num_views, num_joints, 2)
-  flat_weights = np.moveaxis(weights, 2, 1).reshape(-1, num_views, num_joints)
-  joints3d = triangulate_dlt_np(rig.projection_matrices(), flat, flat_weights)
-  joints3d = joints3d.reshape(num_frames, num_people, num_joints, 3)
-  views = np.moveaxis(weights, 2, 1).sum(2)  # [F, P, J]
-  return np.where((views >= 2)[..., None], joints3d, np.nan)
-
-
-def compare_reconstructions(observations: people_calibration.Observations, estimated: Rig,
-                            reference: Rig, *, with_scale: bool = True,
-                            min_score: float = DEFAULT_MIN_SCORE) -> dict:
-  """MPJPE between the same people triangulated with an estimated and a reference rig.
-
-  The estimated reconstruction is carried into the reference world by the similarity that best
-  maps the estimated camera centres onto the reference ones (as `compare_rigs`, Umeyama 1991),
-  without its scale when `with_scale` is False.
-
-  Args:
-    observations: [F, V, P, J] people's joints, V in both rigs' camera order.
-    estimated, reference: The two rigs, same camera names and order.
-    with_scale: Align the scale too.
-    min_score: See `triangulate_observations`.
-
-  Returns:
-    {"mpjpe_mm": mean distance over the joints triangulated by both, "median_mm", "joints":
-     their number}.
-  """
-  if list(estimated.camera_names) != list(reference.camera_names):
-    raise ValueError(f"rigs {estimated.name!r} and {reference.name!r} have cameras "
-                     f"{list(estimated.camera_names)} and {list(reference.camera_names)}, "
-                     "expected the same in the same order")
-  centers_est = np.stack([camera.center for camera in estimated.cameras])
-  centers_ref = np.stack([camera.center for camera in reference.cameras])
-  scale, R, t = rig_comparison.similarity_transform(centers_est, centers_ref, with_scale)
-  ours = scale * triangulate_observations(observations, estimated, min_score) @ R.T + t
-  theirs = triangulate_observations(observations, reference, min_score)
-  distance = np.linalg.norm(ours - theirs, axis=-1)
-  distance = distance[np.isfinite(distance)]
-  if not distance.size:
-    return {"mpjpe_mm": float("nan"), "median_mm": float("nan"), "joints": 0}
-  return {"mpjpe_mm": float(distance.mean()), "median_mm": float(np.median(distance)),
-          "joints": int(distance.size)}

@@ -12,12 +12,13 @@ Conventions:
 
 from __future__ import annotations
 
+import importlib
 import os
-import tempfile
 
 import cv2
 import numpy as np
 
+from mf_tf import files
 from mf_tf.reconstruct.motion_files import rotation_to_axis
 
 # matplotlib's "tab10" qualitative table, RGB 0-255: ten colours told apart at a glance.
@@ -125,9 +126,10 @@ def draw_people(image, people, limbs, *, radius: int | None = None,
 class VideoWriter:
   """Writes RGB frames to an mp4 (fourcc "mp4v") that appears only when complete.
 
-  The frames go to a temporary file in the destination folder, renamed to `path` by `close()`
-  (or on leaving the `with` block normally); an exception inside the block, or `abort()`, removes
-  the temporary file and leaves no output.
+  The frames go to a temporary file in the destination folder (`files.PendingFile`, the
+  mechanism of `files.atomic_path`), renamed to `path` by `close()` (or on leaving the `with`
+  block normally); an exception inside the block, or `abort()`, removes the temporary file and
+  leaves an existing `path` as it was.
 
       with VideoWriter("overlay.mp4", 30, 1920, 1088) as video:
         for frame in frames:
@@ -154,17 +156,13 @@ class VideoWriter:
     self.width = int(width)
     self.height = int(height)
     self.frames_written = 0
-    folder = os.path.dirname(os.path.abspath(self.path))
-    os.makedirs(folder, exist_ok=True)
     # The ".mp4" ending is what makes OpenCV pick the MP4 container.
-    handle, self._temporary = tempfile.mkstemp(dir=folder, suffix=".tmp.mp4",
-                                               prefix=f".{os.path.basename(self.path)}.")
-    os.close(handle)
-    self._writer = cv2.VideoWriter(self._temporary, cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                   (self.width, self.height))
+    self._pending = files.PendingFile(self.path, suffix=".tmp.mp4")
+    self._writer = cv2.VideoWriter(self._pending.temporary, cv2.VideoWriter_fourcc(*"mp4v"),
+                                   self.fps, (self.width, self.height))
     if not self._writer.isOpened():
       self._writer.release()
-      os.remove(self._temporary)
+      self._pending.discard()
       raise OSError(f"cannot open an mp4 video writer (fourcc mp4v, {self.width}x{self.height} "
                     f"at {self.fps:g} fps) for {self.path}")
 
@@ -202,25 +200,18 @@ class VideoWriter:
       return self.path
     self._writer.release()
     self._writer = None
-    try:
-      if not os.path.getsize(self._temporary):
-        raise OSError(f"the mp4 writer for {self.path} produced an empty file "
-                      f"({self.frames_written} frames written)")
-      os.chmod(self._temporary, 0o644)
-      os.replace(self._temporary, self.path)
-    except BaseException:
-      if os.path.exists(self._temporary):
-        os.remove(self._temporary)
-      raise
-    return self.path
+    if not os.path.getsize(self._pending.temporary):
+      self._pending.discard()
+      raise OSError(f"the mp4 writer for {self.path} produced an empty file "
+                    f"({self.frames_written} frames written)")
+    return self._pending.commit()
 
   def abort(self) -> None:
     """Stops writing and removes the temporary file; `path` is left as it was."""
     if self._writer is not None:
       self._writer.release()
       self._writer = None
-    if os.path.exists(self._temporary):
-      os.remove(self._temporary)
+    self._pending.discard()
 
 
 class SkeletonRenderer:
@@ -247,7 +238,8 @@ class SkeletonRenderer:
   def __init__(self, tracks, limbs, *, up=None, size=(640, 480), floor_joints=None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    import mpl_toolkits.mplot3d  # noqa: F401  Registers the "3d" projection.
+
+    importlib.import_module("mpl_toolkits.mplot3d")  # Registers the "3d" projection.
 
     if not tracks:
       raise ValueError("tracks is empty; expected {label: [T, J, 3] millimetres}")

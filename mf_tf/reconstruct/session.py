@@ -2,7 +2,7 @@
 
 `reconstruct_session` is the whole work of one recording: its calibration loaded and fitted to
 the frames (`load_rig`), the frames streamed (start, stop, stride, per-camera offsets), one
-`pipeline.Reconstructor` run through `pipeline.reconstruct_recording`, which writes the files
+`reconstructor.Reconstructor` run through `pipeline.reconstruct_recording`, which writes the files
 of `pipeline`'s module docstring under the output folder. `--mode=video` runs it on one recording;
 `mf_tf.pipelines.batch` runs it on every session of a folder, each in a worker; both build the
 same `SessionSettings` from config.video (`mf_tf.modes.video.session_settings`), so a session
@@ -26,6 +26,7 @@ from mf_tf.models import blazepose
 from mf_tf.reconstruct import filtering
 from mf_tf.reconstruct import people
 from mf_tf.reconstruct import pipeline
+from mf_tf.reconstruct import reconstructor as reconstructor_lib
 from mf_tf.reconstruct import recording as recording_lib
 
 # Frame rate assumed for image folders, which carry none (SessionSettings.fps overrides).
@@ -48,7 +49,7 @@ class SessionSettings:
     fps: Frame rate of image folders (they carry none); 0: DEFAULT_FOLDER_FPS. Videos: theirs.
     joint_set: Joint set of the outputs (name, `mf_tf.data.joints`).
     instant: `people.InstantSettings` (association, fusion, triangulation).
-    tracking: `pipeline.TrackingSettings`.
+    tracking: `reconstructor.TrackingSettings`.
     output: `pipeline.OutputSettings` (files written, filter).
   """
 
@@ -61,7 +62,7 @@ class SessionSettings:
   fps: float = 0.0
   joint_set: str = "h36m17"
   instant: people.InstantSettings = people.InstantSettings()
-  tracking: pipeline.TrackingSettings = pipeline.TrackingSettings()
+  tracking: reconstructor_lib.TrackingSettings = reconstructor_lib.TrackingSettings()
   output: pipeline.OutputSettings = pipeline.OutputSettings()
 
   def __post_init__(self):
@@ -93,16 +94,12 @@ def load_rig(spec: str, recording: recording_lib.Recording, units: str = "") -> 
         f"no calibration for the recording {recording.source!r}: set config.video.rig to a "
         "calibration file (canonical JSON, Panoptic JSON, TOML, Qualisys .qca.txt, EasyMocap "
         "intri.yml/extri.yml) or put one in the session's calibration/ folder")
-  if os.path.exists(spec):
-    # EasyMocap files carry no image size: the frames give it. Other formats are fitted to the
-    # frames below, once their camera names are checked.
-    easymocap = calibration_formats.detect_format(spec) == "easymocap"
-    full = calibration_formats.read_calibration(
-        spec, image_sizes=recording.frame_sizes if easymocap else None, units=units or None)
-  elif os.sep in spec or "." in os.path.basename(spec):
-    raise FileNotFoundError(f"calibration file {spec!r} not found")
-  else:
-    full = rigs.get_rig(spec)
+  # EasyMocap files carry no image size: the frames give it. Other formats are fitted to the
+  # frames below, once their camera names are checked.
+  easymocap = (os.path.exists(spec)
+               and calibration_formats.detect_format(spec) == "easymocap")
+  full = rigs.get_rig(spec, image_sizes=recording.frame_sizes if easymocap else None,
+                      units=units or None)
   available = list(full.camera_names)
   missing = [camera for camera in cameras if camera not in available]
   if missing:
@@ -121,7 +118,7 @@ def load_rig(spec: str, recording: recording_lib.Recording, units: str = "") -> 
 
 
 def load_models(workers: int, cores: int | None = None) -> list[blazepose.BlazePose]:
-  """One BlazePose per worker thread of a `pipeline.Reconstructor`.
+  """One BlazePose per worker thread of a `reconstructor.Reconstructor`.
 
   Several workers run the views in parallel with one TFLite thread each; one worker runs its
   model on every core.
@@ -183,8 +180,9 @@ def reconstruct_session(recording: recording_lib.Recording, output_dir: str,
   logging.info("video: %s, %d frames x %d cameras %s at %.3g fps, fusion=%s -> %s", recording,
                num_frames, len(rig.cameras), rig.camera_names, fps / settings.stride,
                settings.instant.fusion, output_dir)
-  reconstructor = pipeline.Reconstructor(models() if callable(models) else models, rig,
-                                         settings.joint_set, settings.instant, settings.tracking)
+  reconstructor = reconstructor_lib.Reconstructor(
+      models() if callable(models) else models, rig, settings.joint_set, settings.instant,
+      settings.tracking)
   try:
     return pipeline.reconstruct_recording(
         frames, rig, reconstructor, output_dir, fps=fps / settings.stride, num_frames=num_frames,

@@ -24,7 +24,6 @@ Three mechanisms, each measured on the real recordings (figures in BUILD.md):
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import numpy as np

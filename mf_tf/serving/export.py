@@ -37,22 +37,24 @@ and, for fuse_crops (real images seen through one rotated square crop per view, 
 
 fuse_crops fuses with the calibrated epipolar lines of the exact per-frame crop geometry,
 F_crop = A_v^-T F A_u^-1 per ordered pair (`mf_tf.geometry.crops.crop_fundamental_matrix`), built
-in the graph from the rig's pair fundamental matrices, then evaluated line by line
-(`mf_tf.fusion.epipolar_fusion`). The crop affines act on UNDISTORTED image pixels, as
-`mf_tf.geometry.crops` documents (crops sampled from the undistorted image), so F_crop is exact.
+in the graph from the rig's pair fundamental matrices (`mf_tf.geometry.tf_geometry`), then
+evaluated line by line (`mf_tf.fusion.epipolar_fusion`). The crop affines act on UNDISTORTED image
+pixels, as `mf_tf.geometry.crops` documents (crops sampled from the undistorted image), so F_crop
+is exact.
 
 Fusion matrices are materialized once at export (no warping at serve time): dense [P, HW, HW], or
-the top-k entries per row as one sparse [HW, V*HW] matrix per target view. The rig's calibration is
-baked in as constants; keypoints are undistorted in TF before triangulation. Inputs are checked
-inside the graph (view count, image size, value range, NaN), so a bad request fails with
-InvalidArgument and a message naming the bad value. A version is written to a temporary folder
-beside its final place and renamed, so a running server never sees half a model; models.config is
-replaced atomically. Temporary folders left by a killed export are removed by the next export of
-the rig. Fusion parameters that are not finite (or a theta over MAX_ABS_THETA, see
-`check_fusion_parameters`) are refused before anything is written. Folders are written 0755 and
-files 0644 whatever the umask, so a TF Serving container
-running as another user can read them. The SavedModel holds graphs and tensors only: loading it
-runs no Python code from the file.
+the top-k entries per row as one sparse [HW, V*HW] matrix per target view
+(`mf_tf.fusion.sparse.fuse_sparse_blocks`). The rig's calibration is baked in as constants;
+keypoints are undistorted in TF before triangulation (`mf_tf.geometry.tf_geometry`). Inputs are
+checked inside the graph (view count, image size, value range, NaN: `mf_tf.serving.input_checks`),
+so a bad request fails with InvalidArgument and a message naming the bad value. A version is
+written to a temporary folder beside its final place and renamed, so a running server never sees
+half a model; models.config is replaced atomically. Temporary folders left by a killed export are
+removed by the next export of the rig (`mf_tf.files.remove_stale_temporaries`). Fusion parameters
+that are not finite (or a theta over MAX_ABS_THETA, see `check_fusion_parameters`) are refused
+before anything is written. Folders are written 0755 and files 0644 whatever the umask, so a TF
+Serving container running as another user can read them. The SavedModel holds graphs and tensors
+only: loading it runs no Python code from the file.
 """
 
 from __future__ import annotations
@@ -60,10 +62,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import shutil
-import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -71,16 +70,19 @@ from absl import logging
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from mf_tf import files
 from mf_tf.data.codec import HeatmapCodec
 from mf_tf.fusion import epipolar_fusion
 from mf_tf.fusion import readout
+from mf_tf.fusion import sparse as fusion_sparse
 from mf_tf.fusion.layers import MaterializedFusion
 from mf_tf.geometry import calibration
-from mf_tf.geometry import camera as camera_lib
 from mf_tf.geometry import epipolar
-from mf_tf.geometry.rig import Rig, ordered_pairs
+from mf_tf.geometry import tf_geometry
+from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.triangulation import triangulate_dlt
 from mf_tf.serving import batching as batching_lib
+from mf_tf.serving import input_checks
 from mf_tf.serving import model_config
 from mf_tf.serving.graph_utils import Untracked, graph_variables
 
@@ -93,13 +95,6 @@ ASSETS_EXTRA = model_config.ASSETS_EXTRA
 WARMUP_FILE = model_config.WARMUP_FILE
 RIG_FILE = "rig.json"
 EXPORT_CONFIG_FILE = model_config.EXPORT_CONFIG_FILE
-TEMP_PREFIX = ".tmp-"  # Not a number: TF Serving ignores a version folder while it is written.
-# `.tmp-<version>-<pid>-<random>`: the pid of the export writing it.
-_TEMP_OWNER = re.compile(r"^\.tmp-[0-9]+-([0-9]+)-")
-# A temporary folder whose name holds no pid is left by a killed export once it is this old.
-STALE_TEMP_AGE_S = 600.0
-DIR_MODE = 0o755  # Readable and searchable by a TF Serving container running as another user.
-FILE_MODE = 0o644
 # Largest |theta| served. theta maps each target pixel to a source position in normalized
 # coordinates where the heatmap spans [-1, 1] (a translation of 2 is one heatmap width, a linear
 # entry of 1 the identity scale); trained and calibrated values stay within a few units. At 1e3
@@ -143,174 +138,6 @@ def check_fusion_parameters(fusion, rig_name: str = "") -> None:
                        "serve it (retrain, e.g. with a smaller learning rate)")
 
 
-# ----------------------------------------------------------------------------- TF geometry
-
-
-def undistort_pixels(uv, K, dist, iterations: int = 10):
-  """Removes Brown-Conrady distortion from pixel coordinates, in TF (Newton's method).
-
-  The TF counterpart of `mf_tf.geometry.camera.undistort_points`, batched over cameras: the
-  camera axis of K and dist broadcasts against the points' view axis.
-
-  Args:
-    uv: [..., V, N, 2] distorted pixel coordinates.
-    K: [V, 3, 3] intrinsics.
-    dist: [V, 5] distortion [k1, k2, p1, p2, k3].
-    iterations: Newton steps (converges to machine precision in a few within a camera's view).
-
-  Returns:
-    [..., V, N, 2] undistorted pixel coordinates (K applied to the pinhole projection), the dtype
-    of `uv`.
-  """
-  uv = tf.convert_to_tensor(uv)
-  dist = tf.cast(dist, uv.dtype)
-  xd, yd = _pixels_to_normalized(uv, K)
-  coefficients = (dist[:, i][:, None] for i in range(5))  # Each [V, 1], over points.
-  x, y = camera_lib.brown_undistort(xd, yd, *coefficients, iterations=iterations,
-                                    where=tf.where)
-  return _normalized_to_pixels(x, y, K)
-
-
-def distort_pixels(uv, K, dist):
-  """Applies Brown-Conrady distortion to undistorted pixel coordinates, in TF.
-
-  The TF counterpart of `mf_tf.geometry.camera.distort_points` and the inverse of
-  `undistort_pixels`, batched over cameras likewise.
-
-  Args:
-    uv: [..., V, N, 2] undistorted pixel coordinates.
-    K: [V, 3, 3] intrinsics.
-    dist: [V, 5] distortion [k1, k2, p1, p2, k3].
-
-  Returns:
-    [..., V, N, 2] distorted pixel coordinates, the dtype of `uv`.
-  """
-  uv = tf.convert_to_tensor(uv)
-  x, y = _pixels_to_normalized(uv, K)
-  xd, yd = tf.unstack(camera_lib.distort_normalized_tf(
-      tf.stack([x, y], -1), tf.cast(dist, uv.dtype)), axis=-1)
-  return _normalized_to_pixels(xd, yd, K)
-
-
-def _intrinsics(K, dtype):
-  """fx, skew, cx, fy, cy of [V, 3, 3] intrinsics, each [V, 1] (broadcast over points)."""
-  K = tf.cast(K, dtype)
-  return (K[:, 0, 0][:, None], K[:, 0, 1][:, None], K[:, 0, 2][:, None], K[:, 1, 1][:, None],
-          K[:, 1, 2][:, None])
-
-
-def _pixels_to_normalized(uv, K):
-  """[..., V, N, 2] pixels -> (x, y) normalized image coordinates, each [..., V, N]."""
-  fx, skew, cx, fy, cy = _intrinsics(K, uv.dtype)
-  y = (uv[..., 1] - cy) / fy
-  return (uv[..., 0] - cx - skew * y) / fx, y
-
-
-def _normalized_to_pixels(x, y, K):
-  """Normalized (x, y), each [..., V, N] -> [..., V, N, 2] pixels."""
-  fx, skew, cx, fy, cy = _intrinsics(K, x.dtype)
-  return tf.stack([fx * x + skew * y + cx, fy * y + cy], axis=-1)
-
-
-def crop_fundamental_matrices(fundamental, affines, num_views: int):
-  """Fundamental matrices between the crops of every ordered pair, in TF.
-
-  The TF counterpart of `mf_tf.geometry.crops.crop_fundamental_matrix`, batched over frames:
-  F_crop = A_v^-T F A_u^-1 for the pair (source u -> target v), so that h_v^T F_crop h_u = 0 for
-  crop points h = A x (H&Z 9.2 with the point maps x' = A x).
-
-  Args:
-    fundamental: [P, 3, 3] pair fundamental matrices in undistorted image pixels,
-      x_v^T F x_u = 0, `ordered_pairs` order (P = V (V - 1)).
-    affines: [B, V, 3, 3] crop affines, undistorted image pixels -> crop pixels.
-    num_views: V.
-
-  Returns:
-    [B, P, 3, 3] F_crop, unit Frobenius norm, the dtype of `affines`.
-  """
-  affines = tf.convert_to_tensor(affines)
-  fundamental = tf.cast(fundamental, affines.dtype)
-  pairs = ordered_pairs(num_views)
-  inverse = tf.linalg.inv(affines)  # [B, V, 3, 3]
-  source = tf.gather(inverse, pairs[:, 0], axis=1)  # [B, P, 3, 3]
-  target = tf.gather(inverse, pairs[:, 1], axis=1)
-  crop = tf.linalg.matmul(target, tf.linalg.matmul(fundamental[None], source), transpose_a=True)
-  return crop / tf.norm(crop, axis=[-2, -1], keepdims=True)
-
-
-def apply_affine(affines, points):
-  """Applies [..., 3, 3] affine maps to [..., N, 2] points -> [..., N, 2], in TF."""
-  linear, offset = affines[..., :2, :2], affines[..., :2, 2]
-  return tf.linalg.matvec(linear[..., None, :, :], points) + offset[..., None, :]
-
-
-# ----------------------------------------------------------------------------- sparse fusion
-
-
-def block_sparse_fusion(values, indices, num_views: int) -> list:
-  """Top-k fusion constants as one sparse [HW, V*HW] matrix per target view.
-
-  Row i of target view v's matrix holds, in column `source * HW + j`, the weight of source pixel j
-  for target pixel i of the pair (source -> v); the V - 1 pairs feeding v side by side.
-
-  Args:
-    values: [P, HW, k] kept weights (`ops.sparsify_top_k`), `ordered_pairs` order.
-    indices: [P, HW, k] their source pixel indices.
-    num_views: V, with P = V (V - 1).
-
-  Returns:
-    V pairs (sparse_indices int32 [(V-1) HW k, 2] (row, column) sorted row-major,
-    sparse_values float32 [(V-1) HW k]), one per target view. int32 indices (8 bytes an entry
-    instead of 16) keep the exported top-k model small.
-  """
-  values, indices = np.asarray(values, np.float32), np.asarray(indices, np.int64)
-  num_pairs, hw, _ = values.shape
-  pairs = ordered_pairs(num_views)
-  if num_pairs != len(pairs):
-    raise ValueError(f"{num_pairs} pairs of fusion values, expected {len(pairs)} for "
-                     f"{num_views} views")
-  blocks = []
-  for target in range(num_views):
-    chosen = pairs[:, 1] == target  # The V - 1 pairs feeding `target`.
-    block_indices = indices[chosen]
-    rows = np.broadcast_to(np.arange(hw)[None, :, None], block_indices.shape).ravel()
-    cols = (pairs[chosen, 0, None, None].astype(np.int64) * hw + block_indices).ravel()
-    order = np.lexsort((cols, rows))
-    blocks.append((np.stack([rows[order], cols[order]], axis=1).astype(np.int32),
-                   values[chosen].ravel()[order]))
-  return blocks
-
-
-def fuse_block_sparse(heatmaps, blocks):
-  """Paper Eq. 1 with top-k matrices as sparse-dense products, one per target view.
-
-  Same result as `mf_tf.fusion.ops.fuse_sparse` without its [P, HW, k, B*J] gathered tensor
-  (855 MB per frame for 4 views at 64x64, k = 256, 17 joints). `tf.sparse.sparse_dense_matmul`
-  runs on one thread per op on CPUs; the V independent products run in parallel. Measured on
-  2 CPU cores at those shapes: about 35 ms against 320-410 ms for `fuse_sparse`.
-
-  Args:
-    heatmaps: [B, V, H, W, J] with static V, H, W, J.
-    blocks: V pairs (sparse_indices int32 or int64 [nnz, 2], sparse_values float32 [nnz]) from
-      `block_sparse_fusion`.
-
-  Returns:
-    [B, V, H, W, J] fused heatmaps (before the temperature softmax).
-  """
-  _, num_views, height, width, num_joints = heatmaps.shape
-  batch = tf.shape(heatmaps)[0]
-  hw = height * width
-  flat = tf.reshape(tf.transpose(heatmaps, [1, 2, 3, 0, 4]), [num_views * hw, -1])  # [V*HW, BJ]
-  shape = tf.constant([hw, num_views * hw], tf.int64)
-  # The raw op takes int32 indices (tf.sparse.SparseTensor would need int64).
-  messages = tf.stack([
-      tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=values, a_shape=shape,
-                                         b=flat)
-      for indices, values in blocks])  # [V, HW, B*J]
-  messages = tf.reshape(messages, [num_views, height, width, batch, num_joints])
-  return heatmaps + tf.transpose(messages, [3, 0, 1, 2, 4])
-
-
 # ----------------------------------------------------------------------------- module
 
 
@@ -339,31 +166,19 @@ class ExportModule(tf.Module):
                crop_heatmap_size: int = CROP_HEATMAP_SIZE, num_lines: int | None = None,
                name: str | None = None):
     super().__init__(name=name)
-    in_shape, out_shape = tuple(backbone.input_shape), tuple(backbone.output_shape)
-    if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 3 or None in in_shape[1:]:
-      raise ValueError(f"backbone input must be [N, S, S, 3] with S known, got {in_shape}")
-    if len(out_shape) != 4 or out_shape[1] != out_shape[2] or None in out_shape[1:]:
-      raise ValueError(f"backbone output must be [N, H, H, J] with H, J known, got {out_shape}")
-    if not isinstance(fusion, MaterializedFusion) or not fusion.built:
-      raise ValueError(f"fusion must be a built MaterializedFusion (AffineFusion.materialize()), "
-                       f"got {type(fusion).__name__}")
-    check_fusion_parameters(fusion, rig.name)  # Never serve NaN, Inf or a diverged theta.
-    if fusion.num_views != rig.num_views or tuple(fusion.heatmap_size) != out_shape[1:3]:
-      raise ValueError(f"fusion is for {fusion.num_views} views at {fusion.heatmap_size}, but rig "
-                       f"{rig.name!r} has {rig.num_views} views and the backbone gives "
-                       f"{out_shape[1]}x{out_shape[2]} heatmaps")
+    image_size, heatmap_size, num_joints = _check_arguments(backbone, fusion, rig)
     self._keras = Untracked(backbone=backbone, fusion=fusion)  # Saved via graph_variables.
-    if fusion.top_k is not None:  # Top-k: one sparse-dense product (see fuse_block_sparse).
+    if fusion.top_k is not None:  # Top-k: one sparse-dense product per target view.
       self.fusion_blocks = [
           (tf.Variable(indices, trainable=False, name=f"fusion_indices_{target}"),
            tf.Variable(values, trainable=False, name=f"fusion_values_{target}"))
-          for target, (indices, values) in enumerate(block_sparse_fusion(
+          for target, (indices, values) in enumerate(fusion_sparse.sparse_fusion_blocks(
               fusion.values.numpy(), fusion.indices.numpy(), rig.num_views))]
     self.rig_name = rig.name
     self.num_views = int(rig.num_views)
-    self.image_size = int(in_shape[1])
-    self.heatmap_size = int(out_shape[1])
-    self.num_joints = int(out_shape[3])
+    self.image_size = image_size
+    self.heatmap_size = heatmap_size
+    self.num_joints = num_joints
     self.top_k = fusion.top_k
     self.temperature = float(fusion.temperature)  # Read-out softmax T (`fusion.readout`).
     self.triangulate = bool(triangulate)
@@ -382,9 +197,12 @@ class ExportModule(tf.Module):
     self._K = tf.constant(np.stack([c.K for c in cameras]), tf.float64)
     self._dist = tf.constant(np.stack([c.dist for c in cameras]), tf.float64)
     self._projections = tf.constant(np.stack([c.projection_matrix for c in cameras]), tf.float64)
-    self._pair_fundamental = tf.constant(np.stack([
-        epipolar.fundamental_matrix(cameras[source], cameras[target])
-        for source, target in ordered_pairs(self.num_views)]), tf.float64)  # Undistorted px.
+    self._pair_fundamental = tf.constant(epipolar.pair_fundamental_matrices(rig),
+                                         tf.float64)  # Undistorted image px.
+    self._trace_signatures()
+
+  def _trace_signatures(self):
+    """The serving tf.functions, traced with their input signatures."""
     # Both image signatures call one traced images -> outputs function: the backbone is traced
     # (and stored in the SavedModel) once.
     self._images_to_outputs = tf.function(
@@ -413,77 +231,6 @@ class ExportModule(tf.Module):
         SIGNATURE_CROPS: self.serve_crops.get_concrete_function(),
     }
 
-  # -- input checks: tf.debugging.Assert so that the message carries the offending values.
-
-  def _check_shape(self, tensor, name, expected_tail, layout):
-    shape = tf.shape(tensor, out_type=tf.int64)
-    ok = tf.logical_and(shape[0] >= 1, tf.reduce_all(tf.equal(shape[1:], expected_tail)))
-    return tf.debugging.Assert(
-        ok, [f"{name} must be {layout} = [batch >= 1, {', '.join(map(str, expected_tail))}] "
-             f"for rig {self.rig_name!r} ({self.num_views} views in rig order); got shape",
-             shape], summarize=8, name=f"check_{name}_shape")
-
-  def _check_images(self, images):
-    v, s = self.num_views, self.image_size
-    checks = [self._check_shape(images, "images", [v, s, s, 3], "[batch, views, S, S, 3]")]
-    if images.dtype.is_floating:
-      finite = tf.reduce_all(tf.math.is_finite(images))
-      checks.append(tf.debugging.Assert(
-          finite, ["images hold NaN or Inf; expected finite pixel values in [0, 255]"],
-          name="check_images_finite"))
-      with tf.control_dependencies(checks):  # Range after finiteness: min/max of NaN mislead.
-        low, high = tf.reduce_min(images), tf.reduce_max(images)
-        checks.append(tf.debugging.Assert(
-            tf.logical_and(low >= 0.0, high <= 255.0),
-            ["images must be float32 pixel values in [0, 255]; got min", low, "max", high],
-            name="check_images_range"))
-    with tf.control_dependencies(checks):
-      images = tf.identity(images)
-    return tf.ensure_shape(images, [None, v, s, s, 3])
-
-  def _check_heatmaps(self, heatmaps):
-    v, h, j = self.num_views, self.heatmap_size, self.num_joints
-    checks = [self._check_shape(heatmaps, "heatmaps", [v, h, h, j], "[batch, views, H, W, J]")]
-    checks.append(tf.debugging.Assert(
-        tf.reduce_all(tf.math.is_finite(heatmaps)),
-        ["heatmaps hold NaN or Inf; expected finite values"], name="check_heatmaps_finite"))
-    with tf.control_dependencies(checks):
-      heatmaps = tf.identity(heatmaps)
-    return tf.ensure_shape(heatmaps, [None, v, h, h, j])
-
-  def _check_crops(self, crop_heatmaps, crop_affines):
-    v, c, j = self.num_views, self.crop_heatmap_size, self.num_joints
-    checks = [
-        self._check_shape(crop_heatmaps, "crop_heatmaps", [v, c, c, j],
-                          "[batch, views, C, C, J]"),
-        self._check_shape(crop_affines, "crop_affines", [v, 3, 3], "[batch, views, 3, 3]"),
-    ]
-    batches = tf.stack([tf.shape(crop_heatmaps, out_type=tf.int64)[0],
-                        tf.shape(crop_affines, out_type=tf.int64)[0]])
-    checks.append(tf.debugging.Assert(
-        tf.equal(batches[0], batches[1]),
-        ["crop_heatmaps and crop_affines must hold the same number of frames; got", batches],
-        name="check_crops_batch"))
-    for tensor, name in ((crop_heatmaps, "crop_heatmaps"), (crop_affines, "crop_affines")):
-      checks.append(tf.debugging.Assert(
-          tf.reduce_all(tf.math.is_finite(tensor)),
-          [f"{name} hold NaN or Inf; expected finite values"], name=f"check_{name}_finite"))
-    with tf.control_dependencies(checks):  # Shapes first: the slices below need [..., 3, 3].
-      affines = tf.cast(crop_affines, tf.float64)
-      bottom = tf.reshape(affines[..., 2, :] - tf.constant([0.0, 0.0, 1.0], tf.float64), [-1])
-      det = tf.reshape(tf.linalg.det(affines[..., :2, :2]), [-1])
-      checks.append(tf.debugging.Assert(
-          tf.logical_and(tf.reduce_all(tf.abs(bottom) <= 1e-6),
-                         tf.reduce_all(tf.abs(det) > 1e-12)),
-          ["crop_affines must be invertible affine maps (last row [0, 0, 1], non-zero 2x2 "
-           "determinant), image px -> crop heatmap px; got last rows - [0, 0, 1] and "
-           "determinants", bottom, det], summarize=16, name="check_crop_affines_affine"))
-    with tf.control_dependencies(checks):
-      crop_heatmaps = tf.identity(crop_heatmaps)
-      crop_affines = tf.identity(crop_affines)
-    return (tf.ensure_shape(crop_heatmaps, [None, v, c, c, j]),
-            tf.ensure_shape(crop_affines, [None, v, 3, 3]))
-
   # -- graph pieces
 
   def _backbone(self, images):
@@ -499,7 +246,7 @@ class ExportModule(tf.Module):
     """Paper Eq. 1 with this module's constants: [B, V, H, W, J] -> [B, V, H, W, J]."""
     if self.top_k is None:
       return self._keras.fusion(heatmaps)
-    return fuse_block_sparse(heatmaps, self.fusion_blocks)
+    return fusion_sparse.fuse_sparse_blocks(heatmaps, self.fusion_blocks)
 
   def _from_heatmaps(self, heatmaps):
     outputs = {}
@@ -512,7 +259,7 @@ class ExportModule(tf.Module):
     outputs.update(fused_heatmaps=fused, keypoints_heatmap=coords, keypoints_image=image_coords,
                    scores=scores)
     if self.triangulate:
-      uv = undistort_pixels(tf.cast(image_coords, tf.float64), self._K, self._dist)
+      uv = tf_geometry.undistort_pixels(tf.cast(image_coords, tf.float64), self._K, self._dist)
       confidences = tf.maximum(tf.cast(scores, tf.float64), 0.0)
       outputs["joints_3d"] = tf.cast(
           triangulate_dlt(self._projections, uv, confidences), tf.float32)
@@ -528,7 +275,7 @@ class ExportModule(tf.Module):
     Returns:
       [B, V, C, C, J] fused crop heatmaps (Eq. 1 of `mf_tf.fusion.epipolar_fusion`).
     """
-    fundamental = crop_fundamental_matrices(
+    fundamental = tf_geometry.crop_fundamental_matrices(
         self._pair_fundamental, tf.cast(crop_affines, tf.float64), self.num_views)
 
     def fuse_frame(frame):
@@ -543,12 +290,15 @@ class ExportModule(tf.Module):
 
   def _serve_crops(self, crop_heatmaps, crop_affines):
     """crop_heatmaps [B, V, C, C, J], crop_affines [B, V, 3, 3] -> joints_2d, scores, 3D."""
-    crop_heatmaps, crop_affines = self._check_crops(crop_heatmaps, crop_affines)
+    crop_heatmaps, crop_affines = input_checks.check_crops(
+        crop_heatmaps, crop_affines, self.rig_name, self.num_views, self.crop_heatmap_size,
+        self.num_joints)
     fused = self.fuse_crops(crop_heatmaps, crop_affines)
-    coords, scores = self._crop_codec.decode(fused)  # [B, V, J, 2] crop heatmap px.
-    uv = apply_affine(tf.linalg.inv(tf.cast(crop_affines, tf.float64)),
-                      tf.cast(coords, tf.float64))  # Undistorted image px.
-    outputs = {"joints_2d": tf.cast(distort_pixels(uv, self._K, self._dist), tf.float32),
+    coords, scores = readout.decode_crops(fused, self._crop_codec)  # [B, V, J, 2] crop px.
+    uv = tf_geometry.apply_affine(tf.linalg.inv(tf.cast(crop_affines, tf.float64)),
+                                  tf.cast(coords, tf.float64))  # Undistorted image px.
+    outputs = {"joints_2d": tf.cast(tf_geometry.distort_pixels(uv, self._K, self._dist),
+                                    tf.float32),
                "scores": scores}
     if self.triangulate:
       confidences = tf.maximum(tf.cast(scores, tf.float64), 0.0)
@@ -564,98 +314,36 @@ class ExportModule(tf.Module):
 
   def _serve_uint8(self, images):
     """images: uint8 [B, V, S, S, 3] -> dict of outputs (module docstring)."""
-    images = self._check_images(images)
+    images = input_checks.check_images(images, self.rig_name, self.num_views, self.image_size)
     return self._images_to_outputs(tf.cast(images, tf.float32))
 
   def _serve_float32(self, images):
     """images: float32 [B, V, S, S, 3] in [0, 255] -> dict of outputs (module docstring)."""
-    return self._images_to_outputs(self._check_images(images))
+    return self._images_to_outputs(input_checks.check_images(
+        images, self.rig_name, self.num_views, self.image_size))
 
   def _serve_heatmaps(self, heatmaps):
     """heatmaps: float32 [B, V, H, W, J] -> dict of outputs without `initial_heatmaps`."""
-    return self._from_heatmaps(self._check_heatmaps(heatmaps))
+    return self._from_heatmaps(input_checks.check_heatmaps(
+        heatmaps, self.rig_name, self.num_views, self.heatmap_size, self.num_joints))
 
 
-# ----------------------------------------------------------------------------- files
-
-
-def _pid_alive(pid: int) -> bool:
-  """Whether a process `pid` exists on this host."""
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # It exists, owned by another user.
-    return True
-  return True
-
-
-def remove_stale_temporaries(model_dir: str, max_age_s: float = STALE_TEMP_AGE_S,
-                             now: float | None = None) -> list[str]:
-  """Removes the temporary version folders of `model_dir` that no running export owns.
-
-  A `.tmp-*` folder is stale when the pid in its name (`.tmp-<version>-<pid>-...`) is not a
-  running process on this host, or, for a name without a pid, when it was last modified more
-  than `max_age_s` ago. A folder of a running export is kept however old it is.
-
-  Args:
-    model_dir: `<export_dir>/<rig_name>`.
-    max_age_s: Age in seconds past which a folder without a pid is stale.
-    now: Current time (seconds since the epoch); None: `time.time()`.
-
-  Returns:
-    The folders removed.
-  """
-  if not os.path.isdir(model_dir):
-    return []
-  now = time.time() if now is None else float(now)
-  removed = []
-  for entry in sorted(os.listdir(model_dir)):
-    path = os.path.join(model_dir, entry)
-    if not entry.startswith(TEMP_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
-      continue
-    owner = _TEMP_OWNER.match(entry)
-    if owner:
-      pid = int(owner.group(1))
-      if _pid_alive(pid):
-        continue
-      reason = f"its export (pid {pid}) is no longer running"
-    else:
-      try:
-        age = now - os.stat(path).st_mtime
-      except FileNotFoundError:  # Renamed into place or removed meanwhile.
-        continue
-      if age <= max_age_s:
-        continue
-      reason = f"no pid in its name and last modified {age:.0f} s ago (> {max_age_s:.0f} s)"
-    shutil.rmtree(path, ignore_errors=True)
-    logging.warning("removed stale temporary export folder %s: %s", path, reason)
-    removed.append(path)
-  return removed
-
-
-def make_dirs_readable(path: str) -> None:
-  """Creates `path` and its missing parents with mode 0755, whatever the umask."""
-  missing = []
-  folder = os.path.abspath(path)
-  while not os.path.isdir(folder):
-    missing.append(folder)
-    folder = os.path.dirname(folder)
-  os.makedirs(path, exist_ok=True)
-  for folder in missing:
-    os.chmod(folder, DIR_MODE)
-
-
-def make_tree_readable(root: str) -> None:
-  """Sets folders under `root` (itself included) to 0755 and files to 0644; links are left."""
-  os.chmod(root, DIR_MODE)
-  for folder, dirs, files in os.walk(root):
-    for name in dirs:
-      if not os.path.islink(os.path.join(folder, name)):
-        os.chmod(os.path.join(folder, name), DIR_MODE)
-    for name in files:
-      if not os.path.islink(os.path.join(folder, name)):
-        os.chmod(os.path.join(folder, name), FILE_MODE)
+def _check_arguments(backbone, fusion, rig: Rig) -> tuple[int, int, int]:
+  """Raises unless backbone, fusion and rig fit together; returns (S, H, J) of the backbone."""
+  in_shape, out_shape = tuple(backbone.input_shape), tuple(backbone.output_shape)
+  if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 3 or None in in_shape[1:]:
+    raise ValueError(f"backbone input must be [N, S, S, 3] with S known, got {in_shape}")
+  if len(out_shape) != 4 or out_shape[1] != out_shape[2] or None in out_shape[1:]:
+    raise ValueError(f"backbone output must be [N, H, H, J] with H, J known, got {out_shape}")
+  if not isinstance(fusion, MaterializedFusion) or not fusion.built:
+    raise ValueError(f"fusion must be a built MaterializedFusion (AffineFusion.materialize()), "
+                     f"got {type(fusion).__name__}")
+  check_fusion_parameters(fusion, rig.name)  # Never serve NaN, Inf or a diverged theta.
+  if fusion.num_views != rig.num_views or tuple(fusion.heatmap_size) != out_shape[1:3]:
+    raise ValueError(f"fusion is for {fusion.num_views} views at {fusion.heatmap_size}, but rig "
+                     f"{rig.name!r} has {rig.num_views} views and the backbone gives "
+                     f"{out_shape[1]}x{out_shape[2]} heatmaps")
+  return int(in_shape[1]), int(out_shape[1]), int(out_shape[3])
 
 
 def warmup_log(rig_name: str, num_views: int, image_size: int, batch_size: int = 1):
@@ -690,8 +378,8 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
   Raises:
     FileExistsError: `version` already exists (versions are immutable once served).
   """
-  make_dirs_readable(model_dir)
-  remove_stale_temporaries(model_dir)
+  files.make_dirs_readable(model_dir)
+  files.remove_stale_temporaries(model_dir)
   if version is None:
     version = (model_config.latest_version(model_dir) or 0) + 1
   if int(version) < 1:
@@ -701,7 +389,7 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
     raise FileExistsError(f"version folder {final!r} already exists; versions are immutable")
   # A name that is not a number, so TF Serving ignores the folder while it is being written, and
   # that holds this process's pid, so a later export can tell whether its writer still runs.
-  temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{int(version)}-{os.getpid()}-", dir=model_dir)
+  temp = files.make_temporary_folder(model_dir, int(version))
   try:
     tf.saved_model.save(module, temp, signatures=module.signatures())
     extra = os.path.join(temp, ASSETS_EXTRA)
@@ -713,7 +401,7 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
       model_config.write_warmup_requests(
           os.path.join(extra, WARMUP_FILE),
           [warmup_log(module.rig_name, module.num_views, module.image_size)])
-    make_tree_readable(temp)  # mkdtemp makes 0700; the umask may strip the files' read bits.
+    files.make_tree_readable(temp)  # mkdtemp makes 0700; the umask may strip the files' read bits.
     os.rename(temp, final)
   except BaseException:
     shutil.rmtree(temp, ignore_errors=True)
@@ -749,7 +437,7 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
   model_config.check_model_name(rig.name)
   module = ExportModule(backbone, fusion, rig, sigma=sigma, triangulate=triangulate,
                         line_width_px=line_width_px, line_value=line_value)  # Checks first.
-  make_dirs_readable(export_dir)
+  files.make_dirs_readable(export_dir)
   record = dict(export_config or {})
   record.update(rig=rig.name, num_views=module.num_views, image_size=module.image_size,
                 heatmap_size=module.heatmap_size, num_joints=module.num_joints, sigma=float(sigma),

@@ -27,16 +27,13 @@ ASSETS_EXTRA = "assets.extra"  # Files beside the SavedModel that TF Serving rea
 WARMUP_FILE = "tf_serving_warmup_requests"  # In ASSETS_EXTRA; replayed by the server at load.
 EXPORT_CONFIG_FILE = "export_config.json"  # In ASSETS_EXTRA: the export's settings and shapes.
 _VERSION = re.compile(r"^[1-9][0-9]*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def check_model_name(name: str) -> str:
-  """Returns `name` if it can be a served model name and a folder name, else raises ValueError."""
-  if not isinstance(name, str) or not _NAME.match(name):
-    raise ValueError(
-        f"model name {name!r} is not usable as a served model and folder name; expected letters, "
-        "digits, '_', '-', '.' (not starting with '.' or '-')")
-  return name
+  """Returns `name` if it can be a served model name and a folder name, else raises ValueError
+  (`mf_tf.files.check_name`: 1-100 letters, digits, '.', '_' or '-', not starting with '.' or
+  '-')."""
+  return files.check_name(name, "model name")
 
 
 def versions(model_base_path: str) -> list[int]:
@@ -86,7 +83,7 @@ def exported_models(export_dir: str) -> list[str]:
   if not os.path.isdir(export_dir):
     return []
   return sorted(name for name in os.listdir(export_dir)
-                if _NAME.match(name) and versions(os.path.join(export_dir, name)))
+                if files.NAME_PATTERN.fullmatch(name) and versions(os.path.join(export_dir, name)))
 
 
 def build_models_config(names_to_base_paths: dict[str, str],
@@ -144,12 +141,6 @@ def read_models_config(path: str) -> dict[str, str]:
   return {entry.name: entry.base_path for entry in config.model_config_list.config}
 
 
-def write_text_atomically(path: str, text: str) -> None:
-  """Writes `text` atomically over `path`, readable by all (mode 0644: the server reading it, a
-  TF Serving container, may run as another user)."""
-  files.write_atomic(path, text)
-
-
 def write_models_config(export_dir: str, base_path_prefix: str | None = None,
                         num_versions: int = 1) -> str:
   """Writes `<export_dir>/models.config` listing every model exported under `export_dir`.
@@ -161,7 +152,9 @@ def write_models_config(export_dir: str, base_path_prefix: str | None = None,
     num_versions: How many of the latest versions the server keeps loaded.
 
   Returns:
-    The path written. The text is parsed back before it replaces the previous file.
+    The path written. The text is parsed back before it replaces the previous file, atomically and
+    readable by all (mode 0644: the server reading it, a TF Serving container, may run as another
+    user).
   """
   names = exported_models(export_dir)
   if not names:
@@ -171,7 +164,7 @@ def write_models_config(export_dir: str, base_path_prefix: str | None = None,
   text = text_format.MessageToString(config)
   parse_models_config(text)
   path = os.path.join(export_dir, MODELS_CONFIG)
-  write_text_atomically(path, text)
+  files.write_atomic(path, text)
   return path
 
 

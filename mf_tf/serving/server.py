@@ -16,7 +16,8 @@ would otherwise decode as all zeros), and for inputs that fail the signature's o
 count, image size, value range, NaN).
 
 A request is bounded before anything in it is decoded, from the TensorProtos' declared dtypes and
-shapes alone (a 29-byte TensorProto with one `int_val` may declare gigabytes):
+shapes alone (a 29-byte TensorProto with one `int_val` may declare gigabytes;
+`mf_tf.serving.request_limits`):
 
 - its bytes on the wire: gRPC refuses a message over `max_request_bytes` (RESOURCE_EXHAUSTED);
 - every input's shape: the signature's rank and, from the model's export record
@@ -42,14 +43,13 @@ import dataclasses
 import os
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from mf_tf.serving import batching as batching_lib
-from mf_tf.serving import export as export_lib
 from mf_tf.serving import model_config
+from mf_tf.serving import request_limits
 
 DEFAULT_SIGNATURE = "serving_default"
 # Images and heatmaps of several views exceed gRPC's 4 MiB default message size.
@@ -63,16 +63,6 @@ MAX_BATCH_FRAMES = 16
 # `*_val` lists take up to 2 bytes per uint8 value (varints), plus the request's envelope.
 _WIRE_FACTOR = 2
 _ENVELOPE_BYTES = 1024 * 1024
-# The TensorProto value list TensorFlow decodes for each dtype (tensor.cc, tensor_util.py).
-_VALUE_FIELDS = {
-    tf.float16: "half_val", tf.bfloat16: "half_val", tf.float32: "float_val",
-    tf.float64: "double_val", tf.int8: "int_val", tf.int16: "int_val", tf.int32: "int_val",
-    tf.uint8: "int_val", tf.uint16: "int_val", tf.int64: "int64_val", tf.uint32: "uint32_val",
-    tf.uint64: "uint64_val", tf.bool: "bool_val", tf.complex64: "scomplex_val",
-    tf.complex128: "dcomplex_val",
-}
-# complex values come as (real, imaginary) pairs in their list.
-_VALUES_PER_ELEMENT = {tf.complex64: 2, tf.complex128: 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +76,8 @@ class LoadedModel:
     module: The object returned by `tf.saved_model.load` (owns the variables).
     signatures: Signature name -> concrete function (keyword tensor inputs -> dict of tensors).
     input_shapes: Signature name -> input name -> the TensorShape a request must have (None:
-      any size), the signature's own shape refined by the export record (`expected_shapes`).
+      any size), the signature's own shape refined by the export record
+      (`request_limits.expected_shapes`).
   """
 
   name: str
@@ -95,66 +86,6 @@ class LoadedModel:
   module: object
   signatures: dict
   input_shapes: dict = dataclasses.field(default_factory=dict)
-
-
-def expected_shapes(signatures: dict, record: dict | None) -> dict:
-  """The shape every input of every signature must have, batch axis first.
-
-  The exported signatures declare any size on every axis (their graphs check the sizes, with a
-  message naming them); the export record (`assets.extra/export_config.json`, written by
-  `mf_tf.serving.export.export_rig`) gives the rig's fixed ones, so that a request can be
-  checked from its declared shape before anything is decoded.
-
-  Args:
-    signatures: Signature name -> concrete function.
-    record: The export record, or None (then only the signatures' own shapes are known).
-
-  Returns:
-    Signature name -> input name -> tf.TensorShape ([None, V, S, S, 3] for images, ...).
-  """
-  fixed = {}
-  if record:
-    try:
-      views, image, heatmap, joints = (int(record[key]) for key in (
-          "num_views", "image_size", "heatmap_size", "num_joints"))
-      crop = int(record.get("crop_heatmap_size", export_lib.CROP_HEATMAP_SIZE))
-    except (KeyError, TypeError, ValueError):
-      views = None
-    if views is not None:
-      fixed = {
-          (export_lib.SIGNATURE_IMAGES, "images"): [None, views, image, image, 3],
-          (export_lib.SIGNATURE_IMAGES_FLOAT, "images"): [None, views, image, image, 3],
-          (export_lib.SIGNATURE_HEATMAPS, "heatmaps"): [None, views, heatmap, heatmap, joints],
-          (export_lib.SIGNATURE_CROPS, "crop_heatmaps"): [None, views, crop, crop, joints],
-          (export_lib.SIGNATURE_CROPS, "crop_affines"): [None, views, 3, 3],
-      }
-  shapes = {}
-  for signature_name, function in signatures.items():
-    shapes[signature_name] = {}
-    for key, spec in _input_specs(function).items():
-      shape = spec.shape
-      known = fixed.get((signature_name, key))
-      if known is not None and shape.is_compatible_with(known):
-        shape = shape.merge_with(known)
-      shapes[signature_name][key] = shape
-  return shapes
-
-
-def largest_request_bytes(models: dict, max_batch: int) -> int | None:
-  """Decoded bytes of the largest valid request to any model, or None when a size is unknown."""
-  largest = 0
-  for model in models.values():
-    for signature_name, function in model.signatures.items():
-      specs = _input_specs(function)
-      total = 0
-      for key, shape in model.input_shapes.get(signature_name, {}).items():
-        dims = [max_batch if i == 0 and dim is None else dim
-                for i, dim in enumerate(shape.as_list())] if shape.rank is not None else [None]
-        if None in dims:
-          return None
-        total += int(np.prod(dims, dtype=np.int64)) * specs[key].dtype.size
-      largest = max(largest, total)
-  return largest
 
 
 def load_model(name: str, base_path: str, warmup: bool = True) -> LoadedModel:
@@ -177,7 +108,7 @@ def load_model(name: str, base_path: str, warmup: bool = True) -> LoadedModel:
   loaded = tf.saved_model.load(path)
   signatures = dict(loaded.signatures)
   model = LoadedModel(name=name, version=version, path=path, module=loaded, signatures=signatures,
-                      input_shapes=expected_shapes(
+                      input_shapes=request_limits.expected_shapes(
                           signatures, model_config.read_export_config(base_path, version)))
   warmup_path = os.path.join(path, model_config.ASSETS_EXTRA, model_config.WARMUP_FILE)
   if warmup and os.path.isfile(warmup_path):
@@ -216,34 +147,6 @@ def error_summary(message: str) -> str:
       return line
   lines = [line for line in lines if line != "Graph execution error:"]
   return lines[0] if lines else message
-
-
-def _input_specs(function) -> dict[str, tf.TensorSpec]:
-  """Keyword input name -> TensorSpec of a signature's concrete function."""
-  _, kwargs = function.structured_input_signature
-  return dict(kwargs)
-
-
-def _declared_shape(proto) -> list[int]:
-  return [int(dim.size) for dim in proto.tensor_shape.dim]
-
-
-def _value_count(proto, dtype: tf.DType) -> tuple[str, int]:
-  """(name, number of values) of the TensorProto list TensorFlow decodes for `dtype`."""
-  field = _VALUE_FIELDS.get(dtype)
-  if field is None:
-    return "tensor_content", 0
-  return field, len(getattr(proto, field)) // _VALUES_PER_ELEMENT.get(dtype, 1)
-
-
-def _shape_text(shape: tf.TensorShape, max_batch: int) -> str:
-  """"[batch <= 16, 3, 64, 64, 3]" for a TensorShape whose None axes take any size."""
-  if shape.rank is None:
-    return "any shape"
-  dims = shape.as_list()
-  return "[" + ", ".join(
-      (f"batch <= {max_batch}" if i == 0 else "any") if dim is None else str(dim)
-      for i, dim in enumerate(dims)) + "]"
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -290,81 +193,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"signatures: {names}")
     return model, signature_name, model.signatures[signature_name]
 
-  def _check_declared(self, context, model, signature_name, key, proto, spec) -> int:
-    """Checks one input from its declared dtype and shape; returns its decoded bytes."""
-    where = f"signature {signature_name!r} of model {model.name!r}"
-    if proto.dtype != spec.dtype.as_datatype_enum:
-      try:
-        declared = tf.dtypes.as_dtype(proto.dtype).name
-      except TypeError:
-        declared = f"enum {proto.dtype}"
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {key!r} has dtype {declared}, signature {signature_name!r} "
-                    f"expects {spec.dtype.name}")
-    expected = model.input_shapes.get(signature_name, {}).get(key, spec.shape)
-    shape = _declared_shape(proto)
-    wanted = _shape_text(expected, self.max_batch)
-    if proto.tensor_shape.unknown_rank or any(dim < 0 for dim in shape):
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {key!r} declares shape {shape} (unknown rank or a negative size); "
-                    f"{where} expects {wanted}")
-    if not expected.is_compatible_with(shape):
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {key!r} has shape {shape}, {where} expects {wanted}")
-    if expected.rank and expected[0] is None and shape[0] > self.max_batch:
-      context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"input {key!r} holds {shape[0]} frames (shape {shape}), at most "
-                    f"{self.max_batch} per request; split the batch")
-    count = int(np.prod(shape, dtype=object))  # Python ints: no overflow for absurd shapes.
-    size = count * spec.dtype.size
-    if size > self.max_request_bytes:  # Before the content checks: no length is compared.
-      return size
-    if proto.tensor_content:
-      if len(proto.tensor_content) != size:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"input {key!r} declares shape {shape} of {spec.dtype.name} ({size} "
-                      f"bytes) but its tensor_content holds {len(proto.tensor_content)} bytes")
-      return size
-    field, values = _value_count(proto, spec.dtype)
-    if count > 0 and values == 0:
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {key!r} declares shape {shape} but carries no values; expected "
-                    f"tensor_content or {field} (e.g. from tf.make_tensor_proto)")
-    if values > count:
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {key!r} declares shape {shape} ({count} values) but its {field} "
-                    f"holds {values}")
-    return size
-
-  def _inputs(self, request, context, model, signature_name, function):
-    specs = _input_specs(function)
-    given = set(request.inputs)
-    if given != set(specs):
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                    f"signature {signature_name!r} takes inputs {sorted(specs)}, "
-                    f"got {sorted(given)}")
-    # Limits first, from the declared dtypes and shapes alone: nothing is decoded for a refused
-    # request (a few bytes of TensorProto may declare gigabytes).
-    sizes = {key: self._check_declared(context, model, signature_name, key, request.inputs[key],
-                                       spec) for key, spec in specs.items()}
-    if sum(sizes.values()) > self.max_request_bytes:
-      shapes = {key: _declared_shape(request.inputs[key]) for key in specs}
-      context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"inputs {shapes} declare {sum(sizes.values())} bytes, at most "
-                    f"{self.max_request_bytes} per request; split the batch")
-    inputs = {}
-    for key, spec in specs.items():
-      try:
-        array = tf.make_ndarray(request.inputs[key])
-      except Exception as error:  # A malformed TensorProto: report it, do not crash.
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"input {key!r}: not a readable TensorProto ({error})")
-      inputs[key] = array
-    return inputs
-
   def Predict(self, request, context):  # noqa: N802 (gRPC method name)
     model, signature_name, function = self._resolve(request, context)
-    inputs = self._inputs(request, context, model, signature_name, function)
+    try:
+      inputs = request_limits.decode_inputs(request, model, signature_name, function,
+                                            self.max_batch, self.max_request_bytes)
+    except request_limits.RequestError as error:
+      context.abort(error.code, error.message)
     try:
       if self.batcher is None:
         outputs = batching_lib.call(function, inputs)
@@ -504,7 +339,7 @@ def start_server(models_config_path: str, host: str = "127.0.0.1", port: int = 0
   settings = batching_settings(models_config_path, batching)
   models = load_models(models_config_path, base_dir)
   if max_request_bytes is None:
-    largest = largest_request_bytes(models, int(max_batch))
+    largest = request_limits.largest_request_bytes(models, int(max_batch))
     max_request_bytes = (MAX_MESSAGE_BYTES if largest is None else
                          min(MAX_MESSAGE_BYTES, _WIRE_FACTOR * largest + _ENVELOPE_BYTES))
   if max_workers is None:

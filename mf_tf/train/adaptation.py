@@ -1,7 +1,7 @@
 """Adaptation of fusion to a new rig: a recipe's starts finetuned on K frames, the best one kept.
 
 The one adaptation path of mf_tf: --mode=finetune, the demo and the benchmark build the starts of
-a recipe (`start_layers`, `mf_tf.train.finetune.make_fusion_layer` with the recipe's theta
+a recipe (`start_layers`, `mf_tf.fusion.starts.make_fusion_layer` with the recipe's theta
 parameterization) and call `adapt`, which finetunes each (`finetune.finetune_fusion` with the
 recipe's loss, selection and proximal weight) and keeps the best through `mf_tf.train.selection`,
 the same selection that chose each start's epoch.
@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from absl import logging
 
+from mf_tf.fusion import starts as starts_lib
 from mf_tf.train import finetune
 from mf_tf.train import recipes as recipes_lib
 from mf_tf.train import selection
@@ -37,7 +38,7 @@ def start_layers(recipe: recipes_lib.Recipe, starts: Sequence[str], rig, heatmap
 
   Args:
     recipe: Gives `theta_grid` (NaiveFuse starts have no theta: always free matrices).
-    starts: `finetune.make_fusion_layer` methods, e.g. `recipe.starts` or ("affine",).
+    starts: `mf_tf.fusion.starts.STARTS` names, e.g. `recipe.starts` or ("affine",).
     rig, heatmap_size: The new rig and H = W.
     inits: {start: pretrained init} for the starts that read one (`checkpoints.load_init`).
     labels: [K, V, J, 2] labelled joints (self-calibrated starts).
@@ -47,7 +48,7 @@ def start_layers(recipe: recipes_lib.Recipe, starts: Sequence[str], rig, heatmap
   inits = dict(inits or {})
   layers = []
   for index, start in enumerate(starts):
-    layers.append((start, finetune.make_fusion_layer(
+    layers.append((start, starts_lib.make_fusion_layer(
         start, rig, heatmap_size, init=inits.get(start), labels=labels, temperature=temperature,
         line_width_px=line_width_px, line_value=line_value,
         theta_grid=0 if start == "naive" else recipe.theta_grid,

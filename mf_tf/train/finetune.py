@@ -25,9 +25,9 @@ import tensorflow as tf
 from absl import logging
 
 from mf_tf.data import codec as codec_lib
-from mf_tf.fusion import calibrated as calibrated_lib
 from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import ops
+from mf_tf.fusion import starts
 from mf_tf.fusion import warp_kernel
 from mf_tf.geometry.rig import Rig
 from mf_tf.geometry.rig import ordered_pairs
@@ -35,12 +35,6 @@ from mf_tf.geometry.rig import pair_index
 from mf_tf.train import selection as selection_lib
 from mf_tf.train import stopping
 from mf_tf.train import summaries
-
-METHODS = ("metafuse", "affine", "naive", "calibrated", "metafuse_calibrated",
-           "self_calibrated", "metafuse_self_calibrated")
-# Methods whose theta comes from the labelled joints of the K frames (`labels`).
-LABEL_GEOMETRY_METHODS = ("self_calibrated", "metafuse_self_calibrated")
-
 
 class _FusionFit(keras.Model):
   """Training wrapper: heatmaps -> fused, loss = `ops.fusion_loss` with per-joint weights.
@@ -161,12 +155,6 @@ def _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile, c
   return model
 
 
-def validate_rig(rig: Rig) -> None:
-  """Raises ValueError unless the rig can be fused (at least 2 cameras)."""
-  if rig.num_views < 2:
-    raise ValueError(f"rig {rig.name!r} has {rig.num_views} camera; fusion needs at least 2")
-
-
 def select_shots(num_available: int, shots: int, seed: int) -> np.ndarray:
   """Indices of K labelled frames drawn without replacement from `num_available`.
 
@@ -179,93 +167,6 @@ def select_shots(num_available: int, shots: int, seed: int) -> np.ndarray:
     raise ValueError(f"shots K={shots} is larger than the {num_available} frames available")
   return np.sort(np.random.default_rng(seed).choice(num_available, size=int(shots),
                                                     replace=False))
-
-
-def make_fusion_layer(method: str, rig: Rig, heatmap_size: int, *, init=None,
-                      temperature: float = ops.DEFAULT_TEMPERATURE,
-                      line_width_px: float = 1.0, line_value: float = 0.3,
-                      theta_grid: int = 0, labels=None,
-                      name: str = "fusion") -> keras.layers.Layer:
-  """The fusion layer of `method` for `rig`, initialized for finetuning.
-
-  Args:
-    method: "metafuse" / "affine": `AffineFusion` with omega_base = init.omega_base (frozen) and
-      every pair's theta = init.theta ([HW, 6], or [P, HW, 6] taken as is when P matches);
-      "metafuse_calibrated": the calibrated variant of meta-training (both rigs calibrated; a
-      departure from the paper): omega_base = init.omega_base (frozen), every pair's theta =
-      its calibrated theta (`calibrated.calibrated_theta` of the rig) + init.theta (the
-      meta-learned residual delta [HW, 6]);
-      "calibrated": `AffineFusion` from the rig's epipolar geometry (MetaFuse^0), omega_base
-      frozen; "self_calibrated": the same for a rig given WITHOUT usable calibration: every
-      pair's fundamental matrix is estimated from the labelled joints `labels` (robust
-      normalized eight-point, `calibrated.self_calibrated_theta`);
-      "metafuse_self_calibrated": "metafuse_calibrated" with the self-calibrated theta in place
-      of the calibrated one (no calibration needed: the K labels give the geometry, meta-training
-      the residual and the base); "naive": `NaiveFusion`, matrices from `init` ([P0, HW, HW] pretrained; taken pair by
-      pair when P0 = P, else every pair starts from their mean) or zeros when init is None.
-    rig: The new rig (V >= 2).
-    heatmap_size: H = W.
-    init: `MetaParams`-like (omega_base, theta) for metafuse/affine; matrices array for naive.
-    temperature: Softmax temperature T.
-    line_width_px: Calibrated init: line cross-section std in px.
-    line_value: Calibrated init: line peak.
-    labels: "self_calibrated": [K, V, J, 2] labelled joints of the K frames, heatmap px.
-    theta_grid: AffineFusion methods: 0 trains the per-pixel theta (the paper); g >= 2 trains a
-      smooth g x g residual field on top of the initial theta (`AffineFusion`).
-    name: Layer name.
-
-  Returns:
-    A built fusion layer.
-  """
-  validate_rig(rig)
-  if method not in METHODS:
-    raise ValueError(f"unknown finetune method {method!r}; expected one of {METHODS}")
-  num_views, size = rig.num_views, int(heatmap_size)
-  shape = (None, num_views, size, size, 1)
-  if method == "naive":
-    layer = fusion_layers.NaiveFusion(num_views, size, temperature, name=name)
-    layer.build(shape)
-    if init is not None:
-      matrices = np.asarray(init, np.float32)
-      pairs, pixels = layer.num_pairs, size * size
-      if matrices.ndim != 3 or matrices.shape[1:] != (pixels, pixels):
-        raise ValueError(f"naive init has shape {matrices.shape}, expected [P0, {pixels}, "
-                         f"{pixels}]")
-      if matrices.shape[0] != pairs:
-        matrices = np.repeat(matrices.mean(axis=0, keepdims=True), pairs, axis=0)
-      layer.matrices.assign(matrices)
-    return layer
-  if method == "calibrated":
-    return calibrated_lib.calibrated_fusion(rig, size, temperature, line_width_px, line_value,
-                                            theta_grid=theta_grid, name=name)
-  layer = fusion_layers.AffineFusion(num_views, size, temperature, train_base=False,
-                                     theta_grid=theta_grid, name=name)
-  layer.build(shape)
-  label_theta = None
-  if method in LABEL_GEOMETRY_METHODS:
-    if labels is None:
-      raise ValueError(f"method {method!r} needs the labelled joints (labels=[K, V, J, 2])")
-    labels = np.asarray(labels, np.float64)
-    if labels.ndim != 4 or labels.shape[1] != num_views or labels.shape[-1] != 2:
-      raise ValueError(f"labels have shape {labels.shape}, expected [K, {num_views}, J, 2] for "
-                       f"rig {rig.name!r}")
-    inside = np.all((labels >= -0.5) & (labels < size - 0.5), axis=-1)
-    label_theta = calibrated_lib.self_calibrated_theta(labels, num_views, size, valid=inside)
-  if method == "self_calibrated":
-    layer.assign_parameters(calibrated_lib.calibrated_base(size, line_width_px, line_value),
-                            label_theta)
-    return layer
-  if init is None:
-    raise ValueError(f"method {method!r} needs the pretrained (omega_base, theta) init")
-  omega, theta = (np.asarray(p, np.float32) for p in init)
-  if theta.ndim == 2:
-    theta = np.repeat(theta[None], layer.num_pairs, axis=0)
-  if method == "metafuse_calibrated":
-    theta = calibrated_lib.calibrated_theta(rig, size) + theta
-  elif method == "metafuse_self_calibrated":
-    theta = label_theta + theta
-  layer.assign_parameters(omega, theta)
-  return layer
 
 
 # Scales of the least-squares NaiveFuse matrices tried on validation frames (1: the MSE optimum).
@@ -377,21 +278,18 @@ def solve_naive_fusion(layer: fusion_layers.NaiveFusion, heatmaps, joints2d, *,
   (ties: the smaller change), so the result is never below the start on validation frames.
 
   With `epipolar_rig`, one more candidate is scored: the epipolar matrices of the geometry
-  estimated from the training split's labels alone (`make_fusion_layer("self_calibrated")`
-  materialized; the rig's calibration is not used). Those matrices are a point of NaiveFuse's
-  own parameter space that no estimator from zero reaches on a few thousand frames (the MSE
-  optimum, scaled or not, and co-occurrence maps of the labels all stay 3 points below it on
-  Human3.6M), and by NaiveFuse's own training loss they are the better solution there
-  (validation CE 1.15 against 2.04 for the scaled MSE optimum): a start for the free matrices,
-  not a different model. Ties keep the earlier candidate (start, least squares, epipolar).
+  estimated from the training split's labels alone (`starts.make_fusion_layer("self_calibrated")`
+  materialized; the rig's calibration is not used): a point of NaiveFuse's own parameter space
+  that the estimators from zero do not reach on a few thousand frames (measured in BUILD.md,
+  `benchmarks/naive_full_study.py`), a start for the free matrices, not a different model.
+  Ties keep the earlier candidate (start, least squares, epipolar).
 
   Args:
     layer: A built `NaiveFusion` (its matrices are replaced in place by the kept candidate).
     heatmaps: [N, V, H, W, J] initial heatmaps.
     joints2d: [N, V, J, 2] true joints in heatmap px.
     target_sigma: Target std in heatmap px.
-    ridge: `naive_least_squares` ridge per row.
-    scales: Positive factors of the least-squares matrices to try.
+    ridge, scales: `naive_least_squares` ridge per row; positive factors of its matrices.
     validation_fraction, seed: The validation split (as `finetune_fusion`).
     head_size_px: Validation detection radius (as `finetune_fusion`).
     epipolar_rig: The rig, for the epipolar candidate (None: least squares only).
@@ -430,10 +328,8 @@ def solve_naive_fusion(layer: fusion_layers.NaiveFusion, heatmaps, joints2d, *,
                 ("least_squares", val_jdr[best_scale], best_scale * solution, best_scale)]
   epipolar_jdr = None
   if epipolar_rig is not None:
-    epipolar = make_fusion_layer(
-        "self_calibrated", epipolar_rig, heatmaps.shape[2], labels=joints2d[train],
-        temperature=layer.temperature, line_width_px=line_width_px, line_value=line_value,
-        name=f"{layer.name}_epipolar").materialize().matrices.numpy()
+    epipolar = _label_geometry_matrices(layer, epipolar_rig, heatmaps.shape[2], joints2d[train],
+                                        line_width_px, line_value)
     epipolar_jdr = score(epipolar)
     candidates.append(("epipolar", epipolar_jdr, epipolar, 0.0))
   kept = candidates[selection_lib.best_index([candidate[1] for candidate in candidates])]
@@ -448,6 +344,15 @@ def solve_naive_fusion(layer: fusion_layers.NaiveFusion, heatmaps, joints2d, *,
           "train_frames": int(len(train)), "restored_init": kept[0] == "initial"}
 
 
+def _label_geometry_matrices(layer, rig: Rig, size: int, labels, line_width_px: float,
+                             line_value: float) -> np.ndarray:
+  """[P, HW, HW] matrices of the epipolar fusion of the labels' geometry (self-calibrated)."""
+  epipolar = starts.make_fusion_layer(
+      "self_calibrated", rig, size, labels=labels, temperature=layer.temperature,
+      line_width_px=line_width_px, line_value=line_value, name=f"{layer.name}_epipolar")
+  return epipolar.materialize().matrices.numpy()
+
+
 def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sigma: float,
                     learning_rate: float = 5e-3, epochs: int = 30, batch_size: int = 8,
                     validation_fraction: float = 0.2, patience: int = 5, seed: int = 0,
@@ -458,10 +363,9 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
                     stop: stopping.StopRequest | None = None) -> dict:
   """Trains a fusion layer in place on labelled frames with Keras `fit` (paper Sec. 4.3).
 
-  The one fusion training loop of mf_tf: few-shot finetuning (MetaFuse^K, AffineFuse^K,
-  NaiveFuse^K, calibrated variants) and NaiveFuse training on a whole rig's frames use it.
-  `AffineFusion` trains theta only (its omega_base must be frozen, `train_base=False`; with
-  `theta_grid` its smooth residual field); `NaiveFusion` trains its matrices.
+  The one fusion training loop of mf_tf (few-shot finetuning of every start, NaiveFuse on a
+  whole rig's frames). `AffineFusion` trains theta only (omega_base frozen, `train_base=False`;
+  with `theta_grid` its smooth residual field); `NaiveFusion` trains its matrices.
 
   Model selection: the initial parameters and the parameters after every epoch are candidates;
   the one with the best validation criterion is kept (`selection`, through
@@ -472,45 +376,68 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   stops after `patience` epochs without a new best.
 
   Args:
-    layer: From `make_fusion_layer` (built, V views, H x H heatmaps).
+    layer: From `starts.make_fusion_layer` (built, V views, H x H heatmaps).
     heatmaps: [K, V, H, W, J] initial heatmaps of the K frames.
     joints2d: [K, V, J, 2] ground-truth joints in heatmap px; joints inside the heatmap are
       supervised (Gaussian targets of std `target_sigma`).
     target_sigma: Target std in heatmap px.
-    learning_rate: Adam learning rate (paper: 5e-3).
-    epochs: Maximum epochs.
-    batch_size: Frames per step.
+    learning_rate, epochs, batch_size: Adam learning rate (paper: 5e-3), maximum epochs, frames
+      per step.
     validation_fraction: Share of the K frames held out for selection (at least one frame
       each side).
-    patience: Epochs without a new best before stopping.
-    seed: Seed of the train/validation split and shuffling.
-    log_dir: Optional TensorBoard directory.
-    progress: Keras progress bar.
+    patience, seed: Epochs without a new best before stopping; seed of the split and shuffling.
+    log_dir, progress: Optional TensorBoard directory; Keras progress bar.
     jit_compile: Compile the train step with XLA; None: where the warp does not run on the
       kernels (`warp_kernel.xla_for_warps()`: a GPU, or kernels that cannot build).
     loss_temperature: Softmax temperature of the training loss; None: the layer's temperature
       (the read-out temperature).
-    loss: `ops.fusion_loss` kind, "mse" or "ce".
+    loss, selection: `ops.fusion_loss` kind ("mse" or "ce"); "val_jdr" or "val_loss".
     proximal: Weight of the squared distance of the trained weights from their start.
-    selection: "val_jdr" or "val_loss".
     head_size_px: Head size for the validation JDR (detected within half of it), heatmap px:
       a scalar or [K, V] per frame and view (e.g. the frames' "head_size"; <= 0 or nan drops
       the view); None: CrossView's 0.1 of the side (25.6 px at 256 px input).
-    compiled: Optional dict that keeps the compiled training step between calls. Pass the same
-      dict to finetune the same layer object again from new weights (e.g. one layer per method,
-      its weights set for every K): with the same loss, temperature, proximal weight, learning
-      rate and `jit_compile` the step is not traced and compiled again (Adam and the proximal
-      anchors restart from the new weights). Anything else compiles a new step in its place.
+    compiled: Optional dict keeping the compiled step between calls on the same layer object
+      (new weights, same loss, temperature, proximal weight, learning rate and `jit_compile`:
+      not traced again; Adam and the proximal anchors restart from the new weights).
     stop: Optional stop request (`stopping.deferred_stop_signals`): once a signal is recorded,
       training ends after the current step (the layer holds the best parameters so far).
 
   Returns:
     {"epochs": int, "loss": [...], "val_loss": [...], "val_jdr": [...],
-    "initial_val_loss": float, "initial_val_jdr": float, "best_val_jdr": float, "best_val_loss":
-    float (of the kept parameters), "best_epoch": int (0: the initial parameters), "restored_init": bool, "selection": str, "stopped_by": the signal's name
+    "initial_val_loss": float, "initial_val_jdr": float, "best_val_jdr": float,
+    "best_val_loss": float (of the kept parameters), "best_epoch": int (0: the initial
+    parameters), "restored_init": bool, "selection": str, "stopped_by": the signal's name
     ("SIGTERM") when `stop` ended training early, else ""}.
   """
   heatmaps, joints2d = _check_frames(heatmaps, joints2d)
+  _check_training(layer, learning_rate, epochs, batch_size, patience, selection, loss, proximal)
+  val, train = _split(heatmaps.shape[0], validation_fraction, seed)
+  target, weights = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma).encode(joints2d)
+  target, weights = target.numpy(), weights.numpy()
+  temperature = layer.temperature if loss_temperature is None else float(loss_temperature)
+  if not temperature > 0:
+    raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
+  threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
+  if jit_compile is None:
+    jit_compile = warp_kernel.xla_for_warps()
+  model = _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile,
+                     {} if compiled is None else compiled)
+  selector = _SelectByValidation(model, heatmaps[val], joints2d[val],
+                                 (tf.constant(target[val]), tf.constant(weights[val])), threshold,
+                                 layer.temperature, patience, selection)
+  callbacks = [selector] + ([_StopOnRequest(stop)] if stop is not None else [])
+  if log_dir:
+    callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
+  keras.utils.set_random_seed(seed)
+  history = model.fit(heatmaps[train], (target[train], weights[train]),
+                      epochs=epochs, batch_size=batch_size, shuffle=True,
+                      callbacks=callbacks, verbose=1 if progress else 0)
+  return _finetune_result(history.history, selector, selection, stop)
+
+
+def _check_training(layer, learning_rate, epochs, batch_size, patience, selection, loss,
+                    proximal) -> None:
+  """ValueError naming the first bad `finetune_fusion` setting."""
   if not learning_rate > 0:
     raise ValueError(f"finetune learning_rate={learning_rate}, expected > 0")
   if epochs < 1 or batch_size < 1 or patience < 0:
@@ -526,30 +453,12 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   if isinstance(layer, fusion_layers.AffineFusion) and layer.omega_base.trainable:
     raise ValueError("finetuning trains theta only: build the AffineFusion with "
                      "train_base=False (paper Sec. 4.3)")
-  val, train = _split(heatmaps.shape[0], validation_fraction, seed)
-  target, weights = codec_lib.HeatmapCodec(heatmaps.shape[2], target_sigma).encode(joints2d)
-  target, weights = target.numpy(), weights.numpy()
-  temperature = layer.temperature if loss_temperature is None else float(loss_temperature)
-  if not temperature > 0:
-    raise ValueError(f"loss_temperature={loss_temperature}, expected > 0")
-  threshold = _jdr_threshold(head_size_px, heatmaps.shape, val)
-  if jit_compile is None:
-    jit_compile = warp_kernel.xla_for_warps()
-  model = _fit_model(layer, temperature, loss, proximal, learning_rate, jit_compile,
-                     {} if compiled is None else compiled)
-  selector = _SelectByValidation(model, heatmaps[val], joints2d[val],
-                                 (tf.constant(target[val]), tf.constant(weights[val])), threshold,
-                                 layer.temperature, patience, selection)
+
+
+def _finetune_result(history: dict, selector: _SelectByValidation, selection: str,
+                     stop: stopping.StopRequest | None) -> dict:
+  """`finetune_fusion`'s result (its Returns) from Keras' history and the selection."""
   initial_jdr, initial_val = selector.initial_jdr, selector.initial_loss
-  callbacks = [selector]
-  if stop is not None:
-    callbacks.append(_StopOnRequest(stop))
-  if log_dir:
-    callbacks.append(summaries.ScalarLogger(log_dir, "finetune"))
-  keras.utils.set_random_seed(seed)
-  history = model.fit(heatmaps[train], (target[train], weights[train]),
-                      epochs=epochs, batch_size=batch_size, shuffle=True,
-                      callbacks=callbacks, verbose=1 if progress else 0)
   restored_init = selector.best_epoch == 0
   best_jdr = initial_jdr if restored_init else selector.jdr[selector.best_epoch - 1]
   if restored_init:
@@ -558,9 +467,9 @@ def finetune_fusion(layer: keras.layers.Layer, heatmaps, joints2d, *, target_sig
   else:
     logging.info("finetune: kept epoch %d of %d (validation JDR %.1f%% -> %.1f%%)",
                  selector.best_epoch, len(selector.jdr), initial_jdr, best_jdr)
-  return {"epochs": len(history.history["loss"]),
-          "loss": [float(v) for v in history.history["loss"]],
-          "val_loss": [float(v) for v in history.history["val_loss"]],
+  return {"epochs": len(history["loss"]),
+          "loss": [float(v) for v in history["loss"]],
+          "val_loss": [float(v) for v in history["val_loss"]],
           "val_jdr": [float(v) for v in selector.jdr],
           "initial_val_loss": initial_val, "initial_val_jdr": initial_jdr,
           "best_val_jdr": float(best_jdr), "best_val_loss": float(selector.best_loss),

@@ -10,7 +10,8 @@ outer gradient with one XLA-compiled function, and applies Adam. Under a tf.dist
 the tasks are split evenly over replicas; each replica's gradient is scaled by
 1 / tasks_per_step, so the optimizer's all-reduce (sum) gives the mean over all tasks.
 
-Checkpoints (<workdir>/checkpoints/ckpt-N) are verified on resume:
+Checkpoints (<workdir>/checkpoints/ckpt-N, `mf_tf.train.metatrain_checkpoints`) are verified on
+resume:
 
   * Each checkpoint has a sidecar `ckpt-N.run.json` holding the `MamlSettings` and a fingerprint
     of the data (pool frame count and content hash, the training pairs, the init). Resuming with
@@ -29,21 +30,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import glob
-import hashlib
-import json
 import os
-import shutil
 from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from google.protobuf import text_format
 
-from mf_tf import files
-from mf_tf.checkpoints import CheckpointError
 from mf_tf.checkpoints import ParameterError
 from mf_tf.checkpoints import check_parameters
 from mf_tf.fusion import calibrated as calibrated_lib
@@ -51,13 +45,9 @@ from mf_tf.fusion import layers as fusion_layers
 from mf_tf.fusion import warp_kernel
 from mf_tf.meta import maml
 from mf_tf.meta import tasks as tasks_lib
+from mf_tf.train import metatrain_checkpoints as meta_checkpoints
 from mf_tf.train import stopping
 from mf_tf.train import summaries
-
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_NAME = "ckpt"  # Checkpoint prefixes: <workdir>/checkpoints/ckpt-<step>.
-RUN_INFO_SUFFIX = ".run.json"  # Sidecar of each checkpoint prefix: settings + data fingerprint.
-
 
 @dataclasses.dataclass(frozen=True)
 class MamlSettings:
@@ -241,155 +231,6 @@ def check_loop_settings(num_steps: int, checkpoint_every: int) -> None:
       raise ValueError(f"metatrain {name}={value!r}, expected an integer >= 1")
 
 
-# Arrays larger than this are hashed on a strided sample (dense pools are gigabytes).
-_HASH_FULL_BYTES = 64 << 20
-_HASH_STRIDE = 7
-
-
-def _hash_arrays(*arrays) -> str:
-  digest = hashlib.sha256()
-  for array in arrays:
-    if array is None:
-      digest.update(b"none;")
-      continue
-    array = np.asarray(array)
-    digest.update(f"{array.dtype.str}{array.shape};".encode())
-    if array.nbytes > _HASH_FULL_BYTES:
-      array = array.reshape(-1)[::_HASH_STRIDE]
-    digest.update(np.ascontiguousarray(array).tobytes())
-  return digest.hexdigest()[:16]
-
-
-def data_fingerprint(pool: tasks_lib.FramePool, pairs, init: maml.MetaParams,
-                     theta_by_pair=None) -> dict:
-  """What a meta-training run trains on, to tell a checkpoint of other data on resume.
-
-  Args:
-    pool: The frame pool.
-    pairs: [P, 2] training pairs.
-    init: Initial meta-parameters.
-    theta_by_pair: Calibrated variant's per-pair theta, or None.
-
-  Returns:
-    JSON-ready dict: pool frame count and shape, SHA-256 prefixes of the pool arrays, the pairs
-    and the init (arrays over 64 MiB are hashed on every 7th value).
-  """
-  return {
-      "pool_frames": pool.num_frames,
-      "pool_views": pool.num_views,
-      "pool_joints": pool.num_joints,
-      "heatmap_size": int(pool.heatmap_size),
-      "pool_sha256": _hash_arrays(pool.joints2d, pool.visibility, pool.heatmaps, pool.peaks,
-                                  pool.amplitudes, pool.noise_seed,
-                                  np.asarray([pool.detector_sigma, pool.detector_noise])),
-      "pairs_sha256": _hash_arrays(np.asarray(pairs, np.int64)),
-      "init": "calibrated" if theta_by_pair is not None else "shared",
-      "init_sha256": _hash_arrays(init.omega_base, init.theta, theta_by_pair),
-  }
-
-
-def _run_info(settings: MamlSettings, fingerprint: dict) -> dict:
-  return {"settings": dataclasses.asdict(settings), "data": fingerprint}
-
-
-def run_differences(stored: dict, current: dict, step: int) -> list[str]:
-  """Each setting or data property that differs between two run infos, as "name: old -> new".
-
-  num_steps differs only when the new value is below `step` (the checkpoint's step): the task
-  batch of a step does not depend on num_steps, so a longer run continues honestly.
-  """
-  problems = []
-  for section in ("settings", "data"):
-    old, new = stored.get(section) or {}, current[section]
-    for key in sorted(set(old) | set(new)):
-      before, after = old.get(key, "(absent)"), new.get(key, "(absent)")
-      if section == "settings" and key == "num_steps":
-        if isinstance(after, int) and after < step:
-          problems.append(f"num_steps: {before} -> {after} (below the checkpoint's step {step})")
-        continue
-      if isinstance(before, list):
-        before = tuple(before)
-      if isinstance(after, list):
-        after = tuple(after)
-      if before != after:
-        problems.append(f"{key}: {before} -> {after}")
-  return problems
-
-
-def _write_json_atomic(path: str, value: dict) -> None:
-  files.write_atomic(path, json.dumps(value, indent=1))
-
-
-def _checkpoint_files(prefix: str) -> list[str]:
-  return sorted(glob.glob(glob.escape(prefix) + ".data-*")) + [prefix + ".index"]
-
-
-def _restore_intact(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
-                    run_info: dict) -> str | None:
-  """Restores the newest readable checkpoint of `manager` after checking its run info.
-
-  Returns:
-    The restored checkpoint prefix, or None when there is no checkpoint.
-
-  Raises:
-    CheckpointError: no checkpoint is readable, or the restored one was written with other
-      settings or data (every difference listed).
-  """
-  prefixes = list(manager.checkpoints)
-  if not prefixes:  # No (readable) state file: the checkpoints on disk, by step.
-    found = glob.glob(os.path.join(glob.escape(manager.directory), f"{CHECKPOINT_NAME}-*.index"))
-    prefixes = sorted((path[:-len(".index")] for path in found),
-                      key=lambda prefix: int(prefix.rsplit("-", 1)[1]) if
-                      prefix.rsplit("-", 1)[1].isdigit() else -1)
-  unreadable = []
-  for prefix in reversed(prefixes):
-    try:
-      checkpoint.restore(prefix).assert_existing_objects_matched()
-    except (IndexError, ValueError, AssertionError, tf.errors.OpError) as error:
-      reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
-      unreadable.append(f"{prefix} ({reason})")
-      logging.warning("metatrain: checkpoint %s is unreadable (%s; files %s); falling back to the "
-                      "previous checkpoint", prefix, reason, _checkpoint_files(prefix))
-      continue
-    step = int(checkpoint.step.numpy())
-    info_path = prefix + RUN_INFO_SUFFIX
-    try:
-      with open(info_path) as stream:
-        stored = json.load(stream)
-    except (OSError, json.JSONDecodeError) as error:
-      logging.warning("metatrain: %s is missing or unreadable (%s): cannot verify that "
-                      "checkpoint %s was written with the current settings and data",
-                      info_path, error, prefix)
-      return prefix
-    problems = run_differences(stored, run_info, step)
-    if problems:
-      raise CheckpointError(
-          f"checkpoint {prefix} (step {step}) was written with other settings or data: "
-          + "; ".join(problems) + ". Use the same settings to resume it, or pass restart=True "
-          "(--config.metatrain.restart=True) to discard its checkpoints and start over")
-    return prefix
-  if unreadable:
-    raise CheckpointError(
-        f"no intact checkpoint in {manager.directory}: " + "; ".join(unreadable)
-        + ". Pass restart=True (--config.metatrain.restart=True) to start over")
-  return None
-
-
-def _save_checkpoint(manager: tf.train.CheckpointManager, step: int, run_info: dict) -> str:
-  """Saves checkpoint `step` with its run-info sidecar; drops sidecars of deleted checkpoints."""
-  prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{step}")
-  # The sidecar first: a checkpoint never exists without it (a stray sidecar is harmless).
-  os.makedirs(manager.directory, exist_ok=True)
-  _write_json_atomic(prefix + RUN_INFO_SUFFIX, {**run_info, "step": step})
-  saved = manager.save(checkpoint_number=step)
-  kept = set(manager.checkpoints)
-  for path in glob.glob(os.path.join(glob.escape(manager.directory), "*" + RUN_INFO_SUFFIX)):
-    if path[:-len(RUN_INFO_SUFFIX)] not in kept:
-      os.remove(path)
-  logging.info("metatrain: saved checkpoint %s (step %d)", saved, step)
-  return saved
-
-
 def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *,
                      init: maml.MetaParams | None = None, workdir: str | None = None,
                      strategy: tf.distribute.Strategy | None = None, checkpoint_every: int = 50,
@@ -428,33 +269,16 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
     KeyboardInterrupt / SystemExit: after SIGINT / SIGTERM (with the checkpoint saved).
   """
   check_loop_settings(settings.num_steps, checkpoint_every)
-  init = init if init is not None else default_meta_params(pool.heatmap_size)
-  size = pool.heatmap_size
-  if tuple(np.shape(init.omega_base)) != (size, size):
-    raise ValueError(f"init omega_base has shape {np.shape(init.omega_base)}, expected "
-                     f"{(size, size)} (the pool's heatmap size)")
+  init = _initial_params(init, pool.heatmap_size)
   sampler = tasks_lib.TaskSampler(pool, pairs, settings.support_size, settings.query_size,
                                   settings.target_sigma, settings.seed)
   learner = MetaLearner(init, settings, strategy)
-  manager = writer = None
-  run_info = None
+  manager = writer = run_info = None
   if workdir:
-    run_info = _run_info(settings, data_fingerprint(pool, pairs, init, theta_by_pair))
-    checkpoint_dir = os.path.join(workdir, CHECKPOINT_DIR)
-    if restart and os.path.isdir(checkpoint_dir):
-      logging.warning("metatrain: restart=True: discarding the checkpoints in %s", checkpoint_dir)
-      shutil.rmtree(checkpoint_dir)
-    try:
-      manager = tf.train.CheckpointManager(learner.checkpoint, checkpoint_dir, max_to_keep=2,
-                                           checkpoint_name=CHECKPOINT_NAME)
-    except (tf.errors.OpError, ValueError, text_format.ParseError) as error:
-      raise CheckpointError(
-          f"checkpoint state file {os.path.join(checkpoint_dir, 'checkpoint')} is unreadable "
-          f"({type(error).__name__}: {error}); pass restart=True "
-          "(--config.metatrain.restart=True) to start over") from error
-    restored = _restore_intact(learner.checkpoint, manager, run_info)
-    if restored:
-      logging.info("metatrain: resumed from %s at step %d", restored, int(learner.step))
+    run_info = meta_checkpoints.run_info(
+        settings, meta_checkpoints.data_fingerprint(pool, pairs, init, theta_by_pair))
+    manager = meta_checkpoints.open_checkpoints(learner.checkpoint, workdir, run_info,
+                                                restart=restart)
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
   start = int(learner.step.numpy())
   if start >= settings.num_steps:
@@ -469,28 +293,12 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
   try:
     with stop_signals as stop:
       for step in range(start, settings.num_steps):
-        pairs_drawn, frames = sampler.draw(step, settings.tasks_per_step)
-        support, query = sampler.make_splits(pairs_drawn, frames)
-        offset = (None if theta_by_pair is None else
-                  pair_theta_offsets(theta_by_pair, pairs_drawn, pool.num_views))
-        metrics = learner.train_step(support, query, theta_offset=offset)
-        if not all(np.isfinite(list(metrics.values()))):
-          raise ParameterError(f"metatrain step {step + 1}: non-finite losses {metrics}; "
-                               "expected finite ones (training diverged: lower inner_lr or "
-                               "outer_lr; nothing was saved)")
-        if writer is not None:
-          with writer.as_default(step=step + 1):
-            for key, value in metrics.items():
-              summaries.write_scalar(f"metatrain/{key}", value, step + 1)
-        if bar is not None:
-          bar.update(step + 1, values=list(metrics.items()))
+        metrics = _outer_step(learner, sampler, step, settings.tasks_per_step,
+                              theta_by_pair=theta_by_pair, num_views=pool.num_views)
+        _record(step + 1, metrics, writer=writer, bar=bar)
         if manager is not None and ((step + 1) % checkpoint_every == 0
                                     or step + 1 == settings.num_steps or stop.requested):
-          # A diverged run (finite losses, absurd parameters) is stopped, never saved.
-          params = learner.params
-          check_parameters({"omega_base": params.omega_base, "theta": params.theta},
-                           f"metatrain step {step + 1} (checkpoint in {manager.directory!r})")
-          _save_checkpoint(manager, step + 1, run_info)
+          _checkpoint(learner, manager, step + 1, run_info)
         if stop.requested:
           logging.warning("metatrain: stopped by %s after step %d (checkpoint saved; run again "
                           "to resume)", stop.name, step + 1)
@@ -501,6 +309,52 @@ def metatrain_fusion(pool: tasks_lib.FramePool, pairs, settings: MamlSettings, *
     if writer is not None:
       writer.flush()
   return learner.params
+
+
+def _initial_params(init: maml.MetaParams | None, heatmap_size: int) -> maml.MetaParams:
+  """`init`, checked against the pool's heatmap size; None: `default_meta_params`."""
+  init = init if init is not None else default_meta_params(heatmap_size)
+  if tuple(np.shape(init.omega_base)) != (heatmap_size, heatmap_size):
+    raise ValueError(f"init omega_base has shape {np.shape(init.omega_base)}, expected "
+                     f"{(heatmap_size, heatmap_size)} (the pool's heatmap size)")
+  return init
+
+
+def _outer_step(learner: MetaLearner, sampler: tasks_lib.TaskSampler, step: int,
+                tasks_per_step: int, *, theta_by_pair, num_views: int) -> dict:
+  """Draws step `step`'s tasks and applies one outer step; raises on non-finite losses."""
+  pairs_drawn, frames = sampler.draw(step, tasks_per_step)
+  support, query = sampler.make_splits(pairs_drawn, frames)
+  offset = (None if theta_by_pair is None else
+            pair_theta_offsets(theta_by_pair, pairs_drawn, num_views))
+  metrics = learner.train_step(support, query, theta_offset=offset)
+  if not all(np.isfinite(list(metrics.values()))):
+    raise ParameterError(f"metatrain step {step + 1}: non-finite losses {metrics}; "
+                         "expected finite ones (training diverged: lower inner_lr or "
+                         "outer_lr; nothing was saved)")
+  return metrics
+
+
+def _record(step: int, metrics: dict, *, writer, bar) -> None:
+  """Writes the metrics of (1-based) `step` to TensorBoard and the progress bar, when present."""
+  if writer is not None:
+    with writer.as_default(step=step):
+      for key, value in metrics.items():
+        summaries.write_scalar(f"metatrain/{key}", value, step)
+  if bar is not None:
+    bar.update(step, values=list(metrics.items()))
+
+
+def _checkpoint(learner: MetaLearner, manager: tf.train.CheckpointManager, step: int,
+                run_info: dict) -> None:
+  """Saves checkpoint `step` once its parameters pass `check_parameters`.
+
+  A diverged run (finite losses, absurd parameters) is stopped, never saved.
+  """
+  params = learner.params
+  check_parameters({"omega_base": params.omega_base, "theta": params.theta},
+                   f"metatrain step {step} (checkpoint in {manager.directory!r})")
+  meta_checkpoints.save_checkpoint(manager, step, run_info)
 
 
 def evaluate_pairs(params: maml.MetaParams, pool: tasks_lib.FramePool, pairs,

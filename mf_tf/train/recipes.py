@@ -15,22 +15,27 @@ Named recipes (`RECIPES`):
   calibrated  both rigs calibrated (a departure from the paper): every pair's calibrated theta
               plus a meta-learned residual, and MetaFuse^0 itself as a second start.
 
-To add a recipe, add an instance to `RECIPES`; a new start is a `finetune.make_fusion_layer`
-method (with its init file in `mf_tf.checkpoints.default_init_path`).
+To add a recipe, add an instance to `RECIPES`; a new start is a branch of
+`mf_tf.fusion.starts.make_fusion_layer` (with its init file in
+`mf_tf.checkpoints.default_init_path`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-# Starts of a fusion layer (`finetune.make_fusion_layer` methods) and what each reads.
-STARTS = ("self_calibrated", "calibrated", "metafuse", "metafuse_calibrated",
-          "metafuse_self_calibrated")
+from mf_tf.fusion import ops
+from mf_tf.fusion import starts as starts_lib
+from mf_tf.train import selection as selection_lib
+
+# Starts a recipe may name (`mf_tf.fusion.starts`): those built from the rig, the K labels or
+# meta-training (AffineFuse and NaiveFuse are the benchmark's baselines, not recipes).
+STARTS = tuple(start for start in starts_lib.STARTS if start not in ("affine", "naive"))
 # Starts whose init is the meta-training output, by the theta init meta-training starts from.
 META_STARTS = {"metafuse": "shared", "metafuse_calibrated": "calibrated",
                "metafuse_self_calibrated": "shared"}
-LOSSES = ("mse", "ce")  # As `mf_tf.fusion.ops.LOSSES`.
-SELECTIONS = ("val_jdr", "val_loss")  # As `mf_tf.train.selection.SELECTIONS`.
+LOSSES = ops.LOSSES
+SELECTIONS = selection_lib.SELECTIONS
 
 
 @dataclasses.dataclass(frozen=True)

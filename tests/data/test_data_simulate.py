@@ -76,8 +76,8 @@ def test_rig_roles_and_paths(tmp_path):
 
 
 def test_small_run_without_images_and_epipolar_sheet(tmp_path):
-  config = _run(tmp_path, **{"world.rig": "target", "world.render_images": False,
-                             "world.num_frames": 5, "world.shard_size": 2})
+  _run(tmp_path, **{"world.rig": "target", "world.render_images": False,
+                    "world.num_frames": 5, "world.shard_size": 2})
   out = os.path.join(str(tmp_path), "simulate", "h36m")
   arrays = tfrecord.load_arrays(out)
   assert arrays["joints3d"].shape == (5, 17, 3) and "images" not in arrays

@@ -13,6 +13,7 @@ from mf_tf.data import detector
 from mf_tf.data import panoptic
 from mf_tf.data import pipeline
 from mf_tf.data import tfds_builders
+from mf_tf.data import tfds_pose_builders
 from mf_tf.data import tfrecord
 from mf_tf.data import world
 from mf_tf.data.detector import DetectorParams
@@ -136,8 +137,9 @@ def test_load_training_dataset_by_name(compact_world):
 def test_panoptic_builder_reads_real_poses(tmp_path, shared_data):
   manual_dir = shared_data / "panoptic"
   cameras = ("00_03", "00_12")
-  config = tfds_builders.PanopticConfig(name="band1", splits=(("train", ("160906_band1",)),),
-                                        camera_names=cameras, frame_step=2, heatmap_size=32)
+  config = tfds_pose_builders.PanopticConfig(
+      name="band1", splits=(("train", ("160906_band1",)),), camera_names=cameras, frame_step=2,
+      heatmap_size=32)
   builder = tfds_builders.prepare(
       tfds_builders.make_builder("mf_tf_panoptic", tmp_path, config), manual_dir)
   stored = _split_arrays(builder.as_dataset(split="train"))
@@ -176,8 +178,9 @@ def test_totalcapture_and_h36m_builders_on_fixtures(tmp_path):
   (manual / "s1" / "acting1").mkdir(parents=True)
   shutil.copy(os.path.join(TOTALCAPTURE_FIXTURES, "calibration.cal"), manual)
   shutil.copy(os.path.join(TOTALCAPTURE_FIXTURES, "gt_skel_gbl_pos.txt"), manual / "s1" / "acting1")
-  config = tfds_builders.TotalCaptureConfig(name="fixture", splits=(("test", ("s1/acting1",)),),
-                                            camera_names=("cam3", "cam1"), heatmap_size=SIZE)
+  config = tfds_pose_builders.TotalCaptureConfig(
+      name="fixture", splits=(("test", ("s1/acting1",)),), camera_names=("cam3", "cam1"),
+      heatmap_size=SIZE)
   builder = tfds_builders.prepare(
       tfds_builders.make_builder("mf_tf_totalcapture", tmp_path / "tfds", config), manual)
   stored = _split_arrays(builder.as_dataset(split="test"))
@@ -202,9 +205,9 @@ def test_totalcapture_and_h36m_builders_on_fixtures(tmp_path):
     pickle.dump(items, f)
   convert.convert("h36m_pickle", str(tmp_path / "h36m_validation.pkl"),
                   str(tmp_path / "h36m" / "h36m_validation"), trust_pickle=True)
-  config = tfds_builders.Human36mConfig(name="s9", splits=(("test", (9,)),),
-                                        annotations=(("test", "h36m_validation"),),
-                                        heatmap_size=SIZE)
+  config = tfds_pose_builders.Human36mConfig(name="s9", splits=(("test", (9,)),),
+                                             annotations=(("test", "h36m_validation"),),
+                                             heatmap_size=SIZE)
   builder = tfds_builders.prepare(
       tfds_builders.make_builder("mf_tf_h36m", tmp_path / "tfds", config), tmp_path / "h36m")
   stored = _split_arrays(builder.as_dataset(split="test"))
@@ -220,7 +223,7 @@ def test_missing_manual_dir_names_the_folder(tmp_path):
     tfds_builders.prepare(tfds_builders.make_builder("mf_tf_panoptic", tmp_path / "tfds"), absent)
   incomplete = tmp_path / "incomplete"
   (incomplete / "160906_band1").mkdir(parents=True)
-  config = tfds_builders.PanopticConfig(name="band1", splits=(("train", ("160906_band1",)),))
+  config = tfds_pose_builders.PanopticConfig(name="band1", splits=(("train", ("160906_band1",)),))
   with pytest.raises(FileNotFoundError,
                      match=f"manual_dir {incomplete} lacks 160906_band1/calibration_160906_band1"):
     tfds_builders.prepare(tfds_builders.make_builder("mf_tf_panoptic", tmp_path / "tfds", config),
@@ -234,6 +237,6 @@ def test_builder_configs(tmp_path):
               for name in tfds_builders.BUILDERS}
   assert defaults == {"mf_tf_synthetic_world": "h36m", "mf_tf_h36m": "crossview",
                       "mf_tf_panoptic": "hd5", "mf_tf_totalcapture": "cams1357"}
-  assert tfds_builders.PANOPTIC_VGA20 == rigs.get_rig("panoptic_vga20").camera_names
+  assert tfds_pose_builders.PANOPTIC_VGA20 == rigs.get_rig("panoptic_vga20").camera_names
   assert sorted(tfds_builders.BUILDERS) == ["mf_tf_h36m", "mf_tf_panoptic",
                                             "mf_tf_synthetic_world", "mf_tf_totalcapture"]

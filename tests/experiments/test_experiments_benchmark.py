@@ -1,5 +1,6 @@
 """Benchmark protocol: training helpers, aggregation, target checks, and the smoke run."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 from mf_tf.data import world
 from mf_tf.evaluation import plots
 from mf_tf.experiments import benchmark
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs
 from mf_tf.modes import benchmark as benchmark_mode
 from mf_tf.train import recipes
@@ -37,9 +39,9 @@ def _load_benchmark_config(repo_root, variant):
 def test_naive_training_lowers_the_loss_through_the_one_fit_loop():
   rig = rigs.get_rig("h36m").subset([0, 1])
   frames = world.simulate_frames(rig, 12, 3, "h36m17", 8)
-  layer = benchmark.naive_layer(None, 2, 8, 0.2, "naive_fit")
+  layer = fusion_starts.make_fusion_layer("naive", rig, 8, temperature=0.2, name="naive_fit")
   history = benchmark.finetune(layer, frames["heatmaps"], frames["joints2d"],
-                               benchmark.FitSettings(25, 1e-2, 4), target_sigma=0.5, seed=0,
+                               benchmark.FitSettings(25, 1e-2, 4, None), target_sigma=0.5, seed=0,
                                loss="ce", selection="val_loss", patience=100)
   assert all(math.isfinite(v) for v in history["loss"])
   assert history["loss"][-1] < 0.9 * history["loss"][0]
@@ -48,9 +50,9 @@ def test_naive_training_lowers_the_loss_through_the_one_fit_loop():
 def test_finetune_turns_the_step_budget_into_epochs():
   rig = rigs.get_rig("h36m").subset([0, 1])
   frames = world.simulate_frames(rig, 10, 4, "h36m17", 8)
-  layer = benchmark.naive_layer(None, 2, 8, 0.2, "naive_budget")
+  layer = fusion_starts.make_fusion_layer("naive", rig, 8, temperature=0.2, name="naive_budget")
   history = benchmark.finetune(layer, frames["heatmaps"], frames["joints2d"],
-                               benchmark.FitSettings(8, 1e-3, 4), target_sigma=0.5, seed=0)
+                               benchmark.FitSettings(8, 1e-3, 4, None), target_sigma=0.5, seed=0)
   # 10 frames: 8 train (2 held out for validation); 8 steps x 4 frames = 4 epochs at most.
   assert 1 <= history["epochs"] <= 4 and len(history["val_loss"]) == history["epochs"]
   assert np.abs(layer.matrices.numpy()).max() > 0.0  # Trained in place.
@@ -171,23 +173,31 @@ def test_frames_with_nonfinite_heatmaps_raise_naming_the_frame():
     benchmark._check_finite(frames, "rig")
 
 
-def test_rows_split_by_whether_they_need_pretraining():
-  settings = benchmark.BenchmarkSettings()  # Self-calibrated MetaFuse^K: no pretraining.
+def _settings(repo_root, **changes):
+  """The default config's benchmark settings with `changes`."""
+  settings = benchmark_mode.settings_from_config(_load_benchmark_config(repo_root, None))
+  return dataclasses.replace(settings, **changes)
+
+
+def test_rows_split_by_whether_they_need_pretraining(repo_root):
+  settings = _settings(repo_root)  # Self-calibrated MetaFuse^K: no pretraining.
   free = [("no_fusion", 0), ("metafuse", 0), ("metafuse", 50), ("naive", "full")]
   assert not any(benchmark.needs_pretraining(m, k, settings) for m, k in free)
   for method in ("affine", "naive", "metafuse_paper"):
     assert benchmark.needs_pretraining(method, 50, settings)
-  shared = benchmark.BenchmarkSettings(recipe=recipes.PAPER)  # Meta-learned init.
+  shared = _settings(repo_root, recipe=recipes.PAPER)  # Meta-learned init.
   assert shared.row_recipes() == {"metafuse": recipes.PAPER}
   assert benchmark.needs_pretraining("metafuse", 50, shared)
   assert not benchmark.needs_pretraining("metafuse", 0, shared)
   with pytest.raises(ValueError, match="workers=0"):
-    benchmark.BenchmarkSettings(workers=0)
+    _settings(repo_root, workers=0)
   with pytest.raises(ValueError, match="worker_threads=-1"):
-    benchmark.BenchmarkSettings(worker_threads=-1)
+    _settings(repo_root, worker_threads=-1)
+  with pytest.raises(ValueError, match="naive_full_solver='adam'"):
+    _settings(repo_root, naive_full_solver="adam")
 
 
-def test_merge_results_joins_the_parts_of_a_trial_in_shots_order():
+def test_merge_results_joins_the_parts_of_a_trial_in_shots_order(repo_root):
   unpretrained = {"no_fusion": {"0": _result(70)}, "naive": {"full": _result(80)},
                   "metafuse": {"0": _result(82), "50": _result(83)}}
   pretrained = {"naive": {"500": _result(72), "50": _result(66)}, "affine": {"50": _result(75)}}
@@ -197,8 +207,8 @@ def test_merge_results_joins_the_parts_of_a_trial_in_shots_order():
   assert merged["naive"]["full"]["jdr_mean"] == 80 and merged["affine"]["50"]["jdr_mean"] == 75
   assert list(merged["metafuse"]) == ["0", "50"] and merged["metafuse_paper"] == {}
   with pytest.raises(ValueError, match="part='half'"):
-    benchmark.benchmark_rig(rigs.get_rig("h36m"), None, benchmark.BenchmarkSettings(), seed=0,
+    benchmark.benchmark_rig(rigs.get_rig("h36m"), None, _settings(repo_root), seed=0,
                             part="half")
   with pytest.raises(ValueError, match="needs the pretrained models"):
-    benchmark.benchmark_rig(rigs.get_rig("h36m"), None, benchmark.BenchmarkSettings(), seed=0,
+    benchmark.benchmark_rig(rigs.get_rig("h36m"), None, _settings(repo_root), seed=0,
                             part="pretrained")

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from mf_tf.fusion import calibrated
 from mf_tf.fusion import epipolar_fusion
+from mf_tf.fusion import epipolar_plan
 from mf_tf.fusion import layers
 from mf_tf.fusion import ops
 from mf_tf.geometry import epipolar
@@ -263,9 +264,9 @@ def test_fast_path_equals_a_straightforward_reference(size):
   fundamental = epipolar.pair_fundamental_matrices(rig, height)
   rng = np.random.default_rng(4)
   heatmaps = rng.uniform(0, 1, (3, height, width, 2)).astype(np.float32)
-  layout = epipolar_fusion._layout(height, width, WIDTH, VALUE)
-  plan = epipolar_fusion._plan(epipolar_fusion._NumpyOps, fundamental, layout,
-                               epipolar_fusion.default_num_lines((height, width)))
+  layout = epipolar_plan.sampling_layout(height, width, WIDTH, VALUE)
+  plan = epipolar_plan.build_plan(epipolar_fusion._NumpyOps, fundamental, layout,
+                                  epipolar_fusion.default_num_lines((height, width)))
   fused = epipolar_fusion._apply(epipolar_fusion._NumpyOps, heatmaps, plan, layout)
   np.testing.assert_allclose(fused, _reference_apply(heatmaps, plan, layout), rtol=1e-5,
                              atol=1e-5 * np.abs(fused).max())
@@ -288,9 +289,9 @@ def test_target_sums_read_row_pairs_in_blocks():
 
 def test_tensorflow_ops_equal_numpy_eager_and_traced(h36m_case):
   _, size, heatmaps, _, fundamental = h36m_case
-  layout = epipolar_fusion._layout(size, size, WIDTH, VALUE)
-  expected = epipolar_fusion._plan(epipolar_fusion._NumpyOps, fundamental, layout,
-                                   epipolar_fusion.default_num_lines(size))
+  layout = epipolar_plan.sampling_layout(size, size, WIDTH, VALUE)
+  expected = epipolar_plan.build_plan(epipolar_fusion._NumpyOps, fundamental, layout,
+                                      epipolar_fusion.default_num_lines(size))
   plan = epipolar_fusion.line_plan(fundamental, size)
   for key, value in expected.items():
     if value.dtype.kind == "i":
@@ -316,8 +317,8 @@ def test_plan_shapes_and_weights():
   size, num_views = 12, 3
   rig = rigs.get_rig("h36m").subset([0, 1, 2])
   fundamental = epipolar.pair_fundamental_matrices(rig, size)
-  layout = epipolar_fusion._layout(size, size, WIDTH, VALUE)
-  plan = epipolar_fusion._plan(epipolar_fusion._NumpyOps, fundamental, layout, 100)
+  layout = epipolar_plan.sampling_layout(size, size, WIDTH, VALUE)
+  plan = epipolar_plan.build_plan(epipolar_fusion._NumpyOps, fundamental, layout, 100)
   num_lines, num_samples = plan["band_rows"].shape
   assert num_samples == layout.samples and plan["band_weights"].shape == (num_lines,
                                                                          num_samples, 4)
@@ -337,7 +338,7 @@ def test_plan_shapes_and_weights():
   assert plan["window_rows"].min() >= 0 and plan["window_rows"].max() < num_lines
   assert plan["target_rows"].shape == plan["target_weights"].shape == (num_views, size * size,
                                                                       num_views - 1, 2)
-  fine_rows = len(plan["window_rows"]) * epipolar_fusion.UPSAMPLE + 2
+  fine_rows = len(plan["window_rows"]) * epipolar_plan.UPSAMPLE + 2
   assert plan["target_rows"].min() >= 0 and plan["target_rows"].max() < fine_rows
   weights = plan["target_weights"]
   assert weights.min() >= 0 and np.allclose(weights.sum(-1), 1.0)
@@ -345,15 +346,15 @@ def test_plan_shapes_and_weights():
 
 def test_num_lines_caps_the_lines_per_pair(h36m_case):
   _, size, heatmaps, _, fundamental = h36m_case
-  layout = epipolar_fusion._layout(size, size, WIDTH, VALUE)
+  layout = epipolar_plan.sampling_layout(size, size, WIDTH, VALUE)
   pairs, families = len(fundamental), 2
   for cap in (16, 40):
-    plan = epipolar_fusion._plan(epipolar_fusion._NumpyOps, fundamental, layout, cap)
-    margins = 2 * epipolar_fusion.LANCZOS_LOBES * pairs * families
+    plan = epipolar_plan.build_plan(epipolar_fusion._NumpyOps, fundamental, layout, cap)
+    margins = 2 * epipolar_plan.LANCZOS_LOBES * pairs * families
     assert len(plan["band_rows"]) <= pairs * cap + margins
-  default = epipolar_fusion._plan(epipolar_fusion._NumpyOps, fundamental, layout,
-                                  epipolar_fusion.default_num_lines(size))
-  unbounded = epipolar_fusion._plan(epipolar_fusion._NumpyOps, fundamental, layout, 10 ** 6)
+  default = epipolar_plan.build_plan(epipolar_fusion._NumpyOps, fundamental, layout,
+                                     epipolar_fusion.default_num_lines(size))
+  unbounded = epipolar_plan.build_plan(epipolar_fusion._NumpyOps, fundamental, layout, 10 ** 6)
   assert len(default["band_rows"]) == len(unbounded["band_rows"])  # The default never binds.
 
 

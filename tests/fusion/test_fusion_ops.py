@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mf_tf.fusion import ops
+from mf_tf.fusion import sparse
 from mf_tf.geometry.rig import ordered_pairs
 
 
@@ -53,16 +54,16 @@ def test_sparse_fusion_equals_dense_for_full_k_and_for_sparse_matrices():
   rng = np.random.default_rng(0)
   heatmaps = rng.normal(size=(2, 3, 4, 4, 2)).astype(np.float32)
   matrices = rng.normal(size=(6, 16, 16)).astype(np.float32)
-  values, indices = ops.sparsify_top_k(matrices, 16)
-  np.testing.assert_allclose(ops.fuse_sparse(heatmaps, values, indices).numpy(),
+  values, indices = sparse.sparsify_top_k(matrices, 16)
+  np.testing.assert_allclose(sparse.fuse_sparse(heatmaps, values, indices).numpy(),
                              ops.fuse(heatmaps, matrices).numpy(), atol=1e-5)
   keep = np.argsort(-np.abs(matrices), axis=-1)[..., :5]
-  sparse = np.zeros_like(matrices)
-  np.put_along_axis(sparse, keep, np.take_along_axis(matrices, keep, -1), -1)
-  values, indices = ops.sparsify_top_k(sparse, 5)
+  top = np.zeros_like(matrices)
+  np.put_along_axis(top, keep, np.take_along_axis(matrices, keep, -1), -1)
+  values, indices = sparse.sparsify_top_k(top, 5)
   assert values.shape == (6, 16, 5) and indices.dtype == tf.int32
-  np.testing.assert_allclose(ops.fuse_sparse(heatmaps, values, indices).numpy(),
-                             ops.fuse(heatmaps, sparse).numpy(), atol=1e-5)
+  np.testing.assert_allclose(sparse.fuse_sparse(heatmaps, values, indices).numpy(),
+                             ops.fuse(heatmaps, top).numpy(), atol=1e-5)
 
 
 def test_softmax_temperature_and_peak_normalization():
@@ -73,10 +74,6 @@ def test_softmax_temperature_and_peak_normalization():
   peak = ops.peak_normalized_softmax(heatmaps, 0.2).numpy()
   np.testing.assert_allclose(peak.max(axis=(2, 3)), 1.0)
   np.testing.assert_allclose(peak / peak.sum(axis=(2, 3), keepdims=True), soft, rtol=1e-4)
-  argmax = ops.heatmap_argmax(heatmaps).numpy()  # [B, V, J, 2]
-  flat = heatmaps.reshape(2, 2, 30, 3).argmax(axis=2)
-  np.testing.assert_array_equal(argmax[..., 0], flat % 6)
-  np.testing.assert_array_equal(argmax[..., 1], flat // 6)
 
 
 def _gaussian(size, x, y, sigma=1.5):
@@ -128,12 +125,12 @@ def test_sparse_fusion_chunked_accumulation_matches(monkeypatch):
   rng = np.random.default_rng(3)
   heatmaps = rng.normal(size=(2, 3, 4, 4, 2)).astype(np.float32)
   matrices = rng.normal(size=(6, 16, 16)).astype(np.float32)
-  values, indices = ops.sparsify_top_k(matrices, 12)
-  whole = ops.fuse_sparse(heatmaps, values, indices).numpy()
-  monkeypatch.setattr(ops, "_SPARSE_CHUNK_ELEMENTS", 16 * 2 * 2 * 3)  # chunk = 3 of k = 12
-  assert ops._sparse_chunk(12, 16 * 2 * 2) == 3
-  chunked = ops.fuse_sparse(heatmaps, values, indices).numpy()
-  xla = tf.function(ops.fuse_sparse, jit_compile=True)(heatmaps, values, indices).numpy()
+  values, indices = sparse.sparsify_top_k(matrices, 12)
+  whole = sparse.fuse_sparse(heatmaps, values, indices).numpy()
+  monkeypatch.setattr(sparse, "_SPARSE_CHUNK_ELEMENTS", 16 * 2 * 2 * 3)  # chunk = 3 of k = 12
+  assert sparse._sparse_chunk(12, 16 * 2 * 2) == 3
+  chunked = sparse.fuse_sparse(heatmaps, values, indices).numpy()
+  xla = tf.function(sparse.fuse_sparse, jit_compile=True)(heatmaps, values, indices).numpy()
   np.testing.assert_allclose(chunked, whole, atol=1e-5)
   np.testing.assert_allclose(xla, whole, atol=1e-5)
 

@@ -5,10 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from mf_tf.data import joints as joints_lib
 from mf_tf.data import skeleton
 from mf_tf.geometry import people_calibration as pc
+from mf_tf.geometry import people_sfm
 from mf_tf.geometry import rig_comparison
 from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.geometry.camera import Camera
@@ -129,7 +131,7 @@ def test_a_wrong_start_is_not_kept(rig, monkeypatch):
   degrees about the baseline), the wrong decomposition a start on mismatched identities can
   produce; the other starts must win."""
   observations, _, stature = synthetic_scene(rig, num_frames=20, noise_px=1.0)
-  first_pair = pc._first_pair
+  first_pair = people_sfm._first_pair
   calls = []
 
   def twisted_first(data, first, second, log):
@@ -142,7 +144,7 @@ def test_a_wrong_start_is_not_kept(rig, monkeypatch):
       rotations[second] = twist @ rotations[second]
     return (rotations, translations, *rest)
 
-  monkeypatch.setattr(pc, "_first_pair", twisted_first)
+  monkeypatch.setattr(people_sfm, "_first_pair", twisted_first)
   result = pc.estimate_extrinsics(observations, rig.cameras, person_height_mm=stature)
   assert len(calls) == 3 and len(set(calls)) == 3  # Three different pairs started from.
   assert rig_comparison.compare_rigs(result.rig, rig)["max_rotation_deg"] < 0.2
@@ -184,7 +186,7 @@ def test_refine_focal_and_camera_distance(rig):
 def test_similarity_transform_recovers_a_known_similarity():
   rng = np.random.default_rng(1)
   source = rng.normal(size=(10, 3)) * 1000.0
-  R = pc.Rotation.from_rotvec([0.3, -1.2, 0.7]).as_matrix()
+  R = Rotation.from_rotvec([0.3, -1.2, 0.7]).as_matrix()
   t = np.array([100.0, -2000.0, 350.0])
   scale, R_est, t_est = rig_comparison.similarity_transform(source, 2.5 * source @ R.T + t)
   assert scale == pytest.approx(2.5, rel=1e-12)
@@ -199,7 +201,7 @@ def test_similarity_transform_recovers_a_known_similarity():
 
 
 def test_compare_rigs_of_a_similar_copy_is_zero(rig):
-  R = pc.Rotation.from_rotvec([0.2, 0.1, -2.0]).as_matrix()
+  R = Rotation.from_rotvec([0.2, 0.1, -2.0]).as_matrix()
   t, scale = np.array([500.0, 40.0, -300.0]), 0.001  # Millimetres -> metres, say.
   moved = [Camera(c.name, c.K, c.R @ R.T, scale * c.t, c.dist, c.width, c.height)
            for c in rig.cameras]  # Centres scale * R C: x_cam = R_c R^T (X' / scale) ...

@@ -3,6 +3,7 @@
 import numpy as np
 
 from mf_tf.data import joints as joints_lib
+from mf_tf.geometry import rig_comparison
 from mf_tf.geometry.camera import Camera
 from mf_tf.geometry.rig import Rig
 from mf_tf.reconstruct import people_tracks
@@ -87,9 +88,9 @@ def test_one_person_is_trivial_and_triangulates_with_the_true_rig():
   detections = _detections(rig, joints3d, rng)
   observations = people_tracks.observations_from_detections(detections, rig.cameras, JOINT_SET)
   assert observations.scores.shape == (12, 4, 1, 17)
-  triangulated = people_tracks.triangulate_observations(observations, rig)
+  triangulated = rig_comparison.triangulate_observations(observations, rig)
   assert np.abs(triangulated - joints3d).max() < 20  # 1 px noise at 4 m: ~5 mm.
-  same = people_tracks.compare_reconstructions(observations, rig, rig)
+  same = rig_comparison.compare_reconstructions(observations, rig, rig)
   assert same["mpjpe_mm"] < 1e-6 and same["joints"] == 12 * 17
 
 

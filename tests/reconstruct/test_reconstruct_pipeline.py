@@ -10,6 +10,7 @@ import pytest
 from mf_tf import files
 from mf_tf.data import joints as joints_lib
 from mf_tf.reconstruct import pipeline
+from mf_tf.reconstruct import reconstructor
 from mf_tf.reconstruct import tracking
 
 _H36M = joints_lib.get_joint_set("h36m17")
@@ -49,7 +50,7 @@ def test_prefetch_reads_ahead_while_the_consumer_works_and_stops_when_closed():
 
 
 def test_stage_timer_excludes_nested_stages_and_adds_threads():
-  timer = pipeline.StageTimer()
+  timer = reconstructor.StageTimer()
   with timer.stage("outer"):
     time.sleep(0.05)
     with timer.stage("inner"):

@@ -15,7 +15,7 @@ from mf_tf.models import association
 from mf_tf.models import blazepose
 from mf_tf.models import fetch_blazepose
 from mf_tf.reconstruct import people
-from mf_tf.reconstruct import pipeline
+from mf_tf.reconstruct import reconstructor
 from mf_tf.reconstruct import tracking
 
 _CAMERAS = ("00_03", "00_06", "00_12", "00_13", "00_23")
@@ -55,9 +55,10 @@ def instant_00004500(demo, rig, model):
   images = _images(demo, "00004500")
   estimates = [model.estimate(image, _H36M, camera=camera)
                for image, camera in zip(images, rig.cameras)]
-  recovered = pipeline.Reconstructor(model, rig, _H36M).step(images)
-  plain = pipeline.Reconstructor(model, rig, _H36M, tracking_settings=pipeline.TrackingSettings(
-      recover_views=False)).step(images)
+  recovered = reconstructor.Reconstructor(model, rig, _H36M).step(images)
+  plain = reconstructor.Reconstructor(
+      model, rig, _H36M,
+      tracking_settings=reconstructor.TrackingSettings(recover_views=False)).step(images)
   return estimates, recovered, plain
 
 
@@ -174,7 +175,7 @@ def test_a_view_that_took_another_ankle_leaves_the_joint(instant_00004500, rig):
 
 
 # ------------------------------------------------------------------------------------------------
-# Recovery of missed views in a crowded instant (pipeline.Reconstructor, tracking mechanism 3).
+# Recovery of missed views in a crowded instant (reconstructor.Reconstructor, tracking mechanism 3).
 
 
 def _confident_errors(person):

@@ -124,6 +124,23 @@ def test_video_writer_exception_leaves_nothing(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+
+def test_video_writer_keeps_the_old_video_until_the_new_one_is_complete(tmp_path):
+  path = tmp_path / "clip.mp4"
+  with render.VideoWriter(path, 25, 64, 48) as video:
+    video.write(np.zeros((48, 64, 3), np.uint8))
+  old = path.read_bytes()
+  with pytest.raises(RuntimeError, match="boom"):
+    with render.VideoWriter(path, 25, 64, 48) as video:
+      video.write(np.full((48, 64, 3), 255, np.uint8))
+      assert path.read_bytes() == old  # The new frames go to a temporary beside it.
+      raise RuntimeError("boom")
+  assert path.read_bytes() == old
+  aborted = render.VideoWriter(path, 25, 64, 48)
+  aborted.write(np.full((48, 64, 3), 255, np.uint8))
+  aborted.abort()
+  assert path.read_bytes() == old and os.listdir(tmp_path) == ["clip.mp4"]
+
 def test_video_writer_rejects_other_sizes_and_bad_paths(tmp_path):
   with render.VideoWriter(tmp_path / "a.mp4", 25, 64, 48) as video:
     video.write(np.zeros((48, 64, 3), np.uint8))

@@ -14,6 +14,7 @@ from serving_test_helpers import (HEATMAP_SIZE, IMAGE_SIZE, NUM_JOINTS, NUM_VIEW
 from mf_tf.data.codec import HeatmapCodec
 from mf_tf.evaluation import evaluate
 from mf_tf.fusion import ops as fusion_ops
+from mf_tf.fusion import sparse as fusion_sparse
 from mf_tf.fusion.layers import MaterializedFusion
 from mf_tf.geometry import calibration
 from mf_tf.geometry.camera import undistort_points
@@ -126,25 +127,13 @@ def test_materialize_per_pair_equals_all_pairs_at_once(exported):
   fusion = exported["fusion"]
   matrices = fusion_ops.affine_matrices(fusion.omega_base, fusion.theta)
   np.testing.assert_allclose(exported["dense"].matrices.numpy(), matrices.numpy(), atol=1e-6)
-  values, indices = fusion_ops.sparsify_top_k(matrices, TOP_K)
+  values, indices = fusion_sparse.sparsify_top_k(matrices, TOP_K)
   np.testing.assert_allclose(np.sort(exported["sparse"].values.numpy(), axis=-1),
                              np.sort(values.numpy(), axis=-1), atol=1e-6)
   heatmaps = tf.random.stateless_uniform((1, NUM_VIEWS, HEATMAP_SIZE, HEATMAP_SIZE, NUM_JOINTS),
                                          (3, 4))
   np.testing.assert_allclose(exported["sparse"](heatmaps).numpy(),
-                             fusion_ops.fuse_sparse(heatmaps, values, indices).numpy(), atol=1e-5)
-
-
-def test_block_sparse_fusion_equals_fuse_sparse(exported):
-  sparse = exported["sparse"]
-  blocks = export.block_sparse_fusion(sparse.values.numpy(), sparse.indices.numpy(), NUM_VIEWS)
-  assert len(blocks) == NUM_VIEWS
-  assert blocks[0][0].shape == ((NUM_VIEWS - 1) * HEATMAP_SIZE**2 * TOP_K, 2)
-  heatmaps = tf.random.stateless_uniform((3, NUM_VIEWS, HEATMAP_SIZE, HEATMAP_SIZE, NUM_JOINTS),
-                                         (5, 6))
-  np.testing.assert_allclose(export.fuse_block_sparse(heatmaps, blocks).numpy(),
-                             fusion_ops.fuse_sparse(heatmaps, sparse.values, sparse.indices),
-                             rtol=1e-5, atol=1e-5)
+                             fusion_sparse.fuse_sparse(heatmaps, values, indices).numpy(), atol=1e-5)
 
 
 def test_triangulation_recovers_known_points(exported):
@@ -175,17 +164,6 @@ def test_triangulation_recovers_known_points(exported):
                              _joints_3d(rig, out["keypoints_image"].numpy(),
                                         out["scores"].numpy()), rtol=1e-4, atol=0.05)
   np.testing.assert_allclose(out["joints_3d"].numpy(), points, atol=10.0)  # millimetres
-
-
-def test_undistort_pixels_matches_numpy():
-  rig = distorted_rig()
-  rng = np.random.default_rng(0)
-  uv = rng.uniform([20, 20], [620, 460], (5, NUM_VIEWS, 7, 2))
-  K = np.stack([c.K for c in rig.cameras])
-  dist = np.stack([c.dist for c in rig.cameras])
-  got = export.undistort_pixels(tf.constant(uv), K, dist).numpy()
-  want = np.stack([undistort_points(c, uv[:, v]) for v, c in enumerate(rig.cameras)], axis=1)
-  np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 @pytest.mark.parametrize("signature, array, message", [
@@ -271,8 +249,13 @@ def test_models_config_rejects_bad_text():
     model_config.parse_models_config(
         "model_config_list { config { name: 'a' base_path: '/a' } "
         "config { name: 'a' base_path: '/b' } }")
-  with pytest.raises(ValueError, match="not usable"):
-    model_config.check_model_name("../etc")
+  # Served model names follow mf_tf's one rule for names that become folders (files.check_name).
+  for name in ("../etc", ".hidden", "a" * 101):
+    with pytest.raises(ValueError, match="model name .* is not a safe name: expected 1-100"):
+      model_config.check_model_name(name)
+  with pytest.raises(ValueError, match="model name 'a b' is not a safe name"):
+    model_config.parse_models_config("model_config_list { config { name: 'a b' base_path: '/a' } }")
+  assert model_config.check_model_name("h36m_S9.v-2") == "h36m_S9.v-2"
 
 
 def test_export_module_rejects_mismatched_fusion(exported):

@@ -21,7 +21,7 @@ from mf_tf.modes import export as export_mode
 from mf_tf.modes import predict
 from mf_tf.modes import video
 from mf_tf.reconstruct import people
-from mf_tf.reconstruct import pipeline
+from mf_tf.reconstruct import reconstructor
 from mf_tf.serving import client, export, server
 
 CROP = export.CROP_HEATMAP_SIZE
@@ -166,9 +166,9 @@ def test_served_fusion_reconstructs_every_demo_instant_as_in_process(panoptic, d
   with client.ServedCropFusion(panoptic["server"].address, rig) as fuse:
     for instant in _INSTANTS:
       images = _images(demo, instant)
-      local = pipeline.Reconstructor(model, rig, "h36m17").step(images)
-      served = pipeline.Reconstructor(model, rig, "h36m17",
-                                      people.InstantSettings(fuse=fuse)).step(images)
+      local = reconstructor.Reconstructor(model, rig, "h36m17").step(images)
+      served = reconstructor.Reconstructor(model, rig, "h36m17",
+                                           people.InstantSettings(fuse=fuse)).step(images)
       assert [p["views"] for p in served["people"]] == [p["views"] for p in local["people"]]
       assert served["recovered"] == local["recovered"], instant
       for got, want in zip(served["people"], local["people"]):

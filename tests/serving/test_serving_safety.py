@@ -27,7 +27,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from mf_tf.fusion.layers import MaterializedFusion
 from mf_tf.modes import predict
-from mf_tf.serving import client, export, server
+from mf_tf.serving import client, export, request_limits, server
 
 # What a refused request may add to the server's resident memory (the audit's request grew it by
 # 2.2 GB). Protobuf parsing and gRPC buffers of these small messages stay far below.
@@ -200,7 +200,7 @@ def test_content_must_match_the_declared_shape(running, exported):
 def test_request_bytes_are_bounded(running, exported):
   # Twice the largest valid request (16 frames of the float32 signatures) plus 1 MiB: a few MB
   # for this rig, where any request was read up to 256 MiB before.
-  largest = server.largest_request_bytes(running.servicer.models, server.MAX_BATCH_FRAMES)
+  largest = request_limits.largest_request_bytes(running.servicer.models, server.MAX_BATCH_FRAMES)
   crops = 16 * NUM_VIEWS * (export.CROP_HEATMAP_SIZE ** 2 * NUM_JOINTS + 9) * 4
   assert largest == crops
   limit = running.servicer.max_request_bytes
@@ -233,7 +233,7 @@ class _Context:
 def test_decoded_bytes_are_bounded_without_an_export_record(running):
   model = running.servicer.models["toy3"]
   # A model without export record: only the signature's rank is known.
-  bare = dataclasses.replace(model, input_shapes=server.expected_shapes(model.signatures, None))
+  bare = dataclasses.replace(model, input_shapes=request_limits.expected_shapes(model.signatures, None))
   assert bare.input_shapes["serving_default"]["images"].as_list() == [None] * 5
   servicer = server.PredictionServicer({"toy3": bare})
   assert servicer.max_request_bytes == server.MAX_MESSAGE_BYTES

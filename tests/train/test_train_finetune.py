@@ -7,6 +7,7 @@ import tensorflow as tf
 from mf_tf import checkpoints
 from mf_tf.data import world
 from mf_tf.fusion import layers
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs
 from mf_tf.geometry.rig import Rig
 from mf_tf.modes import finetune as finetune_mode
@@ -29,7 +30,7 @@ def frames(rig):
 
 def test_metafuse_finetunes_theta_only_and_round_trips(rig, frames, tmp_path):
   init = metatrain.default_meta_params(SIZE)
-  layer = finetune.make_fusion_layer("metafuse", rig, SIZE, init=init)
+  layer = fusion_starts.make_fusion_layer("metafuse", rig, SIZE, init=init)
   omega_before = layer.omega_base.numpy().copy()
   theta_before = layer.theta.numpy().copy()
   np.testing.assert_array_equal(theta_before, np.repeat(init.theta[None], 6, axis=0))
@@ -48,7 +49,7 @@ def test_metafuse_finetunes_theta_only_and_round_trips(rig, frames, tmp_path):
 
 
 def test_finetuning_lowers_training_loss(rig, frames):
-  layer = finetune.make_fusion_layer("metafuse", rig, SIZE, init=metatrain.default_meta_params(
+  layer = fusion_starts.make_fusion_layer("metafuse", rig, SIZE, init=metatrain.default_meta_params(
       SIZE))
   history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
                                      target_sigma=0.5, epochs=8, batch_size=4, patience=8,
@@ -60,7 +61,7 @@ def test_finetuning_lowers_training_loss(rig, frames):
 def test_baselines_and_calibrated_init(method, rig, frames):
   init = {"naive": np.zeros((2, SIZE * SIZE, SIZE * SIZE), np.float32),
           "affine": metatrain.default_meta_params(SIZE), "calibrated": None}[method]
-  layer = finetune.make_fusion_layer(method, rig, SIZE, init=init)
+  layer = fusion_starts.make_fusion_layer(method, rig, SIZE, init=init)
   history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
                                      target_sigma=0.5, epochs=1, batch_size=4, progress=False)
   assert np.isfinite(history["loss"]).all()
@@ -68,15 +69,15 @@ def test_baselines_and_calibrated_init(method, rig, frames):
 
 def test_bad_inputs_are_rejected(rig, frames):
   init = metatrain.default_meta_params(SIZE)
-  with pytest.raises(ValueError, match="unknown finetune method"):
-    finetune.make_fusion_layer("maml", rig, SIZE, init=init)
+  with pytest.raises(ValueError, match="unknown fusion start"):
+    fusion_starts.make_fusion_layer("maml", rig, SIZE, init=init)
   with pytest.raises(ValueError, match="at least 2"):
-    finetune.make_fusion_layer("metafuse", Rig("one", rig.cameras[:1]), SIZE, init=init)
+    fusion_starts.make_fusion_layer("metafuse", Rig("one", rig.cameras[:1]), SIZE, init=init)
   with pytest.raises(ValueError, match="larger than"):
     finetune.select_shots(10, 50, seed=0)
   with pytest.raises(ValueError, match="init"):
-    finetune.make_fusion_layer("affine", rig, SIZE, init=None)
-  layer = finetune.make_fusion_layer("metafuse", rig, SIZE, init=init)
+    fusion_starts.make_fusion_layer("affine", rig, SIZE, init=None)
+  layer = fusion_starts.make_fusion_layer("metafuse", rig, SIZE, init=init)
   with pytest.raises(ValueError, match="learning_rate"):
     finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"], target_sigma=0.5,
                              learning_rate=-1.0, progress=False)
@@ -110,7 +111,7 @@ def test_finetuning_never_ends_below_its_start_on_validation_jdr(rig):
   # detections. Selection by validation JDR keeps whichever candidate detects most.
   size = 16
   frames = world.simulate_frames(rig, 16, 7, heatmap_size=size)
-  layer = finetune.make_fusion_layer("calibrated", rig, size)
+  layer = fusion_starts.make_fusion_layer("calibrated", rig, size)
   start = [w.copy() for w in layer.get_weights()]
   history = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
                                      target_sigma=0.5, epochs=6, batch_size=4, patience=6,
@@ -158,15 +159,15 @@ def test_selection_keeps_the_best_and_the_earlier_on_ties():
 def test_self_calibrated_init_from_labels_matches_the_calibrated_fusion(rig):
   size = 16
   frames = world.simulate_frames(rig, 30, 3, heatmap_size=size)
-  calibrated = finetune.make_fusion_layer("calibrated", rig, size)
-  self_calibrated = finetune.make_fusion_layer("self_calibrated", rig, size,
+  calibrated = fusion_starts.make_fusion_layer("calibrated", rig, size)
+  self_calibrated = fusion_starts.make_fusion_layer("self_calibrated", rig, size,
                                                labels=frames["joints2d"])
   # The self-calibrated lines come from the labelled joints only; fused maps agree closely.
   test = world.simulate_frames(rig, 4, 4, heatmap_size=size)["heatmaps"]
   a, b = calibrated(test).numpy(), self_calibrated(test).numpy()
   assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
   with pytest.raises(ValueError, match="labels"):
-    finetune.make_fusion_layer("self_calibrated", rig, size)
+    fusion_starts.make_fusion_layer("self_calibrated", rig, size)
 
 
 def test_reused_compiled_step_trains_as_a_fresh_one(rig, frames, monkeypatch):
@@ -185,7 +186,7 @@ def test_reused_compiled_step_trains_as_a_fresh_one(rig, frames, monkeypatch):
     return original(self, *args, **kw)
 
   monkeypatch.setattr(finetune._FusionFit, "compute_loss", counting)
-  layer = finetune.make_fusion_layer("calibrated", rig, SIZE, theta_grid=2)
+  layer = fusion_starts.make_fusion_layer("calibrated", rig, SIZE, theta_grid=2)
   second_start = [w.copy() for w in layer.get_weights()]
   residual = [w.name for w in layer.weights].index("theta_residual")
   second_start[residual] = second_start[residual] + 0.01  # Another start.
@@ -198,7 +199,7 @@ def test_reused_compiled_step_trains_as_a_fresh_one(rig, frames, monkeypatch):
   reused = finetune.finetune_fusion(layer, frames["heatmaps"], frames["joints2d"],
                                     compiled=compiled, **kwargs)
   assert compiled["model"] is model and len(traces) == count  # No new trace.
-  fresh = finetune.make_fusion_layer("calibrated", rig, SIZE, theta_grid=2, name="fresh")
+  fresh = fusion_starts.make_fusion_layer("calibrated", rig, SIZE, theta_grid=2, name="fresh")
   fresh.set_weights(second_start)
   expected = finetune.finetune_fusion(fresh, frames["heatmaps"], frames["joints2d"], **kwargs)
   np.testing.assert_allclose(reused["loss"], expected["loss"], rtol=1e-5)

@@ -5,10 +5,10 @@ import tensorflow as tf
 
 from mf_tf.data import world
 from mf_tf.fusion import calibrated
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs
 from mf_tf.meta import maml
 from mf_tf.meta import tasks
-from mf_tf.train import finetune
 from mf_tf.train import metatrain
 
 SIZE, JOINTS = 8, 3
@@ -55,7 +55,7 @@ def test_calibrated_meta_step_runs_and_finetune_init_is_calibrated_plus_delta():
 
   # On a new calibrated rig, every pair starts at its calibrated theta + delta, base as learned.
   new_rig = rigs.get_rig("h36m")
-  layer = finetune.make_fusion_layer("metafuse_calibrated", new_rig, SIZE, init=params)
+  layer = fusion_starts.make_fusion_layer("metafuse_calibrated", new_rig, SIZE, init=params)
   np.testing.assert_allclose(layer.theta.numpy(),
                              calibrated.calibrated_theta(new_rig, SIZE) + params.theta[None],
                              atol=1e-6)

@@ -12,6 +12,7 @@ from mf_tf import checkpoints
 from mf_tf.meta import tasks
 from mf_tf.modes import metatrain as metatrain_mode
 from mf_tf.train import metatrain
+from mf_tf.train import metatrain_checkpoints as meta_checkpoints
 
 from test_train_metatrain import small_pool  # pylint: disable=wrong-import-order
 
@@ -62,7 +63,7 @@ def resume(pool, pairs, workdir, settings=SETTINGS, **kwargs):
 
 def test_each_checkpoint_stores_settings_and_data_fingerprint(finished, pool):
   import json  # pylint: disable=import-outside-toplevel
-  with open(os.path.join(finished[0], "checkpoints", "ckpt-4" + metatrain.RUN_INFO_SUFFIX)) as f:
+  with open(os.path.join(finished[0], "checkpoints", "ckpt-4" + meta_checkpoints.RUN_INFO_SUFFIX)) as f:
     info = json.load(f)
   assert info["step"] == 4
   assert info["settings"] == dataclasses.asdict(SETTINGS)

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from mf_tf.data import codec
 from mf_tf.data import world
-from mf_tf.experiments import benchmark
 from mf_tf.fusion import layers
 from mf_tf.fusion import ops
+from mf_tf.fusion import starts as fusion_starts
 from mf_tf.geometry import rigs
 from mf_tf.train import finetune
 from mf_tf.train import selection
@@ -69,7 +69,7 @@ def rig():
 def test_solved_naive_fusion_beats_no_fusion_and_keeps_what_it_reports(rig):
   size = 16
   frames = world.simulate_frames(rig, 120, 11, heatmap_size=size)
-  layer = finetune.make_fusion_layer("naive", rig, size)
+  layer = fusion_starts.make_fusion_layer("naive", rig, size)
   result = finetune.solve_naive_fusion(layer, frames["heatmaps"], frames["joints2d"],
                                        target_sigma=1.0, seed=3,
                                        head_size_px=frames["head_size"])
@@ -101,7 +101,7 @@ def test_solved_naive_fusion_beats_no_fusion_and_keeps_what_it_reports(rig):
 
 def test_solver_inputs_are_checked(rig):
   frames = world.simulate_frames(rig, 6, 1, heatmap_size=8)
-  naive = finetune.make_fusion_layer("naive", rig, 8)
+  naive = fusion_starts.make_fusion_layer("naive", rig, 8)
   with pytest.raises(ValueError, match="scales"):
     finetune.solve_naive_fusion(naive, frames["heatmaps"], frames["joints2d"], target_sigma=1.0,
                                 scales=(1.0, 0.0))
@@ -112,18 +112,16 @@ def test_solver_inputs_are_checked(rig):
   bad[2, 1, 3, 3, 0] = np.nan
   with pytest.raises(ValueError, match="NaN"):
     finetune.solve_naive_fusion(naive, bad, frames["joints2d"], target_sigma=1.0)
-  with pytest.raises(ValueError, match="naive_full_solver='adam'"):
-    benchmark.BenchmarkSettings(naive_full_solver="adam")
 
 
 def test_epipolar_candidate_is_the_labels_geometry_and_kept_only_when_better(rig):
   size = 32  # At 16 px and 96 frames the scaled least squares is about as good (66.7 vs 67.9).
   frames = world.simulate_frames(rig, 120, 11, heatmap_size=size)
   kwargs = dict(target_sigma=2.0, seed=3, head_size_px=frames["head_size"])
-  plain = finetune.make_fusion_layer("naive", rig, size)
+  plain = fusion_starts.make_fusion_layer("naive", rig, size)
   least_squares = finetune.solve_naive_fusion(plain, frames["heatmaps"], frames["joints2d"],
                                               **kwargs)
-  layer = finetune.make_fusion_layer("naive", rig, size)
+  layer = fusion_starts.make_fusion_layer("naive", rig, size)
   result = finetune.solve_naive_fusion(layer, frames["heatmaps"], frames["joints2d"],
                                        epipolar_rig=rig, **kwargs)
   assert least_squares["start"] == "initial" and least_squares["epipolar_val_jdr"] is None
@@ -136,7 +134,7 @@ def test_epipolar_candidate_is_the_labels_geometry_and_kept_only_when_better(rig
   assert result["start"] == "epipolar" and result["scale"] == 0.0
   assert result["epipolar_val_jdr"] >= least_squares["best_val_jdr"] + 5.0
   train = np.random.default_rng(3).permutation(120)[24:]
-  expected = finetune.make_fusion_layer(
+  expected = fusion_starts.make_fusion_layer(
       "self_calibrated", rig, size, labels=frames["joints2d"][train],
       temperature=layer.temperature).materialize().matrices.numpy()
   np.testing.assert_allclose(layer.matrices.numpy(), expected, atol=1e-6)
