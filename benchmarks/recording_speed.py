@@ -24,10 +24,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from configs import default  # noqa: E402
 from mf_tf.geometry import calibration_formats  # noqa: E402
 from mf_tf.models import blazepose  # noqa: E402
 from mf_tf.modes import video  # noqa: E402
@@ -49,6 +49,7 @@ flags.DEFINE_integer("workers", 0, "Worker threads (config.video.workers; 0: one
 
 def main(argv):
   del argv
+  settings = video.session_settings(default.get_config())  # --mode=video's defaults.
   with recording_lib.open_recording(FLAGS.session) as recording:
     rig = calibration_formats.read_calibration(recording.calibration_path,
                                                names=recording.camera_names)
@@ -56,10 +57,11 @@ def main(argv):
     count = min(FLAGS.frames, recording.num_frames)
     model = blazepose.BlazePose()  # The baseline's: one model on every core.
     output_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="recording_speed_")
-    reconstructor = reconstructor_lib.Reconstructor(video.models(FLAGS.workers), rig, "h36m17")
+    reconstructor = reconstructor_lib.Reconstructor(video.models(FLAGS.workers), rig, "h36m17",
+                                                    settings.instant, settings.tracking)
     summary = pipeline.reconstruct_recording(
         recording.frames(stop=count), rig, reconstructor, output_dir, fps=recording.fps,
-        num_frames=count)
+        num_frames=count, output=settings.output)
     total = summary["seconds"]
     print(f"{FLAGS.session}: {count} frames x {len(rig.cameras)} views "
           f"{[f'{w}x{h}' for w, h in recording.frame_sizes.values()]}, "
@@ -90,7 +92,7 @@ def main(argv):
         decoded += time.perf_counter() - tick
         estimates = [model.estimate(image, "h36m17", camera=camera)
                      for image, camera in zip(images, rig.cameras)]
-        people.reconstruct_people(estimates, rig, "h36m17")
+        people.reconstruct_people(estimates, rig, "h36m17", settings.instant)
       baseline = frames / (time.perf_counter() - start)
       ours = summary["frames_per_second"]
       print(f"\nper-frame baseline (detector + landmarks everywhere, no outputs): {baseline:.2f} "

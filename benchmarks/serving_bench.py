@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
+from configs import default as default_config  # noqa: E402
 from mf_tf.data import world  # noqa: E402
 from mf_tf.evaluation import metrics  # noqa: E402
 from mf_tf.fusion import calibrated  # noqa: E402
@@ -46,6 +47,7 @@ from mf_tf.fusion.layers import AffineFusion  # noqa: E402
 from mf_tf.geometry import rigs  # noqa: E402
 from mf_tf.geometry.rig import Rig  # noqa: E402
 from mf_tf.models.backbone import build_backbone  # noqa: E402
+from mf_tf.modes import export as export_mode  # noqa: E402
 from mf_tf.serving import export  # noqa: E402
 
 
@@ -97,12 +99,14 @@ def main():
   backbone_fn = tf.function(lambda x: backbone(x, training=False))
   flat_images = tf.reshape(tf.cast(images, tf.float32), [-1, args.image_size, args.image_size, 3])
 
+  batching_parameters = export_mode.batching_settings(default_config.get_config())
   with tempfile.TemporaryDirectory() as export_dir:
     loaded, timers, sizes = {}, {"backbone": lambda: backbone_fn(flat_images)}, {}
     for kind, materialized in kinds.items():
       start = time.perf_counter()
       kind_rig = Rig(f"{rig.name}_{kind}", rig.cameras, up=rig.up, floor=rig.floor)
-      path = export.export_rig(backbone, materialized, kind_rig, export_dir, warmup=False)
+      path = export.export_rig(backbone, materialized, kind_rig, export_dir, warmup=False,
+                               batching=batching_parameters)
       size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
       sizes[kind] = size
       print(f"exported {kind:6s} in {time.perf_counter() - start:5.1f} s, SavedModel "

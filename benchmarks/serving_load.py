@@ -7,7 +7,8 @@ Exports a small rig (built-in h36m, --views cameras, MetaFuse^0 fusion at top-k 
 untrained --backbone at --image_size px: latency does not depend on the weights) and serves it
 with the in-process server (`mf_tf.serving.server`) in a child process, so that the clients and
 the server hold interpreter locks of their own: once without batching, once with the export's
-batching_parameters file (`mf_tf.serving.batching`; num_batch_threads: this machine's cores).
+batching_parameters file (`mf_tf.serving.batching`: configs/default.py's config.export.batching,
+num_batch_threads this machine's cores).
 Both servers answer on 2 x max_batch_size gRPC threads, so the only difference is the batching.
 
 For each signature, fuse_crops (one person: crop heatmaps [1, V, 64, 64, J] and crop affines)
@@ -41,12 +42,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
+from configs import default as default_config  # noqa: E402
 from mf_tf.data.codec import HeatmapCodec  # noqa: E402
 from mf_tf.fusion import calibrated  # noqa: E402
 from mf_tf.geometry import crops  # noqa: E402
 from mf_tf.geometry import rigs  # noqa: E402
 from mf_tf.models.backbone import build_backbone  # noqa: E402
-from mf_tf.serving import batching  # noqa: E402
+from mf_tf.modes import export as export_mode  # noqa: E402
 from mf_tf.serving import client  # noqa: E402
 from mf_tf.serving import export  # noqa: E402
 from mf_tf.serving import server  # noqa: E402
@@ -208,7 +210,7 @@ def main():
   parser.add_argument("--seconds", type=float, default=8.0, help="per cell")
   parser.add_argument("--inputs", type=int, default=8, help="distinct requests per signature")
   parser.add_argument("--signatures", default=",".join(SIGNATURES))
-  defaults = batching.BatchingSettings()
+  defaults = export_mode.batching_settings(default_config.get_config())
   parser.add_argument("--batch_timeout_micros", type=int, default=defaults.batch_timeout_micros)
   parser.add_argument("--num_batch_threads", type=int, default=os.cpu_count() or 1,
                       help="default: this machine's cores (the server runs here)")
@@ -224,8 +226,9 @@ def main():
   rig = rig.subset(range(args.views), name=f"h36m{args.views}") if rig.num_views > args.views \
       else rig
   heatmap_size = args.image_size // 4
-  settings = batching.BatchingSettings(
-      batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=args.num_batch_threads,
+  settings = dataclasses.replace(
+      defaults, batch_timeout_micros=args.batch_timeout_micros,
+      num_batch_threads=args.num_batch_threads,
       allowed_batch_sizes=tuple(int(part) for part in args.allowed_batch_sizes.split(",")
                                 if part.strip()))
   print(f"rig {rig.name} ({rig.num_views} views), backbone {args.backbone} at {args.image_size} "

@@ -21,15 +21,18 @@ consistency and plausibility, not accuracy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from configs import default  # noqa: E402
 from mf_tf.data import joints as joints_lib  # noqa: E402
 from mf_tf.models import blazepose  # noqa: E402
 from mf_tf.geometry import calibration_formats  # noqa: E402
+from mf_tf.modes import video  # noqa: E402
 from mf_tf.reconstruct import people as people_lib  # noqa: E402
 from mf_tf.reconstruct import reconstructor  # noqa: E402
 from mf_tf.reconstruct import recording as recording_lib  # noqa: E402
@@ -39,12 +42,14 @@ _DEFAULT_FRAMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 def main() -> None:
+  config = default.get_config()
+  settings = video.session_settings(config)  # --mode=video's defaults.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--frames_dir", default=os.path.normpath(_DEFAULT_FRAMES))
   parser.add_argument("--rig", default=None, help="Default: <frames_dir>/camera_parameters.json")
   parser.add_argument("--joint_set", default="h36m17")
-  parser.add_argument("--line_value", type=float, default=0.1)
-  parser.add_argument("--line_width_px", type=float, default=1.0)
+  parser.add_argument("--line_value", type=float, default=config.fusion.line_value)
+  parser.add_argument("--line_width_px", type=float, default=config.fusion.line_width_px)
   parser.add_argument("--threshold_px", type=float, default=20.0)
   args = parser.parse_args()
   recording = recording_lib.open_recording(args.frames_dir)
@@ -66,8 +71,9 @@ def main() -> None:
     estimates = [model.estimate(image, joint_set, camera=camera)
                  for image, camera in zip(images, rig.cameras)]
     results = {fusion: people_lib.reconstruct_people(
-        estimates, rig, joint_set, people_lib.InstantSettings(
-            fusion=fusion, line_width_px=args.line_width_px, line_value=args.line_value))
+        estimates, rig, joint_set, dataclasses.replace(
+            settings.instant, fusion=fusion, line_width_px=args.line_width_px,
+            line_value=args.line_value))
         for fusion in errors}
     for fusion, result in results.items():
       for person in result:
@@ -85,7 +91,8 @@ def main() -> None:
       for joint, parent in enumerate(joint_set.parents):
         if parent >= 0 and np.isfinite(reference[joint]):
           ratios.append(np.linalg.norm(points[joint] - points[parent]) / reference[joint])
-    step = reconstructor.Reconstructor(model, rig, joint_set).step(images)
+    step = reconstructor.Reconstructor(model, rig, joint_set, settings.instant,
+                                       settings.tracking).step(images)
     recovery["before"] += step["detections"]
     recovery["after"] += np.add(step["detections"], step["recovered"])
     recovery["people"].append(len(people))
@@ -96,7 +103,7 @@ def main() -> None:
          for person in step["people"] if len(person["views"]) >= 3] + [np.zeros(0)])
     recovery.setdefault("median_px", []).append(
         round(float(np.nanmedian(step_errors)), 2) if np.isfinite(step_errors).any() else None)
-    used = step_errors[step_errors <= people_lib.DEFAULT_MAX_ERROR_PX]  # The inliers.
+    used = step_errors[step_errors <= settings.instant.max_error_px]  # The inliers.
     recovery.setdefault("median_inliers_px", []).append(
         round(float(np.median(used)), 2) if used.size else None)
     print(f"{key}  {[len(view) for view in estimates]}   {len(people)} ("
@@ -109,7 +116,7 @@ def main() -> None:
         f"{recovery['people']} -> {recovery['people_recovered']}; median reprojection error per "
         f"instant with recovery, confident joints of the people seen by >= 3 views (px): "
         f"{recovery['median_px']}; the same over the inliers (views that stayed in the joint's "
-        f"triangulation, error <= {people_lib.DEFAULT_MAX_ERROR_PX:g} px): "
+        f"triangulation, error <= {settings.instant.max_error_px:g} px): "
         f"{recovery['median_inliers_px']}")
   print("reprojection error of the triangulated joints vs each view's 2D estimate (raw px):")
   for fusion, values in errors.items():

@@ -66,6 +66,7 @@ def get_config(arg=None):
   bench.maml.inner_steps = 1
   bench.maml.outer_lr = 1e-3  # Paper: Adam 1e-3 in meta-training.
   bench.maml.first_order = False  # Second-order MAML, as in the paper.
+  bench.maml.inner_omega = True  # Inner steps adapt omega_base too (paper Eq. 5).
   bench.affine_pretrain = _fit(60, 1e-3)  # AffineFuse: plain Adam on the same pair tasks.
   bench.naive_pretrain = _fit(150, 1e-3)  # NaiveFuse, first V pretraining cameras (the Adam
   # rate: measured in BUILD.md, "Measured settings").

@@ -178,6 +178,7 @@ def _evaluation_sections(config):
   config.demo.maml.inner_steps = 1  # Inner gradient steps.
   config.demo.maml.outer_lr = 1e-3  # Paper: Adam 1e-3 in meta-training.
   config.demo.maml.first_order = False  # Second-order MAML, as in the paper.
+  config.demo.maml.inner_omega = True  # Inner steps adapt omega_base too (paper Eq. 5).
   config.demo.shots = 50  # K labelled frames of the new rig (paper: 50 already beats No-Fusion).
   config.demo.finetune_steps = 60  # Adam steps on theta (omega_base frozen).
   config.demo.finetune_lr = 5e-3  # Paper: Adam 5e-3 in meta-testing.
@@ -227,6 +228,8 @@ def _training_sections(config):
   config.metatrain.inner_steps = 1  # Inner gradient steps.
   config.metatrain.outer_lr = 1e-3  # Paper: Adam 1e-3.
   config.metatrain.first_order = False  # Second order by default.
+  config.metatrain.inner_omega = True  # Inner steps adapt omega_base too (paper Eq. 5); False:
+  # theta only.
   config.metatrain.holdout_pairs = 20  # Pairs never meta-trained on; losses reported at the end.
   config.metatrain.checkpoint_every = 10  # Steps between checkpoints (resume point).
   config.metatrain.restart = False  # True: discard checkpoints of other settings and start over.

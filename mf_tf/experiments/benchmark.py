@@ -97,18 +97,49 @@ class FitSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchmarkSettings:
-  """Everything the protocol needs, as explicit values (see `settings_from_config`).
+class ExperimentSettings:
+  """What the demo and the benchmark share: the synthetic world, pretraining and evaluation.
 
   Attributes:
     joint_set: Joint set name.
     heatmap_size: Heatmap side H = W, px.
-    temperature: Fusion softmax temperature.
+    temperature: Fusion softmax temperature (the read-out's).
     target_sigma: Gaussian target std, heatmap px.
     seed: Base seed of every draw.
     pretrain_rig: Pretraining rig name or file.
     pretrain_frames: Frames simulated on the pretraining rig.
     maml: `MamlSettings` of MetaFuse meta-training.
+    detector: `DetectorParams` (64 px units).
+    pictorial_options: RPSM options; None skips the RPSM (MPJPE by triangulation only).
+    limb_frames: Training poses giving the RPSM limb lengths.
+    line_width_px, line_value: Calibrated MetaFuse^0 line base.
+    eval_batch_size: Frames per fusion call in evaluation.
+    recipe: The `recipes.Recipe` of the MetaFuse^K rows (its starts) and of every method's
+      training (its loss, selection, theta parameterization and proximal weight).
+  """
+  joint_set: str
+  heatmap_size: int
+  temperature: float
+  target_sigma: float
+  seed: int
+  pretrain_rig: str
+  pretrain_frames: int
+  maml: metatrain.MamlSettings
+  detector: world.DetectorParams
+  pictorial_options: pictorial.PictorialOptions | None
+  limb_frames: int
+  line_width_px: float
+  line_value: float
+  eval_batch_size: int
+  recipe: recipes.Recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSettings(ExperimentSettings):
+  """Everything the protocol needs, as explicit values (see `settings_from_config`): the shared
+  `ExperimentSettings` and these.
+
+  Attributes:
     affine_pretrain: Steps and Adam settings of AffineFuse pretraining (tasks and frames per
       step as in `maml`).
     naive_pretrain: NaiveFuse pretraining on the first V pretraining cameras.
@@ -127,15 +158,8 @@ class BenchmarkSettings:
       better of the scaled MSE optimum and the epipolar matrices of the geometry estimated from
       the training labels), "least_squares" (the exact MSE optimum, its scale chosen) or "fit"
       (zero matrices, as the paper).
-    detector: `DetectorParams` (64 px units).
-    pictorial_options: RPSM options; None skips the RPSM (MPJPE by triangulation only).
-    limb_frames: Training poses giving the RPSM limb lengths.
-    line_width_px, line_value: Calibrated MetaFuse^0 line base.
-    eval_batch_size: Frames per fusion call in evaluation.
     source: "detector" or "images".
     images: Settings of the image path (dict), used when source == "images".
-    recipe: The `recipes.Recipe` of the MetaFuse^K rows (its starts) and of every method's
-      training (its loss, selection, theta parameterization and proximal weight).
     paper_rows: Also run "metafuse_paper": MetaFuse^K with `recipes.PAPER` (when `recipe` is
       another).
     outlier_px: Robust triangulation threshold (heatmap px) or None for the plain DLT.
@@ -145,14 +169,6 @@ class BenchmarkSettings:
     worker_threads: TensorFlow intra- and inter-op threads of each worker process; 0 leaves
       TensorFlow's default (every core; against 1 thread per worker measured in BUILD.md).
   """
-  joint_set: str
-  heatmap_size: int
-  temperature: float
-  target_sigma: float
-  seed: int
-  pretrain_rig: str
-  pretrain_frames: int
-  maml: metatrain.MamlSettings
   affine_pretrain: FitSettings
   naive_pretrain: FitSettings
   heldout_rigs: tuple
@@ -166,15 +182,8 @@ class BenchmarkSettings:
   naive_finetune: FitSettings
   naive_full: FitSettings
   naive_full_solver: str
-  detector: world.DetectorParams
-  pictorial_options: pictorial.PictorialOptions | None
-  limb_frames: int
-  line_width_px: float
-  line_value: float
-  eval_batch_size: int
   source: str
   images: dict
-  recipe: recipes.Recipe
   paper_rows: bool
   outlier_px: float | None
   workers: int

@@ -49,41 +49,28 @@ from mf_tf.geometry import rigs as rigs_lib
 from mf_tf.geometry.rig import pair_index
 from mf_tf.meta import tasks as tasks_lib
 from mf_tf.models import backbone as backbone_lib
+from mf_tf.serving import batching as batching_lib
 from mf_tf.serving import export as export_lib
 from mf_tf.train import adaptation
-from mf_tf.train import metatrain
 from mf_tf.train import pretraining
 from mf_tf.train import recipes
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoSettings:
-  """Explicit settings of the demo (see `settings_from_config` for their config keys)."""
-  joint_set: str
-  heatmap_size: int
-  temperature: float
-  target_sigma: float
-  seed: int
-  pretrain_rig: str
+class DemoSettings(benchmark.ExperimentSettings):
+  """Explicit settings of the demo (see `settings_from_config` for their config keys): the
+  shared `benchmark.ExperimentSettings` and these."""
   target_rig: str
-  pretrain_frames: int
-  maml: metatrain.MamlSettings
   shots: int
   finetune: benchmark.FitSettings
   test_frames: int
   test_seed: int
-  detector: world.DetectorParams
-  pictorial_options: pictorial.PictorialOptions
-  limb_frames: int
-  line_width_px: float
-  line_value: float
-  eval_batch_size: int
   export: bool
   export_backbone: str
   export_backbone_weights: str
   export_top_k: int
+  export_batching: batching_lib.BatchingSettings
   progress: bool
-  recipe: recipes.Recipe
   paper_row: bool
   calibrated_variant: bool
 
@@ -190,7 +177,7 @@ def _export(settings: DemoSettings, rig, layer, out_dir: str):
                                          joint_set.num_joints, weights=weights)
   fusion = layer.materialize(top_k=settings.export_top_k or None)
   return export_lib.export_rig(backbone, fusion, rig, os.path.join(out_dir, "export"),
-                               sigma=settings.target_sigma,
+                               batching=settings.export_batching, sigma=settings.target_sigma,
                                export_config={"source": "demo", "shots": settings.shots})
 
 

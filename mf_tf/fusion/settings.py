@@ -1,8 +1,8 @@
 """The fusion settings every stage shares: read-out and loss temperatures, loss, epipolar line.
 
-One `FusionSettings` is built from `config.fusion` by the modes (`mf_tf.modes.common`) and passed
-down; the libraries take its fields as arguments. The defaults are the paper's temperature and the
-measured best loss and line (measured in BUILD.md, "Measured settings").
+One `FusionSettings` is built from `config.fusion` and the recipe's loss by the modes
+(`mf_tf.modes.common.fusion_settings`) and passed down; the libraries take its fields as arguments.
+It has no defaults of its own: the values and their reasons are in configs/default.py.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ class FusionSettings:
     line_width_px: Calibrated init: cross-section sigma of the epipolar line, heatmap px.
     line_value: Calibrated init: peak of the line (fused = h_v + line_value * line sums).
   """
-  temperature: float = ops.DEFAULT_TEMPERATURE
-  loss_temperature: float = ops.DEFAULT_TEMPERATURE
-  loss: str = "ce"
-  line_width_px: float = 1.0
-  line_value: float = 0.1
+  temperature: float
+  loss_temperature: float
+  loss: str
+  line_width_px: float
+  line_value: float
 
   def __post_init__(self):
     for name in ("temperature", "loss_temperature", "line_width_px"):

@@ -71,7 +71,7 @@ def maml_settings(section, config, target_sigma: float) -> MamlSettings:
 
   Args:
     section: num_steps, tasks_per_step, support_size, query_size, inner_lr, inner_steps,
-      outer_lr, first_order.
+      outer_lr, first_order, inner_omega.
     config: The experiment config (fusion settings, seed).
     target_sigma: Gaussian target std in the heatmap pixels of the run.
   """
@@ -82,4 +82,4 @@ def maml_settings(section, config, target_sigma: float) -> MamlSettings:
       inner_lr=float(section.inner_lr), inner_steps=int(section.inner_steps),
       outer_lr=float(section.outer_lr), first_order=bool(section.first_order),
       temperature=fusion.loss_temperature, target_sigma=float(target_sigma),
-      seed=int(config.seed), loss=fusion.loss)
+      seed=int(config.seed), inner_omega=bool(section.inner_omega), loss=fusion.loss)

@@ -19,10 +19,11 @@ from mf_tf.experiments import benchmark
 from mf_tf.experiments import demo
 from mf_tf.modes import common
 from mf_tf.modes import evaluate as evaluate_mode
+from mf_tf.modes import export as export_mode
 
 
 def settings_from_config(config) -> demo.DemoSettings:
-  """`DemoSettings` from the experiment config (sections demo, rig, fusion, evaluate)."""
+  """`DemoSettings` from the experiment config (sections demo, rig, fusion, evaluate, export)."""
   section = config.demo
   size = int(section.heatmap_size)
   sigma = float(config.detector.sigma) * size / 64.0  # Targets as sharp as the detector's peaks.
@@ -49,7 +50,8 @@ def settings_from_config(config) -> demo.DemoSettings:
       eval_batch_size=int(config.evaluate.batch_size), export=bool(section.export),
       export_backbone=str(section.export_backbone),
       export_backbone_weights=str(section.export_backbone_weights),
-      export_top_k=int(config.export.top_k), progress=bool(section.progress),
+      export_top_k=int(config.export.top_k),
+      export_batching=export_mode.batching_settings(config), progress=bool(section.progress),
       recipe=common.recipe(config), paper_row=bool(section.paper_row),
       calibrated_variant=bool(section.calibrated_variant))
 

@@ -108,20 +108,21 @@ def load_fusion(config, workdir: str, rig_spec: str):
 
 
 def batching_settings(config) -> batching.BatchingSettings:
-  """The `batching_parameters` of `config.export.batching` (defaults where absent).
+  """The `batching_parameters` of `config.export.batching` (every field read from it).
 
   Raises:
     ValueError: A bad value, or a max_batch_size below the largest request the served models
       take (`server.MAX_BATCH_FRAMES`), which TF Serving would refuse.
   """
-  section = config.export.get("batching") or {}
-  values = {key: int(section[key]) for key in ("max_batch_size", "batch_timeout_micros",
-                                               "max_enqueued_batches", "num_batch_threads")
-            if key in section}
-  sizes = str(section.get("allowed_batch_sizes", "") or "")
+  section = config.export.batching
   try:
-    values["allowed_batch_sizes"] = tuple(int(part) for part in sizes.split(",") if part.strip())
-    settings = batching.BatchingSettings(**values)
+    settings = batching.BatchingSettings(
+        max_batch_size=int(section.max_batch_size),
+        batch_timeout_micros=int(section.batch_timeout_micros),
+        max_enqueued_batches=int(section.max_enqueued_batches),
+        num_batch_threads=int(section.num_batch_threads),
+        allowed_batch_sizes=tuple(int(part) for part in str(section.allowed_batch_sizes)
+                                  .split(",") if part.strip()))
   except ValueError as error:
     raise ValueError(f"config.export.batching: {error}") from error
   if settings.max_batch_size < server.MAX_BATCH_FRAMES:

@@ -38,19 +38,6 @@ from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.models import association
 
 FUSIONS = ("none", "epipolar")
-# A view leaves a joint seen by >= 3 views when its reprojection error exceeds this (raw px): on
-# the 25 Panoptic demo frames the fused joints of confident views reproject a median 2.6 px from
-# their estimate (90th percentile 7.1 px, 99th 15.3 px); 25 px takes one view out of one joint
-# (00004500, the left ankle of the man in grey: about 100 px off in 00_03, on the leg of the
-# person in front of him, while the 3 other confident views agree within 4 px; kept, it moves
-# the ankle 83 mm: tests/reconstruct/test_reconstruct_regressions.py).
-DEFAULT_MAX_ERROR_PX = 25.0
-# Accepted bone length / reference (`drop_implausible_joints`). The 95 checked bones of the
-# people seen by 4-5 views, whose extra views make the triangulation reliable, measure 0.66-1.40
-# of the reference (BlazePose's hips lie closer together than the mocap markers); the 2-view
-# person of instant 00004500 whose legs in 00_12 are those of the person standing in front of
-# him measures 0.59 to 5.4 times the reference on his hips and legs, 1.69 from spine to pelvis.
-DEFAULT_BONE_RATIO_RANGE = (0.55, 1.6)
 # h36m17 joints that BlazePose marks at the same anatomical point (`reference_bone_lengths`), and
 # the other sets' names of two of them.
 _REFERENCE_POINTS = ("pelvis", "rhip", "rknee", "rankle", "lhip", "lknee", "lankle", "spine",
@@ -67,7 +54,8 @@ CropFusion = Callable[[np.ndarray, np.ndarray, list, np.ndarray], np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class InstantSettings:
-  """How one instant's people are found and reconstructed (the defaults are the measured ones).
+  """How one instant's people are found and reconstructed (config.video's values, measured in
+  BUILD.md; `mf_tf.modes.video.session_settings` builds them).
 
   Attributes:
     fusion: "none" or "epipolar".
@@ -81,13 +69,13 @@ class InstantSettings:
       uses the served rig's).
   """
 
-  fusion: str = "epipolar"
-  line_width_px: float = epipolar_fusion.DEFAULT_LINE_WIDTH_PX
-  line_value: float = epipolar_fusion.DEFAULT_LINE_VALUE
-  max_cost_px: float = association.DEFAULT_MAX_COST_PX
-  min_score: float = association.DEFAULT_MIN_SCORE
-  max_error_px: float = DEFAULT_MAX_ERROR_PX
-  bone_ratio_range: tuple[float, float] = DEFAULT_BONE_RATIO_RANGE
+  fusion: str
+  line_width_px: float
+  line_value: float
+  max_cost_px: float
+  min_score: float
+  max_error_px: float
+  bone_ratio_range: tuple[float, float]
   fuse: CropFusion | None = None
 
   def __post_init__(self):
@@ -316,8 +304,7 @@ def _path_to_root(joint_set, joint: int) -> list[int]:
 
 
 
-def reconstruct_people(estimates, rig: Rig, joint_set,
-                       settings: InstantSettings = InstantSettings()) -> list[dict]:
+def reconstruct_people(estimates, rig: Rig, joint_set, settings: InstantSettings) -> list[dict]:
   """People of one instant from every view's 2D poses.
 
   Args:
@@ -354,7 +341,7 @@ def reconstruct_people(estimates, rig: Rig, joint_set,
 
 
 def reconstruct_person(poses, mirrored, cameras, joint_set,
-                       settings: InstantSettings = InstantSettings(), timer=None) -> dict:
+                       settings: InstantSettings, timer=None) -> dict:
   """One person from its 2D poses in >= 2 views: fusion, decoding, robust DLT, bone check.
 
   Args:

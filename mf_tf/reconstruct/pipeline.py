@@ -53,7 +53,8 @@ WALL_STAGES = ("decode", "views", "association", "people", "recovery", "tracking
 
 @dataclasses.dataclass(frozen=True)
 class OutputSettings:
-  """What `reconstruct_recording` writes.
+  """What `reconstruct_recording` writes (config.video's values;
+  `mf_tf.modes.video.session_settings` builds them).
 
   Attributes:
     overlays: Write overlays/<camera>.mp4.
@@ -64,12 +65,12 @@ class OutputSettings:
     formats: Motion file formats among ("trc", "c3d", "csv").
   """
 
-  overlays: bool = True
-  overlay_scale: float = 0.5
-  animation: bool = True
-  filter: str = filtering.DEFAULT_METHOD
-  filter_params: tuple = ()
-  formats: tuple[str, ...] = ("trc", "c3d", "csv")
+  overlays: bool
+  overlay_scale: float
+  animation: bool
+  filter: str
+  filter_params: tuple
+  formats: tuple[str, ...]
 
   def __post_init__(self):
     if not 0 < self.overlay_scale <= 1:
@@ -82,8 +83,7 @@ class OutputSettings:
 
 
 def reconstruct_recording(frames, rig: Rig, reconstructor: reconstructor_lib.Reconstructor,
-                          output_dir: str, *, fps: float, num_frames: int,
-                          output: OutputSettings = OutputSettings(),
+                          output_dir: str, *, fps: float, num_frames: int, output: OutputSettings,
                           progress: Callable[[int, dict], None] | None = None) -> dict:
   """Runs a recording through `reconstructor` and writes the outputs of the module docstring.
 

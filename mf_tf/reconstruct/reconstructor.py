@@ -61,7 +61,8 @@ class StageTimer:
 
 @dataclasses.dataclass(frozen=True)
 class TrackingSettings:
-  """How people are followed over time (`tracking`'s module docstring; defaults measured).
+  """How people are followed over time (`tracking`'s module docstring; config.video's values,
+  measured in BUILD.md; `mf_tf.modes.video.session_settings` builds them).
 
   Attributes:
     redetect_every: Frames between person-detector runs in a view whose people are tracked.
@@ -75,13 +76,13 @@ class TrackingSettings:
       one person split by association (`Reconstructor._merge_duplicates`).
   """
 
-  redetect_every: int = tracking.DEFAULT_REDETECT_EVERY
-  recover_views: bool = True
-  recovery_max_px: float = association.DEFAULT_MAX_COST_PX
-  max_distance_mm: float = tracking.DEFAULT_TRACK_MAX_DISTANCE_MM
-  max_gap_frames: int = tracking.DEFAULT_MAX_GAP_FRAMES
-  min_track_frames: int = 10
-  duplicate_distance_mm: float = tracking.DEFAULT_DUPLICATE_DISTANCE_MM
+  redetect_every: int
+  recover_views: bool
+  recovery_max_px: float
+  max_distance_mm: float
+  max_gap_frames: int
+  min_track_frames: int
+  duplicate_distance_mm: float
 
   def __post_init__(self):
     if self.redetect_every < 0 or self.max_gap_frames < 0 or self.min_track_frames < 1:
@@ -110,8 +111,7 @@ class Reconstructor:
   """
 
   def __init__(self, models, rig: Rig, joint_set,
-               instant: people_lib.InstantSettings = people_lib.InstantSettings(),
-               tracking_settings: TrackingSettings = TrackingSettings(),
+               instant: people_lib.InstantSettings, tracking_settings: TrackingSettings,
                timer: StageTimer | None = None):
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     if not models:

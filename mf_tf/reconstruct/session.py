@@ -36,7 +36,8 @@ DEFAULT_FOLDER_FPS = 30.0
 @dataclasses.dataclass(frozen=True)
 class SessionSettings:
   """Everything that turns one recording into motion files, besides the inputs and the output
-  folder (the fields of config.video of the same names).
+  folder (the fields of config.video of the same names; `mf_tf.modes.video.session_settings`
+  builds them).
 
   Attributes:
     rig: Calibration file (any format `calibration_formats` reads) or built-in rig name; empty:
@@ -53,17 +54,17 @@ class SessionSettings:
     output: `pipeline.OutputSettings` (files written, filter).
   """
 
-  rig: str = ""
-  units: str = ""
-  start: int = 0
-  stop: int = 0
-  stride: int = 1
-  offsets: str = ""
-  fps: float = 0.0
-  joint_set: str = "h36m17"
-  instant: people.InstantSettings = people.InstantSettings()
-  tracking: reconstructor_lib.TrackingSettings = reconstructor_lib.TrackingSettings()
-  output: pipeline.OutputSettings = pipeline.OutputSettings()
+  rig: str
+  units: str
+  start: int
+  stop: int
+  stride: int
+  offsets: str
+  fps: float
+  joint_set: str
+  instant: people.InstantSettings
+  tracking: reconstructor_lib.TrackingSettings
+  output: pipeline.OutputSettings
 
   def __post_init__(self):
     if self.output.filter_params:  # Bad names or values fail here, before any decoding.

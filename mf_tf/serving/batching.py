@@ -52,6 +52,9 @@ BATCHING_PARAMETERS = "batching_parameters"  # Beside models.config in the expor
 class BatchingSettings:
   """The batching parameters both servers use (TF Serving's names and meanings).
 
+  No field has a default: the export mode builds it from config.export.batching
+  (`mf_tf.modes.export.batching_settings`), and `parse` reads every field from the file.
+
   Attributes:
     max_batch_size: Most frames in one batch. At least the largest request
       (`mf_tf.serving.server.MAX_BATCH_FRAMES`), which TF Serving would otherwise refuse.
@@ -63,11 +66,11 @@ class BatchingSettings:
       the next one. Empty: no padding.
   """
 
-  max_batch_size: int = 16
-  batch_timeout_micros: int = 2000
-  max_enqueued_batches: int = 16
-  num_batch_threads: int = 4
-  allowed_batch_sizes: tuple[int, ...] = ()
+  max_batch_size: int
+  batch_timeout_micros: int
+  max_enqueued_batches: int
+  num_batch_threads: int
+  allowed_batch_sizes: tuple[int, ...]
 
   def __post_init__(self):
     for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
@@ -139,20 +142,28 @@ def to_text(settings: BatchingSettings) -> str:
   return text
 
 
+_REQUIRED_FIELDS = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                    "num_batch_threads")
+
+
 def parse(text: str) -> BatchingSettings:
-  """`BatchingSettings` of a batching_parameters text (unset fields: the defaults here).
+  """`BatchingSettings` of a batching_parameters text, which sets every field `to_text` writes
+  (allowed_batch_sizes may be empty: no padding).
 
   Raises:
-    ValueError: The text is not a BatchingParameters text proto, or its values are invalid.
+    ValueError: The text is not a BatchingParameters text proto, lacks one of those fields, or
+      its values are invalid.
   """
   message = batching_parameters_class()()
   try:
     text_format.Parse(text, message)
   except text_format.ParseError as error:
     raise ValueError(f"not a TF Serving BatchingParameters text proto: {error}") from error
-  values = {name: getattr(message, name).value for name in (
-      "max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
-            if message.HasField(name)}
+  missing = [name for name in _REQUIRED_FIELDS if not message.HasField(name)]
+  if missing:
+    raise ValueError(f"batching_parameters without {', '.join(missing)}: expected every one of "
+                     f"{', '.join(_REQUIRED_FIELDS)} (as the export writes them)")
+  values = {name: getattr(message, name).value for name in _REQUIRED_FIELDS}
   return BatchingSettings(**values, allowed_batch_sizes=tuple(message.allowed_batch_sizes))
 
 
@@ -226,7 +237,7 @@ class Batcher:
     batch_sizes: Counter of the frames (before padding) of every batch run so far.
   """
 
-  def __init__(self, settings: BatchingSettings = BatchingSettings()):
+  def __init__(self, settings: BatchingSettings):
     self.settings = settings
     self.batch_sizes = collections.Counter()
     self._lock = threading.Lock()

@@ -409,14 +409,14 @@ def save_version(module: ExportModule, rig: Rig, model_dir: str, version: int | 
   return final
 
 
-def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.0,
+def export_rig(backbone, fusion, rig: Rig, export_dir: str, *,
+               batching: batching_lib.BatchingSettings, sigma: float = 2.0,
                triangulate: bool = True,
                line_width_px: float = epipolar_fusion.DEFAULT_LINE_WIDTH_PX,
                line_value: float = epipolar_fusion.DEFAULT_LINE_VALUE,
                version: int | None = None,
                export_config: dict | None = None, base_path_prefix: str | None = None,
-               warmup: bool = True,
-               batching: batching_lib.BatchingSettings = batching_lib.BatchingSettings()) -> str:
+               warmup: bool = True) -> str:
   """Exports one rig's model as `<export_dir>/<rig.name>/<version>/` and rewrites models.config
   and batching_parameters.
 
@@ -424,12 +424,12 @@ def export_rig(backbone, fusion, rig: Rig, export_dir: str, *, sigma: float = 2.
     backbone, fusion, rig, sigma, triangulate, line_width_px, line_value: See `ExportModule`
       (the last two: the fuse_crops signature's epipolar lines).
     export_dir: Root served by TF Serving.
+    batching: Written as `<export_dir>/batching_parameters` (every signature batches along its
+      first axis: `mf_tf.serving.batching`); the modes build it from config.export.batching.
     version: See `save_version`.
     export_config: Extra settings recorded in `assets.extra/export_config.json`.
     base_path_prefix: See `model_config.write_models_config`.
     warmup: Write warm-up requests.
-    batching: Written as `<export_dir>/batching_parameters` (every signature batches along its
-      first axis: `mf_tf.serving.batching`).
 
   Returns:
     The version folder written.

@@ -294,10 +294,13 @@ def batching_settings(models_config_path: str,
   """The batching of `start_server(batching=...)`: None (off), or its settings.
 
   Args:
-    models_config_path: The models.config; its folder may hold the export's batching_parameters.
-    batching: False / None: off. True: the `batching_parameters` file beside models.config, or
-      the default `BatchingSettings` when there is none. A path: that file. A BatchingSettings:
-      itself.
+    models_config_path: The models.config; its folder holds the export's batching_parameters.
+    batching: False / None: off. True: the `batching_parameters` file beside models.config
+      (the export writes it from config.export.batching). A path: that file. A
+      BatchingSettings: itself.
+
+  Raises:
+    FileNotFoundError: batching=True and there is no batching_parameters beside models.config.
   """
   if batching is None or batching is False:
     return None
@@ -306,7 +309,10 @@ def batching_settings(models_config_path: str,
   if batching is True:
     path = os.path.join(os.path.dirname(os.path.abspath(models_config_path)),
                         batching_lib.BATCHING_PARAMETERS)
-    return batching_lib.read(path) if os.path.isfile(path) else batching_lib.BatchingSettings()
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"batching=True but there is no {path!r}: export the rigs again "
+                              "(--mode=export writes it) or pass BatchingSettings")
+    return batching_lib.read(path)
   return batching_lib.read(os.fspath(batching))
 
 

@@ -53,6 +53,8 @@ from mf_tf.train import summaries
 class MamlSettings:
   """Hyper-parameters of MAML meta-training.
 
+  No field has a default: the modes build it from the config (`mf_tf.modes.common.maml_settings`).
+
   Attributes:
     num_steps: Outer steps.
     tasks_per_step: Tasks (ordered pairs) per outer step, split over replicas.
@@ -69,19 +71,19 @@ class MamlSettings:
     loss: `ops.fusion_loss` kind, "mse" or "ce" (the same as finetuning uses).
   """
 
-  num_steps: int = 100
-  tasks_per_step: int = 2
-  support_size: int = 4
-  query_size: int = 4
-  inner_lr: float = 1.0
-  inner_steps: int = 1
-  outer_lr: float = 1e-3
-  first_order: bool = False
-  temperature: float = 0.2
-  target_sigma: float = 2.0
-  seed: int = 0
-  inner_omega: bool = True
-  loss: str = "mse"
+  num_steps: int
+  tasks_per_step: int
+  support_size: int
+  query_size: int
+  inner_lr: float
+  inner_steps: int
+  outer_lr: float
+  first_order: bool
+  temperature: float
+  target_sigma: float
+  seed: int
+  inner_omega: bool
+  loss: str
 
   def __post_init__(self):
     maml.validate_hyperparameters(self.inner_lr, self.inner_steps, self.temperature)

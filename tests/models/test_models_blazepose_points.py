@@ -12,6 +12,8 @@ from mf_tf.models import blazepose
 from mf_tf.models import fetch_blazepose
 from mf_tf.reconstruct import people
 
+from video_settings import instant_settings  # pylint: disable=wrong-import-order
+
 # MediaPipe's pose landmark model: its 33 landmarks in output order, as the Pose Landmarker guide
 # lists them (https://ai.google.dev/edge/mediapipe/solutions/vision/pose_landmarker, "Pose
 # landmarker model"). Written out here as the oracle the project's table is checked against.
@@ -77,7 +79,8 @@ def demo_people(repo_root):
     estimates = [model.estimate(blazepose.read_image(str(demo / name / f"{name}_{instant}.jpg")),
                                 h36m, camera=camera)
                  for name, camera in zip(_CAMERAS, rig.cameras)]
-    found += [(instant, person) for person in people.reconstruct_people(estimates, rig, h36m)]
+    found += [(instant, person)
+              for person in people.reconstruct_people(estimates, rig, h36m, instant_settings())]
   return h36m, found
 
 

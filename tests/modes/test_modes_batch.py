@@ -15,7 +15,8 @@ import pytest
 from configs import default
 from mf_tf.modes import batch as batch_mode
 from mf_tf.pipelines import sessions as sessions_lib
-from mf_tf.reconstruct import session as session_lib
+
+from video_settings import session_settings  # pylint: disable=wrong-import-order
 
 
 def _config(sessions_root):
@@ -69,21 +70,21 @@ def test_a_failing_session_is_reported_and_leaves_nothing(repo_root, tmp_path):
     raise AssertionError("models loaded before the inputs were checked")
 
   result = sessions_lib.process_session("bare", str(bare), str(output),
-                                        session_lib.SessionSettings(), models)
+                                        session_settings(), models)
   assert result["status"] == "failed"
   assert result["error"].startswith("CalibrationError: no calibration for the recording"), result
   assert os.listdir(output) == []  # No output folder, no staging folder.
   result = sessions_lib.process_session("../escape", str(bare), str(output),
-                                        session_lib.SessionSettings(), models)
+                                        session_settings(), models)
   assert result["status"] == "failed" and "not a safe name" in result["error"]
 
 
 def test_the_completion_marker_holds_the_settings(tmp_path):
-  settings = session_lib.SessionSettings()
+  settings = session_settings()
   assert not sessions_lib.is_done(str(tmp_path), settings)
   (tmp_path / sessions_lib.DONE_MARKER).write_text(
       json.dumps({"settings": sessions_lib.settings_record(settings)}))
-  assert sessions_lib.is_done(str(tmp_path), session_lib.SessionSettings())
-  assert not sessions_lib.is_done(str(tmp_path), session_lib.SessionSettings(stride=2))
+  assert sessions_lib.is_done(str(tmp_path), session_settings())
+  assert not sessions_lib.is_done(str(tmp_path), session_settings(stride=2))
   (tmp_path / sessions_lib.DONE_MARKER).write_text("{")
   assert not sessions_lib.is_done(str(tmp_path), settings)

@@ -15,6 +15,8 @@ from mf_tf.models import fetch_blazepose
 from mf_tf.reconstruct import people
 from mf_tf.reconstruct import tracking
 
+from video_settings import instant_settings  # pylint: disable=wrong-import-order
+
 _CAMERAS = ("00_03", "00_06", "00_12", "00_13", "00_23")
 
 
@@ -64,7 +66,7 @@ def _ancestors(joint_set, joint):
 def test_implausible_bones_drop_what_hangs_on_them():
   h36m = joints_lib.get_joint_set("h36m17")
   pose = _t_pose(h36m)
-  ratio_range = people.DEFAULT_BONE_RATIO_RANGE
+  ratio_range = instant_settings().bone_ratio_range
   np.testing.assert_array_equal(people.drop_implausible_joints(pose, h36m, ratio_range), pose)
   # A knee 300 mm too low (thigh 1.7 x its length): the knee and the ankle below it go.
   stretched = pose.copy()
@@ -185,7 +187,7 @@ def test_person_seen_by_two_views_with_swapped_sides_is_reconstructed(instant_00
   plain = association.associate(joints2d, scores, rig)
   assert not any(all(found.members.get(view) == index for view, index in woman.members.items())
                  for found in plain)
-  result = people.reconstruct_people(estimates, rig, h36m)
+  result = people.reconstruct_people(estimates, rig, h36m, instant_settings())
   assert len(result) == 3
   (person,) = [p for p in result if p["views"] == views]
   # Her 3D skeleton: the upper body and hips (her legs are cut in 00_12), every bone within 30 %

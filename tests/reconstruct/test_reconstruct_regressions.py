@@ -18,6 +18,9 @@ from mf_tf.reconstruct import people
 from mf_tf.reconstruct import reconstructor
 from mf_tf.reconstruct import tracking
 
+from video_settings import instant_settings  # pylint: disable=wrong-import-order
+from video_settings import tracking_settings  # pylint: disable=wrong-import-order
+
 _CAMERAS = ("00_03", "00_06", "00_12", "00_13", "00_23")
 _H36M = joints_lib.get_joint_set("h36m17")
 
@@ -55,10 +58,10 @@ def instant_00004500(demo, rig, model):
   images = _images(demo, "00004500")
   estimates = [model.estimate(image, _H36M, camera=camera)
                for image, camera in zip(images, rig.cameras)]
-  recovered = reconstructor.Reconstructor(model, rig, _H36M).step(images)
-  plain = reconstructor.Reconstructor(
-      model, rig, _H36M,
-      tracking_settings=reconstructor.TrackingSettings(recover_views=False)).step(images)
+  recovered = reconstructor.Reconstructor(model, rig, _H36M, instant_settings(),
+                                          tracking_settings()).step(images)
+  plain = reconstructor.Reconstructor(model, rig, _H36M, instant_settings(),
+                                      tracking_settings(recover_views=False)).step(images)
   return estimates, recovered, plain
 
 
@@ -120,7 +123,7 @@ def test_three_views_overrule_the_cheapest_edges_mirroring(instant_00009348, rig
 
 @pytest.mark.large
 def test_consistently_oriented_person_reconstructs_with_small_errors(instant_00009348, rig):
-  settings = people.InstantSettings(min_score=_STRICT_SCORE)
+  settings = instant_settings(min_score=_STRICT_SCORE)
   result = people.reconstruct_people(instant_00009348, rig, _H36M, settings)
   (person,) = [p for p in result if p["views"] == _KHAKI_VIEWS]
   assert len(set(person["mirrored"])) == 1, person["mirrored"]
@@ -145,12 +148,12 @@ def test_consistently_oriented_person_reconstructs_with_small_errors(instant_000
 
 @pytest.mark.large
 def test_a_view_that_took_another_ankle_leaves_the_joint(instant_00004500, rig):
-  # Instant 00004500, the man in grey seen by all 5 views (DEFAULT_MAX_ERROR_PX's comment): in
+  # Instant 00004500, the man in grey seen by all 5 views (config.video.max_error_px, BUILD.md): in
   # 00_03 BlazePose puts his left ankle on the leg of the person in front of him (visibility
   # 0.69, over the threshold), about 100 px from where the other confident views (00_06, 00_12,
   # 00_13; 00_23 does not see it) agree within 4 px. That view must leave the joint.
   estimates, _, _ = instant_00004500
-  found = people.reconstruct_people(estimates, rig, _H36M)
+  found = people.reconstruct_people(estimates, rig, _H36M, instant_settings())
   (man,) = [p for p in found if p["views"] == [0, 1, 2, 3, 4]]
   ankle = _H36M.index("lankle")
   confident = man["scores"][:, ankle] >= association.DEFAULT_MIN_SCORE
@@ -168,8 +171,7 @@ def test_a_view_that_took_another_ankle_leaves_the_joint(instant_00004500, rig):
   assert np.linalg.norm(man["joints3d"][ankle] - expected) < 1.0, (man["joints3d"][ankle],
                                                                    expected)
   # Kept, the wrong view would move the ankle by 83 mm.
-  loose = people.reconstruct_people(estimates, rig, _H36M,
-                                    people.InstantSettings(max_error_px=np.inf))
+  loose = people.reconstruct_people(estimates, rig, _H36M, instant_settings(max_error_px=np.inf))
   (same,) = [p for p in loose if p["views"] == man["views"]]
   assert np.linalg.norm(same["joints3d"][ankle] - expected) > 50.0
 

@@ -1,6 +1,7 @@
 """Small exported rigs shared by the serving tests."""
 
 import pytest
+from config_settings import batching_settings
 from serving_test_helpers import (IMAGE_SIZE, NUM_JOINTS, TOP_K, distorted_rig,
                                   set_batch_norm_statistics, smooth_images,
                                   trained_like_fusion)
@@ -25,8 +26,10 @@ def exported(tmp_path_factory, small_backbone):
   fusion = trained_like_fusion()
   dense = fusion.materialize()
   sparse = fusion.materialize(top_k=TOP_K)
-  dense_path = export.export_rig(small_backbone, dense, rig, export_dir)
+  dense_path = export.export_rig(small_backbone, dense, rig, export_dir,
+                                 batching=batching_settings())
   sparse_rig = Rig("toy3_sparse", rig.cameras, up=rig.up, floor=rig.floor)
-  sparse_path = export.export_rig(small_backbone, sparse, sparse_rig, export_dir)
+  sparse_path = export.export_rig(small_backbone, sparse, sparse_rig, export_dir,
+                                  batching=batching_settings())
   return {"dir": export_dir, "rig": rig, "fusion": fusion, "dense": dense, "sparse": sparse,
           "dense_path": dense_path, "sparse_path": sparse_path, "backbone": small_backbone}

@@ -1,6 +1,7 @@
 """Server-side batching: the batching_parameters file TF Serving reads, and the in-process batcher
 (concurrent requests gathered, run once, answered as if alone)."""
 
+import dataclasses
 import os
 import threading
 import time
@@ -8,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from config_settings import batching_settings
 from google.protobuf import text_format
 from serving_test_helpers import IMAGE_SIZE, NUM_JOINTS, NUM_VIEWS
 
@@ -28,7 +30,7 @@ def test_export_writes_batching_parameters_that_tf_serving_parses(exported):
     text = f.read()
   message = batching.batching_parameters_class()()
   text_format.Parse(text, message)
-  defaults = batching.BatchingSettings()
+  defaults = batching_settings()  # What the serving tests export with.
   assert (message.max_batch_size.value, message.batch_timeout_micros.value,
           message.max_enqueued_batches.value, message.num_batch_threads.value) == (
               defaults.max_batch_size, defaults.batch_timeout_micros,
@@ -65,26 +67,33 @@ def test_every_signature_batches_along_its_first_axis(exported):
 
 
 def test_settings_and_text_are_checked():
-  text = batching.to_text(batching.BatchingSettings(max_batch_size=16, batch_timeout_micros=0,
-                                                    allowed_batch_sizes=(1, 4, 16)))
+  text = batching.to_text(batching_settings(max_batch_size=16, batch_timeout_micros=0,
+                                            allowed_batch_sizes=(1, 4, 16)))
   assert batching.parse(text).allowed_batch_sizes == (1, 4, 16)
   assert "allowed_batch_sizes: 4" in text
   with pytest.raises(ValueError, match=r"allowed_batch_sizes=\[1, 4\], expected increasing sizes "
                      r">= 1 ending at max_batch_size=16"):
-    batching.BatchingSettings(allowed_batch_sizes=(1, 4))
+    batching_settings(max_batch_size=16, allowed_batch_sizes=(1, 4))
   with pytest.raises(ValueError, match="num_batch_threads=0, expected an integer >= 1"):
-    batching.BatchingSettings(num_batch_threads=0)
+    batching_settings(num_batch_threads=0)
   with pytest.raises(ValueError, match="not a TF Serving BatchingParameters text proto"):
     batching.parse("max_batch_size: 16")  # A bare value where the server wants a wrapper.
-  assert batching.parse("") == batching.BatchingSettings()
+  with pytest.raises(ValueError, match="batching_parameters without batch_timeout_micros, "
+                     "num_batch_threads: expected every one of"):
+    batching.parse("max_batch_size { value: 16 }\nmax_enqueued_batches { value: 16 }")
 
 
 def test_export_mode_reads_config_export_batching():
   config = default.get_config()
-  assert export_mode.batching_settings(config) == batching.BatchingSettings()
-  config.export.batching.update(allowed_batch_sizes="1, 4,16", num_batch_threads=8)
-  assert export_mode.batching_settings(config) == batching.BatchingSettings(
-      num_batch_threads=8, allowed_batch_sizes=(1, 4, 16))
+  read = export_mode.batching_settings(config)
+  assert read == batching.BatchingSettings(max_batch_size=16, batch_timeout_micros=2000,
+                                           max_enqueued_batches=16, num_batch_threads=4,
+                                           allowed_batch_sizes=())
+  config.export.batching.update(allowed_batch_sizes="1, 4,16", num_batch_threads=8,
+                                batch_timeout_micros=10, max_enqueued_batches=3)
+  assert export_mode.batching_settings(config) == dataclasses.replace(
+      read, num_batch_threads=8, allowed_batch_sizes=(1, 4, 16), batch_timeout_micros=10,
+      max_enqueued_batches=3)
   config.export.batching.update(max_batch_size=8, allowed_batch_sizes="")
   with pytest.raises(ValueError, match=r"max_batch_size=8, expected >= 16"):
     export_mode.batching_settings(config)
@@ -133,8 +142,7 @@ def _concurrently(count, function):
 
 def test_concurrent_calls_run_once_and_get_their_own_answers():
   recorder = _Recorder()
-  batcher = batching.Batcher(batching.BatchingSettings(max_batch_size=16,
-                                                       batch_timeout_micros=300_000))
+  batcher = batching.Batcher(batching_settings(max_batch_size=16, batch_timeout_micros=300_000))
   inputs = [np.full((1 + i % 2, 3), float(i), np.float32) for i in range(6)]  # 9 frames.
   answers, errors = _concurrently(6, lambda i: batcher.run("m", recorder, {"x": inputs[i]}))
   assert errors == [None] * 6
@@ -146,7 +154,7 @@ def test_concurrent_calls_run_once_and_get_their_own_answers():
 
 def test_full_batches_run_at_once_and_padding_repeats_a_real_frame():
   recorder = _Recorder()
-  batcher = batching.Batcher(batching.BatchingSettings(
+  batcher = batching.Batcher(batching_settings(
       max_batch_size=4, batch_timeout_micros=2_000_000, allowed_batch_sizes=(2, 4)))
   started = time.perf_counter()
   _, errors = _concurrently(4, lambda i: batcher.run("m", recorder, {"x": np.ones((1, 2))}))
@@ -161,7 +169,7 @@ def test_full_batches_run_at_once_and_padding_repeats_a_real_frame():
 
 def test_a_bad_request_fails_alone():
   recorder = _Recorder()
-  batcher = batching.Batcher(batching.BatchingSettings(batch_timeout_micros=300_000))
+  batcher = batching.Batcher(batching_settings(batch_timeout_micros=300_000))
   inputs = [np.full((1, 3), -1.0 if i == 2 else float(i), np.float32) for i in range(4)]
   answers, errors = _concurrently(4, lambda i: batcher.run("m", recorder, {"x": inputs[i]}))
   assert isinstance(errors[2], tf.errors.InvalidArgumentError)
@@ -175,7 +183,7 @@ def test_a_bad_request_fails_alone():
 def test_a_full_queue_refuses_the_request():
   gate = threading.Event()
   recorder = _Recorder(gate)
-  batcher = batching.Batcher(batching.BatchingSettings(
+  batcher = batching.Batcher(batching_settings(
       max_batch_size=1, batch_timeout_micros=0, max_enqueued_batches=1, num_batch_threads=1))
   x = {"x": np.ones((1, 2), np.float32)}
   first = threading.Thread(target=batcher.run, args=("m", recorder, x))
@@ -219,7 +227,7 @@ def _images(index):
 
 def test_concurrent_batched_requests_equal_direct_calls(exported):
   # A long timeout: on a loaded machine the 12 requests still meet in a few batches.
-  settings = batching.BatchingSettings(batch_timeout_micros=1_000_000, num_batch_threads=2)
+  settings = batching_settings(batch_timeout_micros=1_000_000, num_batch_threads=2)
   signatures = tf.saved_model.load(exported["dense_path"]).signatures
   count = 6
   with server.start_server(os.path.join(exported["dir"], "models.config"),
@@ -257,9 +265,10 @@ def test_concurrent_batched_requests_equal_direct_calls(exported):
 
 def test_batching_true_reads_the_file_beside_models_config(tmp_path):
   path = str(tmp_path / "models.config")
-  assert server.batching_settings(path, True) == batching.BatchingSettings()  # No file.
-  chosen = batching.BatchingSettings(max_batch_size=32, batch_timeout_micros=500,
-                                     num_batch_threads=2, allowed_batch_sizes=(8, 32))
+  with pytest.raises(FileNotFoundError, match="batching=True but there is no .*parameters"):
+    server.batching_settings(path, True)  # No file.
+  chosen = batching_settings(max_batch_size=32, batch_timeout_micros=500, num_batch_threads=2,
+                             allowed_batch_sizes=(8, 32))
   batching.write(str(tmp_path), chosen)
   assert server.batching_settings(path, True) == chosen
   assert server.batching_settings(path, str(tmp_path / batching.BATCHING_PARAMETERS)) == chosen

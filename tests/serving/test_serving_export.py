@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from config_settings import batching_settings
 from serving_test_helpers import (HEATMAP_SIZE, IMAGE_SIZE, NUM_JOINTS, NUM_VIEWS, TOP_K,
                                   distorted_rig)
 
@@ -212,6 +213,7 @@ def test_versions_are_atomic_and_increment(exported, tmp_path, monkeypatch):
   export_dir = str(tmp_path)
   rig = distorted_rig("atomic")
   fusion = exported["sparse"]
+  batching = batching_settings()
   monkeypatch.setattr(export, "ExportModule", _SmallModule)
   original_save = tf.saved_model.save
 
@@ -221,13 +223,13 @@ def test_versions_are_atomic_and_increment(exported, tmp_path, monkeypatch):
 
   monkeypatch.setattr(tf.saved_model, "save", failing_save)
   with pytest.raises(OSError, match="disk full"):
-    export.export_rig(None, fusion, rig, export_dir, warmup=False)
+    export.export_rig(None, fusion, rig, export_dir, warmup=False, batching=batching)
   assert os.listdir(os.path.join(export_dir, "atomic")) == []  # Neither "1" nor a temporary.
   assert not os.path.exists(os.path.join(export_dir, "models.config"))
   monkeypatch.setattr(tf.saved_model, "save", original_save)
-  first = export.export_rig(None, fusion, rig, export_dir, warmup=False)
+  first = export.export_rig(None, fusion, rig, export_dir, warmup=False, batching=batching)
   second = export.export_rig(None, fusion, rig, export_dir, warmup=True,
-                             base_path_prefix="/models")
+                             base_path_prefix="/models", batching=batching)
   assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
   assert model_config.latest_version(os.path.join(export_dir, "atomic")) == 2
   assert model_config.read_models_config(os.path.join(export_dir, "models.config")) == {
@@ -237,7 +239,7 @@ def test_versions_are_atomic_and_increment(exported, tmp_path, monkeypatch):
   assert tf.saved_model.load(second).signatures["serving_default"](
       x=tf.constant([1.5]))["y"].numpy() == pytest.approx([3.0])
   with pytest.raises(FileExistsError, match="immutable"):
-    export.export_rig(None, fusion, rig, export_dir, version=2)
+    export.export_rig(None, fusion, rig, export_dir, version=2, batching=batching)
 
 
 def test_models_config_rejects_bad_text():

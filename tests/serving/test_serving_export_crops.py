@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from config_settings import batching_settings
 from serving_test_helpers import NUM_JOINTS, trained_like_fusion
 
 from mf_tf.data.codec import HeatmapCodec
@@ -20,7 +21,8 @@ def crops_model(tmp_path_factory, small_backbone):
   """Three Human3.6M cameras (lens distortion included) exported with the small backbone."""
   rig = get_rig("h36m").subset([0, 1, 2], name="h36m3")
   path = export.export_rig(small_backbone, trained_like_fusion().materialize(), rig,
-                           str(tmp_path_factory.mktemp("export_crops")), warmup=False)
+                           str(tmp_path_factory.mktemp("export_crops")), warmup=False,
+                           batching=batching_settings())
   return rig, tf.saved_model.load(path).signatures["fuse_crops"]
 
 

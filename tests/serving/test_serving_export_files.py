@@ -7,6 +7,7 @@ import os
 import stat
 import time
 
+from config_settings import batching_settings
 from serving_test_helpers import distorted_rig
 
 from mf_tf.serving import export, model_config
@@ -26,7 +27,7 @@ def test_export_writes_readable_version_and_clears_stale_temporary(exported, tmp
   umask = os.umask(0o077)  # A restrictive umask must not leak into the served files.
   try:
     path = export.export_rig(exported["backbone"], exported["sparse"], rig, export_dir,
-                             warmup=False)
+                             warmup=False, batching=batching_settings())
   finally:
     os.umask(umask)
   assert not os.path.exists(stale)

@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from config_settings import default_config
 
 from mf_tf.geometry import rigs
 from mf_tf.models.backbone import build_backbone
@@ -26,7 +27,8 @@ def _config(weights_path, export_root):
       "export": {"dir": export_root, "rigs": "", "top_k": 16, "triangulate": True, "version": 0,
                  "base_path_prefix": "", "warmup": True, "client_timeout_s": 60.0,
                  "backbone_weights": weights_path,
-                 "fusion_source": "calibrated", "finetuned_dir": ""},
+                 "fusion_source": "calibrated", "finetuned_dir": "",
+                 "batching": default_config().export.batching.to_dict()},
       "tflite": {"quant_type": "int8", "representative_glob": "", "num_representative": 6,
                  "num_eval": 3, "num_threads": 1},
   })

@@ -24,6 +24,9 @@ from mf_tf.reconstruct import people
 from mf_tf.reconstruct import reconstructor
 from mf_tf.serving import client, export, server
 
+from video_settings import instant_settings  # pylint: disable=wrong-import-order
+from video_settings import tracking_settings  # pylint: disable=wrong-import-order
+
 CROP = export.CROP_HEATMAP_SIZE
 
 
@@ -166,9 +169,10 @@ def test_served_fusion_reconstructs_every_demo_instant_as_in_process(panoptic, d
   with client.ServedCropFusion(panoptic["server"].address, rig) as fuse:
     for instant in _INSTANTS:
       images = _images(demo, instant)
-      local = reconstructor.Reconstructor(model, rig, "h36m17").step(images)
-      served = reconstructor.Reconstructor(model, rig, "h36m17",
-                                           people.InstantSettings(fuse=fuse)).step(images)
+      local = reconstructor.Reconstructor(model, rig, "h36m17", instant_settings(),
+                                          tracking_settings()).step(images)
+      served = reconstructor.Reconstructor(model, rig, "h36m17", instant_settings(fuse=fuse),
+                                           tracking_settings()).step(images)
       assert [p["views"] for p in served["people"]] == [p["views"] for p in local["people"]]
       assert served["recovered"] == local["recovered"], instant
       for got, want in zip(served["people"], local["people"]):

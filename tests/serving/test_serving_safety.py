@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from config_settings import batching_settings
 from serving_test_helpers import (HEATMAP_SIZE, IMAGE_SIZE, NUM_JOINTS, NUM_VIEWS, distorted_rig,
                                   trained_like_fusion)
 from tensorflow_serving.apis import predict_pb2
@@ -422,7 +423,7 @@ def test_export_refuses_non_finite_or_diverged_fusion(small_backbone, tmp_path):
   export_dir = tmp_path / "export"
   with pytest.raises(ValueError, match=r"fusion parameter 'matrices' of rig 'toy3' holds NaN or "
                      r"Inf \(1 of \d+ values\); refusing to serve it"):
-    export.export_rig(small_backbone, broken, rig, str(export_dir))
+    export.export_rig(small_backbone, broken, rig, str(export_dir), batching=batching_settings())
   assert not export_dir.exists()  # Refused before anything is written.
   # A diverged theta (the audit's outer_lr=1e9 run: |theta| = 2e9).
   theta = fusion.theta.numpy()

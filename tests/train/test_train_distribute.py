@@ -4,6 +4,8 @@ Logical devices must be configured before TensorFlow initializes, so the check r
 subprocess.
 """
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +13,11 @@ import textwrap
 
 import pytest
 
+from config_settings import maml_settings
+
 _SCRIPT = textwrap.dedent("""
+    import json
+    import sys
     import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -28,7 +34,8 @@ _SCRIPT = textwrap.dedent("""
           tf.constant(rng.random((tasks, frames, size, size, joints)), tf.float32),
           tf.ones((tasks, frames, joints)))
     support, query = split(), split()
-    settings = metatrain.MamlSettings(tasks_per_step=tasks, inner_lr=0.5, outer_lr=1e-2)
+    settings = metatrain.MamlSettings(**json.loads(sys.argv[1]))
+    assert settings.tasks_per_step == tasks, settings
     init = metatrain.default_meta_params(size)
     results = []
     for name in ("none", "mirrored"):
@@ -52,6 +59,9 @@ _SCRIPT = textwrap.dedent("""
 def test_mirrored_step_equals_single_device_step(repo_root):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   env["PYTHONPATH"] = str(repo_root) + os.pathsep + env.get("PYTHONPATH", "")
-  result = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=repo_root, env=env,
+  settings = maml_settings(num_steps=100, tasks_per_step=4, inner_lr=0.5, outer_lr=1e-2,
+                           loss="mse")
+  result = subprocess.run([sys.executable, "-c", _SCRIPT,
+                           json.dumps(dataclasses.asdict(settings))], cwd=repo_root, env=env,
                           capture_output=True, text=True, timeout=600)
   assert "MIRRORED_OK" in result.stdout, result.stdout[-2000:] + result.stderr[-4000:]

@@ -10,6 +10,8 @@ from mf_tf.meta import tasks
 from mf_tf.modes import metatrain as metatrain_mode
 from mf_tf.train import metatrain
 
+from config_settings import maml_settings  # pylint: disable=wrong-import-order
+
 SIZE, JOINTS = 16, 6
 
 
@@ -30,8 +32,8 @@ def pool():
 @pytest.mark.large
 def test_metatraining_lowers_adapted_query_loss_on_heldout_pairs(pool):
   train_pairs, heldout = tasks.split_pairs(pool.num_views, 40, seed=0)
-  settings = metatrain.MamlSettings(num_steps=60, tasks_per_step=4, inner_lr=2.0,
-                                    outer_lr=3e-3, target_sigma=0.5, seed=0)
+  settings = maml_settings(num_steps=60, tasks_per_step=4, inner_lr=2.0, outer_lr=3e-3,
+                           target_sigma=0.5, seed=0, loss="mse")
   init = metatrain.default_meta_params(SIZE)
   before = metatrain.evaluate_pairs(init, pool, heldout, settings, 16)
   params = metatrain.metatrain_fusion(pool, train_pairs, settings, init=init, progress=False)
@@ -44,8 +46,8 @@ def test_metatraining_lowers_adapted_query_loss_on_heldout_pairs(pool):
 
 def test_killed_run_resumes_to_the_same_parameters(pool, tmp_path):
   pairs = pool.num_views and tasks.split_pairs(pool.num_views, 0, seed=0)[0]
-  settings = metatrain.MamlSettings(num_steps=6, tasks_per_step=2, support_size=2, query_size=2,
-                                    inner_lr=2.0, outer_lr=1e-2, target_sigma=0.5, seed=3)
+  settings = maml_settings(num_steps=6, tasks_per_step=2, support_size=2, query_size=2,
+                           inner_lr=2.0, outer_lr=1e-2, target_sigma=0.5, seed=3, loss="mse")
   straight = metatrain.metatrain_fusion(pool, pairs, settings, workdir=str(tmp_path / "a"),
                                         progress=False)
 
@@ -86,7 +88,7 @@ def test_meta_params_file_round_trip(tmp_path):
                                  dict(tasks_per_step=0), dict(support_size=-1)])
 def test_bad_settings_are_rejected(bad):
   with pytest.raises(ValueError):
-    metatrain.MamlSettings(**bad)
+    maml_settings(**bad)
 
 
 def test_mode_config_validation(tmp_path, default_config):

@@ -11,6 +11,8 @@ from mf_tf.meta import maml
 from mf_tf.meta import tasks
 from mf_tf.train import metatrain
 
+from config_settings import maml_settings  # pylint: disable=wrong-import-order
+
 SIZE, JOINTS = 8, 3
 
 
@@ -42,9 +44,9 @@ def test_calibrated_meta_step_runs_and_finetune_init_is_calibrated_plus_delta():
   np.testing.assert_allclose(tiled.theta.numpy(), offsets + 0.01, atol=1e-7)
 
   # Two outer steps of the calibrated variant: finite losses, both meta-parameters move.
-  settings = metatrain.MamlSettings(num_steps=2, tasks_per_step=2, support_size=2, query_size=2,
-                                    inner_lr=0.1, outer_lr=1e-3, temperature=0.5,
-                                    target_sigma=1.0, seed=0)
+  settings = maml_settings(num_steps=2, tasks_per_step=2, support_size=2, query_size=2,
+                           inner_lr=0.1, outer_lr=1e-3, temperature=0.5, target_sigma=1.0,
+                           seed=0, loss="mse")
   steps = []
   params = metatrain.metatrain_fusion(_pool(), rig.pairs, settings, init=init, progress=False,
                                       theta_by_pair=theta_by_pair,

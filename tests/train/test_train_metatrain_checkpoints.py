@@ -14,10 +14,11 @@ from mf_tf.modes import metatrain as metatrain_mode
 from mf_tf.train import metatrain
 from mf_tf.train import metatrain_checkpoints as meta_checkpoints
 
+from config_settings import maml_settings  # pylint: disable=wrong-import-order
 from test_train_metatrain import small_pool  # pylint: disable=wrong-import-order
 
-SETTINGS = metatrain.MamlSettings(num_steps=4, tasks_per_step=2, support_size=2, query_size=2,
-                                  inner_lr=2.0, outer_lr=1e-2, target_sigma=0.5, seed=3)
+SETTINGS = maml_settings(num_steps=4, tasks_per_step=2, support_size=2, query_size=2,
+                         inner_lr=2.0, outer_lr=1e-2, target_sigma=0.5, seed=3, loss="mse")
 
 
 @pytest.fixture(scope="module")

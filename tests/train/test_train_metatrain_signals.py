@@ -14,6 +14,7 @@ import pytest
 from mf_tf.meta import tasks
 from mf_tf.train import metatrain
 
+from config_settings import maml_settings  # pylint: disable=wrong-import-order
 from test_train_metatrain import small_pool  # pylint: disable=wrong-import-order
 
 
@@ -73,8 +74,8 @@ def test_sigint_saves_the_last_step_and_the_run_resumes_from_it(repo_root, tmp_p
 def test_sigterm_in_process_saves_the_step_and_exits_143(tmp_path):
   pool = small_pool(num_frames=20)
   pairs = tasks.split_pairs(pool.num_views, 0, seed=0)[0]
-  settings = metatrain.MamlSettings(num_steps=50, tasks_per_step=2, support_size=2, query_size=2,
-                                    inner_lr=2.0, outer_lr=1e-2, target_sigma=0.5, seed=3)
+  settings = maml_settings(num_steps=50, tasks_per_step=2, support_size=2, query_size=2,
+                           inner_lr=2.0, outer_lr=1e-2, target_sigma=0.5, seed=3, loss="mse")
   steps = []
 
   def terminate_at_two(step, _):

@@ -8,6 +8,7 @@ Each run is a fresh process: TF_CONFIG is read when the strategy is created, and
 join one cluster only.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -19,9 +20,16 @@ import time
 import numpy as np
 import pytest
 
+from config_settings import maml_settings
+
 _TIMEOUT_S = 120  # For all three processes together.
+# The meta-training of every process, passed to it as JSON.
+_SETTINGS = json.dumps(dataclasses.asdict(maml_settings(
+    num_steps=3, tasks_per_step=2, support_size=2, query_size=2, inner_lr=2.0, outer_lr=1e-2,
+    target_sigma=0.5, seed=3, loss="mse")))
 
 _SCRIPT = textwrap.dedent("""
+    import json
     import sys
     import numpy as np
     from mf_tf.data import world
@@ -38,9 +46,7 @@ _SCRIPT = textwrap.dedent("""
       frames[key] = frames[key][:, :, :joints]
     pool = tasks.FramePool.from_frames(frames, size)
     pairs = tasks.split_pairs(pool.num_views, 0, seed=0)[0]
-    settings = metatrain.MamlSettings(num_steps=3, tasks_per_step=2, support_size=2,
-                                      query_size=2, inner_lr=2.0, outer_lr=1e-2,
-                                      target_sigma=0.5, seed=3)
+    settings = metatrain.MamlSettings(**json.loads(sys.argv[3]))
     losses = []
     params = metatrain.metatrain_fusion(
         pool, pairs, settings, strategy=strategy, progress=False,
@@ -72,8 +78,8 @@ def _start(repo_root, tmp_path, name, strategy, tf_config=None):
     env["TF_CONFIG"] = json.dumps(tf_config)
   out = tmp_path / f"{name}.npz"
   log = open(tmp_path / f"{name}.log", "w")
-  process = subprocess.Popen([sys.executable, "-c", _SCRIPT, strategy, str(out)], cwd=repo_root,
-                             env=env, stdout=log, stderr=subprocess.STDOUT)
+  process = subprocess.Popen([sys.executable, "-c", _SCRIPT, strategy, str(out), _SETTINGS],
+                             cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT)
   log.close()
   return {"name": name, "process": process, "out": out, "log": tmp_path / f"{name}.log"}
 
