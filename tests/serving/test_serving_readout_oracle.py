@@ -13,9 +13,12 @@ import tensorflow as tf
 
 from mf_tf.fusion import ops
 from mf_tf.fusion.layers import MaterializedFusion
-from mf_tf.geometry.rig import ordered_pairs
 from mf_tf.geometry.rigs import ring_rig
 from mf_tf.serving import export
+
+from readout_oracle import gaussian_blobs
+from readout_oracle import np_fuse
+from readout_oracle import np_read_out
 
 VIEWS, SIZE, JOINTS = 2, 16, 4
 TEMPERATURE = 0.65
@@ -29,55 +32,7 @@ def _matrices():
 
 
 def _heatmaps(batch=2, seed=1):
-  """[B, V, H, W, J] float32 Gaussian blobs (amplitude 1-3) at interior spots, plus noise."""
-  rng = np.random.default_rng(seed)
-  grid = np.arange(SIZE, dtype=np.float64)
-  centre = rng.uniform(2.0, SIZE - 3.0, (batch, VIEWS, 1, 1, JOINTS, 2))
-  amplitude = rng.uniform(1.0, 3.0, (batch, VIEWS, 1, 1, JOINTS))
-  d2 = ((grid[None, :, None] - centre[..., 0]) ** 2 + (grid[:, None, None] - centre[..., 1]) ** 2)
-  blobs = amplitude * np.exp(-d2 / (2 * 1.5 ** 2))
-  return (blobs + 0.05 * rng.random(blobs.shape)).astype(np.float32)
-
-
-def np_fuse(heatmaps, matrices):
-  """Paper Eq. 1: fused_v = h_v + sum_{u != v} W_{u->v} h_u, pairs in `ordered_pairs` order."""
-  h = np.asarray(heatmaps, np.float64)
-  flat = h.reshape(h.shape[0], h.shape[1], SIZE * SIZE, h.shape[-1])
-  fused = flat.copy()
-  for pair, (source, target) in enumerate(ordered_pairs(h.shape[1])):
-    fused[:, target] += np.einsum("ij,bjc->bic", matrices[pair], flat[:, source])
-  return fused.reshape(h.shape)
-
-
-def np_read_out(heatmaps, temperature):
-  """([..., J, 2] keypoints (x, y), [..., J] scores) of softmax(h / T), see the module docstring."""
-  h = np.moveaxis(np.asarray(heatmaps, np.float64), -1, -3)  # [..., J, H, W]
-  lead, (height, width) = h.shape[:-2], h.shape[-2:]
-  logits = h.reshape(lead + (-1,)) / temperature
-  p = np.exp(logits - logits.max(axis=-1, keepdims=True))
-  p = (p / p.sum(axis=-1, keepdims=True)).reshape(h.shape)
-  coords, scores = np.zeros(lead + (2,)), np.zeros(lead)
-  for index in np.ndindex(*lead):
-    channel = p[index]
-    row, col = np.unravel_index(np.argmax(channel), channel.shape)
-    peak = channel[row, col]
-
-    def offset(low, high, interior, centre=peak):
-      if not interior:
-        return 0.0
-      log_c, log_l, log_h = (np.log(max(v, 1e-10)) for v in (centre, low, high))
-      curvature = log_l + log_h - 2.0 * log_c
-      if curvature >= -1e-6:
-        return 0.0
-      return float(np.clip(0.5 * (log_l - log_h) / curvature, -0.5, 0.5))
-
-    dx = offset(channel[row, max(col - 1, 0)], channel[row, min(col + 1, width - 1)],
-                0 < col < width - 1)
-    dy = offset(channel[max(row - 1, 0), col], channel[min(row + 1, height - 1), col],
-                0 < row < height - 1)
-    coords[index] = (col + dx, row + dy)
-    scores[index] = peak
-  return coords, scores
+  return gaussian_blobs(batch, VIEWS, SIZE, JOINTS, seed)
 
 
 @pytest.fixture(scope="module")
