@@ -194,22 +194,22 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
     {"results": {method: result}, "paths": {...}, "timings": {...}, "example": {...}}.
   """
   os.makedirs(out_dir, exist_ok=True)
-  timings = {}
-  start = time.time()
   pretrain_rig = rigs_lib.get_rig(settings.pretrain_rig)
-  rows = _rows(settings)
-  meta = {}  # recipe name -> meta-trained init of its starts (the pretraining stage)
-  for row in rows:
-    if row.timing != "calibrated_variant_s" and row.recipe.meta_theta_init is not None:
-      meta[row.recipe.name] = _pretrain_meta(settings, out_dir, row.recipe, row.file_name)
-  timings["metatrain_s"] = time.time() - start
-
   rig = rigs_lib.get_rig(settings.target_rig)
   checkpoint_dir = checkpoint_dir or os.path.join(out_dir, "finetune", rig.name)
   overlap = set(rig.camera_names) & set(pretrain_rig.camera_names)
   if overlap:
     raise ValueError(f"target rig {rig.name!r} shares cameras {sorted(overlap)} with the "
                      f"pretraining rig {pretrain_rig.name!r}")
+  timings = {}
+  start = time.time()
+  rows = _rows(settings)
+  meta = {}  # recipe name -> meta-trained init of its starts (the pretraining stage)
+  for row in rows:
+    if row.recipe.meta_theta_init is not None:
+      meta[row.recipe.name] = _pretrain_meta(settings, out_dir, row.recipe, row.file_name)
+  timings["metatrain_s"] = time.time() - start
+
   start = time.time()
   train, test, limb_lengths = _target_frames(settings, rig)
   logging.info("demo: adapting to %d labelled frames of %s (%d views), about %d steps "
@@ -222,8 +222,6 @@ def run_demo(settings: DemoSettings, out_dir: str, checkpoint_dir: str | None = 
   for index, row in enumerate(rows):
     if index:
       start = time.time()
-    if row.recipe.name not in meta and row.recipe.meta_theta_init is not None:
-      meta[row.recipe.name] = _pretrain_meta(settings, out_dir, row.recipe, row.file_name)
     adapted = _adapt(settings, row, meta.get(row.recipe.name), rig, train)
     if index == 0:
       layer, history = adapted["layer"], adapted["history"]
